@@ -1,0 +1,192 @@
+//! `burrow expose`: registers a tunnel and serves the streams the hub opens for it by dialing
+//! the target, reconnecting (and so resuming the tunnel's lease) when the connection drops.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::session::{self, SessionEnd};
+use super::{AgentConfig, AgentError, Backoff};
+use crate::mux::{Acceptor, MuxConn, MuxStream};
+use crate::shutdown::Shutdown;
+use crate::wire::io::{read_stream_header, write_frame};
+use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelSpec};
+
+const STREAM_HEADER_DEADLINE: Duration = Duration::from_secs(10);
+const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs until shutdown or a fatal refusal. `on_ready` is called once, when the tunnel is first
+/// registered; later reconnections are only logged.
+pub async fn run(
+    config: AgentConfig,
+    mut spec: TunnelSpec,
+    shutdown: Shutdown,
+    mut on_ready: impl FnMut(&TunnelInfo),
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+    let mut announced = false;
+    loop {
+        match connect_once(
+            &config,
+            &mut spec,
+            &shutdown,
+            &mut on_ready,
+            &mut announced,
+            &mut backoff,
+        )
+        .await
+        {
+            Ok(SessionEnd::Draining) => break,
+            Ok(SessionEnd::Stopped(reason)) => {
+                tracing::warn!("the hub stopped this tunnel: {reason}");
+                shutdown.begin();
+                break;
+            }
+            Ok(SessionEnd::Lost(why)) => {
+                tracing::warn!("connection to the hub lost ({why}); reconnecting")
+            }
+            Err(e @ AgentError::Transient(_)) => tracing::warn!("cannot reach the hub: {e}"),
+            Err(fatal) => return Err(fatal),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.draining() => break,
+        }
+    }
+    drain(&config, &shutdown).await;
+    Ok(())
+}
+
+pub(crate) async fn drain(config: &AgentConfig, shutdown: &Shutdown) {
+    let active = shutdown.active();
+    if active > 0 {
+        tracing::info!(active, timeout = ?config.shutdown_timeout, "draining connections");
+        if !shutdown.wait_idle(config.shutdown_timeout).await {
+            tracing::warn!(
+                left = shutdown.active(),
+                "shutdown timeout reached with connections open"
+            );
+        }
+    }
+}
+
+async fn connect_once(
+    config: &AgentConfig,
+    spec: &mut TunnelSpec,
+    shutdown: &Shutdown,
+    on_ready: &mut impl FnMut(&TunnelInfo),
+    announced: &mut bool,
+    backoff: &mut Backoff,
+) -> Result<SessionEnd, AgentError> {
+    let MuxConn {
+        mut control,
+        acceptor,
+        lifetime,
+        transport,
+        ..
+    } = session::dial(config, Role::Expose).await?;
+    let registered = async {
+        session::hello(config, &mut control, Role::Expose).await?;
+        write_frame(&mut control, &AgentMsg::Register { spec: spec.clone() })
+            .await
+            .map_err(|e| AgentError::Transient(format!("registering: {e}")))?;
+        match session::request_reply(&mut control).await? {
+            HubMsg::Registered { tunnel } => Ok(tunnel),
+            HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
+            other => Err(AgentError::Transient(format!(
+                "unexpected answer to register: {other:?}"
+            ))),
+        }
+    }
+    .await;
+    let info = match registered {
+        Ok(info) => info,
+        Err(e) => {
+            lifetime.close("agent giving up");
+            return Err(e);
+        }
+    };
+    backoff.reset();
+    // A generated name must survive reconnects so the lease is found again.
+    spec.name = Some(info.name.clone());
+    if *announced {
+        tracing::info!(tunnel = %info.id, transport, "reconnected; tunnel resumed");
+    } else {
+        *announced = true;
+        tracing::info!(tunnel = %info.id, name = %info.name, transport, "tunnel ready");
+        on_ready(&info);
+    }
+    let Some(acceptor) = acceptor else {
+        return Err(AgentError::Transient(
+            "transport offers no incoming streams".into(),
+        ));
+    };
+    let server = tokio::spawn(serve_streams(
+        acceptor,
+        spec.target.clone(),
+        shutdown.clone(),
+    ));
+    let end = session::supervise(control, &lifetime, shutdown).await;
+    server.abort();
+    if !matches!(end, SessionEnd::Draining) {
+        lifetime.close("session over");
+    } else {
+        // Keep the connection up so running streams can finish; it closes when dropped.
+        drain_then_close(lifetime, shutdown.clone(), config.shutdown_timeout);
+    }
+    Ok(end)
+}
+
+fn drain_then_close(lifetime: crate::mux::Lifetime, shutdown: Shutdown, limit: Duration) {
+    tokio::spawn(async move {
+        shutdown.wait_idle(limit).await;
+        lifetime.close("agent shutting down");
+    });
+}
+
+async fn serve_streams(mut acceptor: Acceptor, target: String, shutdown: Shutdown) {
+    while let Some(stream) = acceptor.accept().await {
+        if shutdown.is_draining() {
+            continue; // dropping the stream refuses it
+        }
+        let guard = shutdown.track();
+        let target = target.clone();
+        tokio::spawn(async move {
+            serve_stream(stream, &target).await;
+            drop(guard);
+        });
+    }
+}
+
+/// One connection from the hub: dial the target and relay.
+async fn serve_stream(mut stream: MuxStream, target: &str) {
+    let header =
+        match tokio::time::timeout(STREAM_HEADER_DEADLINE, read_stream_header(&mut stream)).await {
+            Ok(Ok(header)) => header,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "bad stream header from the hub");
+                return;
+            }
+            Err(_) => return,
+        };
+    let mut upstream = match tokio::time::timeout(
+        TARGET_CONNECT_DEADLINE,
+        TcpStream::connect(target),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            tracing::warn!(target, peer = %header.peer, error = %e, "cannot connect to the target");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(target, peer = %header.peer, "connecting to the target timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if let Err(e) = crate::relay::relay(&mut stream, &mut upstream).await {
+        tracing::debug!(peer = %header.peer, error = %e, "relay ended with an error");
+    }
+}

@@ -1,0 +1,214 @@
+//! `burrow reach`: binds a local port and carries each local connection through the hub to
+//! an exposed tunnel, keeping the port open across reconnections to the hub.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::session::{self, SessionEnd};
+use super::{AgentConfig, AgentError, Backoff};
+use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
+use crate::shutdown::Shutdown;
+use crate::types::TunnelId;
+use crate::wire::io::write_frame;
+use crate::wire::{AgentMsg, HubMsg, Role, StreamHeader, StreamKind, TunnelInfo};
+
+/// How long a local connection waits for the hub connection to come back.
+const WAIT_FOR_HUB: Duration = Duration::from_secs(10);
+
+/// The live route to the tunnel: where to open streams and which tunnel id to name.
+type Route = Option<(Opener, TunnelId)>;
+
+pub async fn run(
+    config: AgentConfig,
+    tunnel: String,
+    local: String,
+    shutdown: Shutdown,
+    on_ready: impl FnOnce(&TunnelInfo, SocketAddr),
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+    // The first resolution decides whether the tunnel exists for this user at all.
+    let (info, parts) = loop {
+        match connect_once(&config, &tunnel).await {
+            Ok(connected) => break connected,
+            Err(e @ AgentError::Transient(_)) => {
+                tracing::warn!("cannot reach the hub: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.draining() => return Ok(()),
+                }
+            }
+            Err(fatal) => return Err(fatal),
+        }
+    };
+    let listener = TcpListener::bind(&local)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: local.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: local.clone(),
+        source,
+    })?;
+    let (route_tx, route_rx) = watch::channel::<Route>(Some((parts.0.clone(), info.id)));
+    on_ready(&info, local_addr);
+
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
+    let keeper = tokio::spawn(keep_connected(
+        config.clone(),
+        tunnel,
+        parts,
+        route_tx,
+        shutdown.clone(),
+        fatal_tx,
+    ));
+
+    let result = loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.draining() => break Ok(()),
+            fatal = fatal_rx.recv() => break fatal.map_or(Ok(()), Err),
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let guard = shutdown.track();
+                let route = route_rx.clone();
+                tokio::spawn(async move {
+                    carry(tcp, peer, route).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "local accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    drop(listener);
+    super::expose::drain(&config, &shutdown).await;
+    keeper.abort();
+    result
+}
+
+/// Dials, says hello and resolves the tunnel.
+async fn connect_once(
+    config: &AgentConfig,
+    tunnel: &str,
+) -> Result<(TunnelInfo, (Opener, MuxStream, Lifetime)), AgentError> {
+    let MuxConn {
+        mut control,
+        opener,
+        lifetime,
+        ..
+    } = session::dial(config, Role::Reach).await?;
+    let resolved = async {
+        session::hello(config, &mut control, Role::Reach).await?;
+        write_frame(
+            &mut control,
+            &AgentMsg::Resolve {
+                tunnel: tunnel.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| AgentError::Transient(format!("resolving: {e}")))?;
+        match session::request_reply(&mut control).await? {
+            HubMsg::Resolved { tunnel } => Ok(tunnel),
+            HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
+            other => Err(AgentError::Transient(format!(
+                "unexpected answer to resolve: {other:?}"
+            ))),
+        }
+    }
+    .await;
+    match (resolved, opener) {
+        (Ok(info), Some(opener)) => Ok((info, (opener, control, lifetime))),
+        (Ok(_), None) => Err(AgentError::Transient(
+            "transport cannot open streams".into(),
+        )),
+        (Err(e), _) => {
+            lifetime.close("agent giving up");
+            Err(e)
+        }
+    }
+}
+
+/// Keeps a connection to the hub, publishing the current route; reconnects with backoff.
+async fn keep_connected(
+    config: AgentConfig,
+    tunnel: String,
+    first: (Opener, MuxStream, Lifetime),
+    route: watch::Sender<Route>,
+    shutdown: Shutdown,
+    fatal: tokio::sync::mpsc::Sender<AgentError>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+    let (_, mut control, mut lifetime) = first;
+    loop {
+        match session::supervise(control, &lifetime, &shutdown).await {
+            SessionEnd::Draining => return,
+            SessionEnd::Stopped(reason) | SessionEnd::Lost(reason) => {
+                tracing::warn!("connection to the hub lost ({reason}); reconnecting");
+            }
+        }
+        route.send_replace(None);
+        lifetime.close("reconnecting");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = shutdown.draining() => return,
+            }
+            match connect_once(&config, &tunnel).await {
+                Ok((info, (opener, new_control, new_lifetime))) => {
+                    tracing::info!(tunnel = %info.id, "reconnected to the hub");
+                    backoff.reset();
+                    route.send_replace(Some((opener, info.id)));
+                    control = new_control;
+                    lifetime = new_lifetime;
+                    break;
+                }
+                Err(e @ AgentError::Transient(_)) => tracing::warn!("cannot reach the hub: {e}"),
+                Err(e) => {
+                    let _ = fatal.send(e).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One local connection: open a stream to the tunnel and relay.
+async fn carry(mut tcp: TcpStream, peer: SocketAddr, mut route: watch::Receiver<Route>) {
+    let current = match tokio::time::timeout(WAIT_FOR_HUB, route.wait_for(Option::is_some)).await {
+        Ok(Ok(current)) => current.clone(),
+        _ => {
+            tracing::warn!(%peer, "no connection to the hub; dropping local connection");
+            return;
+        }
+    };
+    let Some((opener, tunnel)) = current else {
+        return;
+    };
+    let mut stream = match opener.open().await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot open a stream to the hub");
+            return;
+        }
+    };
+    let header = StreamHeader {
+        kind: StreamKind::Tcp,
+        tunnel,
+        peer: peer.to_string(),
+    };
+    if stream.write_all(&header.encode()).await.is_err() {
+        return;
+    }
+    if let Err(e) = crate::relay::relay(&mut tcp, &mut stream).await {
+        tracing::debug!(%peer, error = %e, "relay ended with an error");
+    }
+}

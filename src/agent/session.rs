@@ -1,0 +1,252 @@
+//! Dialing the hub over QUIC, TLS or plain TCP, and the hello that authenticates the agent.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{AgentConfig, AgentError};
+use crate::mux::{self, MuxConn, MuxStream};
+use crate::types::TransportKind;
+use crate::wire::io::{read_frame, write_frame};
+use crate::wire::{AgentMsg, Hello, HubMsg, Role, PREFACE, PROTOCOL_VERSION};
+
+/// With `--transport auto`, how long QUIC gets before falling back to TLS over TCP.
+const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(3);
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+fn transient(what: &str) -> impl Fn(String) -> AgentError + '_ {
+    move |e| AgentError::Transient(format!("{what}: {e}"))
+}
+
+/// Splits `HOST:PORT` (with `[v6]:PORT` allowed) into the host and port.
+pub fn split_host_port(addr: &str) -> Result<(&str, u16), AgentError> {
+    let bad = || AgentError::Config(format!("hub address {addr:?} is not HOST:PORT"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, port.parse().map_err(|_| bad())?))
+}
+
+/// Connects to the hub with the configured transport and returns the multiplexed connection.
+pub async fn dial(config: &AgentConfig, role: Role) -> Result<MuxConn, AgentError> {
+    match config.transport {
+        TransportKind::Auto => {
+            match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "QUIC failed; falling back to TLS over TCP");
+                    dial_stream(config, role, true).await
+                }
+                Err(_) => {
+                    tracing::info!("no QUIC answer within {QUIC_FALLBACK_AFTER:?}; falling back to TLS over TCP");
+                    dial_stream(config, role, true).await
+                }
+            }
+        }
+        TransportKind::Quic => dial_quic(config).await,
+        TransportKind::Tls => dial_stream(config, role, true).await,
+        TransportKind::Tcp => dial_stream(config, role, false).await,
+    }
+}
+
+async fn resolve(config: &AgentConfig) -> Result<std::net::SocketAddr, AgentError> {
+    let (host, port) = split_host_port(&config.hub)?;
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| AgentError::Transient(format!("resolving {host}: {e}")))?
+        .next()
+        .ok_or_else(|| AgentError::Transient(format!("{host} has no address")))
+}
+
+fn tls_config(config: &AgentConfig) -> Result<std::sync::Arc<rustls::ClientConfig>, AgentError> {
+    config
+        .tls
+        .clone()
+        .ok_or_else(|| AgentError::Config("this transport needs TLS settings".into()))
+}
+
+async fn dial_quic(config: &AgentConfig) -> Result<MuxConn, AgentError> {
+    let addr = resolve(config).await?;
+    let (host, _) = split_host_port(&config.hub)?;
+    tokio::time::timeout(
+        CONNECT_DEADLINE,
+        mux::quic::connect(tls_config(config)?, addr, host),
+    )
+    .await
+    .map_err(|_| AgentError::Transient("QUIC connect timed out".into()))?
+    .map_err(|e| AgentError::Transient(format!("QUIC to {}: {e}", config.hub)))
+}
+
+async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<MuxConn, AgentError> {
+    let addr = resolve(config).await?;
+    let tcp = tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(addr))
+        .await
+        .map_err(|_| AgentError::Transient(format!("connecting to {addr} timed out")))?
+        .map_err(|e| transient(&format!("connecting to {addr}"))(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let mut preface = PREFACE.to_vec();
+    preface.push(role.byte());
+    if tls {
+        let (host, _) = split_host_port(&config.hub)?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+            AgentError::Config(format!("{host} is not a valid TLS server name: {e}"))
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config(config)?);
+        let mut io = tokio::time::timeout(CONNECT_DEADLINE, connector.connect(name, tcp))
+            .await
+            .map_err(|_| AgentError::Transient("TLS handshake timed out".into()))?
+            .map_err(|e| {
+                AgentError::Transient(format!("TLS handshake with {}: {e}", config.hub))
+            })?;
+        io.write_all(&preface)
+            .await
+            .map_err(|e| transient("writing preface")(e.to_string()))?;
+        h2_for_role(io, role, "tls").await
+    } else {
+        let mut io = tcp;
+        io.write_all(&preface)
+            .await
+            .map_err(|e| transient("writing preface")(e.to_string()))?;
+        h2_for_role(io, role, "tcp").await
+    }
+}
+
+/// The agent is the HTTP/2 server when the hub opens the streams (`expose`), the client when
+/// it opens them itself (`reach`).
+async fn h2_for_role<T>(io: T, role: Role, transport: &'static str) -> Result<MuxConn, AgentError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = match role {
+        Role::Expose => mux::h2::server(io, transport).await,
+        Role::Reach => mux::h2::client(io, transport).await,
+    };
+    conn.map_err(|e| AgentError::Transient(format!("HTTP/2 set-up: {e}")))
+}
+
+/// Sends the hello and waits for the hub's verdict.
+pub async fn hello(
+    config: &AgentConfig,
+    control: &mut MuxStream,
+    role: Role,
+) -> Result<(), AgentError> {
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        user: config.user.clone(),
+        access_key: config.access_key.clone(),
+        agent_id: config.agent_id,
+        role,
+    };
+    write_frame(control, &AgentMsg::Hello(hello))
+        .await
+        .map_err(|e| transient("sending hello")(e.to_string()))?;
+    match request_reply(control).await? {
+        HubMsg::Welcome { .. } => Ok(()),
+        HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
+        other => Err(AgentError::Transient(format!(
+            "unexpected answer to hello: {other:?}"
+        ))),
+    }
+}
+
+/// Reads the hub's next control message, bounded in time.
+pub async fn request_reply(control: &mut MuxStream) -> Result<HubMsg, AgentError> {
+    match tokio::time::timeout(CONNECT_DEADLINE, read_frame::<_, HubMsg>(control)).await {
+        Ok(Ok(Some(msg))) => Ok(msg),
+        Ok(Ok(None)) => Err(AgentError::Transient(
+            "hub closed the control stream".into(),
+        )),
+        Ok(Err(e)) => Err(AgentError::Transient(format!("control stream: {e}"))),
+        Err(_) => Err(AgentError::Transient("hub did not answer in time".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_addresses_split_into_host_and_port() {
+        assert_eq!(
+            split_host_port("hub.example:7443").unwrap(),
+            ("hub.example", 7443)
+        );
+        assert_eq!(split_host_port("[::1]:7443").unwrap(), ("::1", 7443));
+        assert!(split_host_port("nohost").is_err());
+        assert!(split_host_port(":7443").is_err());
+        assert!(split_host_port("h:notaport").is_err());
+    }
+}
+
+/// Why a connected session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The connection dropped or the hub went silent: reconnect.
+    Lost(String),
+    /// The hub told the agent to stop serving (replaced by a newer agent, deleted).
+    Stopped(String),
+    /// This process is shutting down.
+    Draining,
+}
+
+/// How often the agent pings the hub, and how long a silent hub is tolerated. QUIC has its
+/// own keep-alive; this also catches a dead TCP connection under HTTP/2.
+const PING_EVERY: Duration = Duration::from_secs(10);
+const SILENCE_LIMIT: Duration = Duration::from_secs(35);
+
+/// Watches an established session: pings the hub, handles its control messages, and returns
+/// when the connection is lost, the hub stops the agent, or the process starts draining.
+pub async fn supervise(
+    control: MuxStream,
+    lifetime: &mux::Lifetime,
+    shutdown: &crate::shutdown::Shutdown,
+) -> SessionEnd {
+    let (mut reader, mut writer) = tokio::io::split(control);
+    // Reading runs in its own task: a frame read is not cancel-safe, so it must never be a
+    // select! branch that other branches can interrupt half-way.
+    let (msg_tx, mut msg_rx) = tokio::sync::mpsc::channel::<Result<HubMsg, String>>(8);
+    let read_task = tokio::spawn(async move {
+        loop {
+            let next = match read_frame::<_, HubMsg>(&mut reader).await {
+                Ok(Some(msg)) => Ok(msg),
+                Ok(None) => Err("hub closed the control stream".to_string()),
+                Err(e) => Err(format!("control stream: {e}")),
+            };
+            let failed = next.is_err();
+            if msg_tx.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    let end = loop {
+        tokio::select! {
+            msg = msg_rx.recv() => match msg {
+                Some(Ok(HubMsg::StopTunnel { reason, .. })) => break SessionEnd::Stopped(reason),
+                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                Some(Err(e)) => break SessionEnd::Lost(e),
+                None => break SessionEnd::Lost("control reader ended".into()),
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    break SessionEnd::Lost(format!("hub silent for {SILENCE_LIMIT:?}"));
+                }
+                if let Err(e) = write_frame(&mut writer, &AgentMsg::Ping).await {
+                    break SessionEnd::Lost(format!("sending ping: {e}"));
+                }
+            }
+            _ = lifetime.closed() => break SessionEnd::Lost("connection closed".into()),
+            _ = shutdown.draining() => break SessionEnd::Draining,
+        }
+    };
+    read_task.abort();
+    end
+}

@@ -1,0 +1,385 @@
+//! What each subcommand does: turn parsed flags into the library's configurations, start the
+//! role, print its ready line (text or `--json`), and handle SIGINT/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::agent::{self, AgentConfig, AgentError};
+use crate::cli::{
+    self, AgentArgs, CertsCommand, Command, ExposeArgs, HubArgs, LogArgs, LogFormat, ReachArgs,
+};
+use crate::hub::{Hub, HubConfig};
+use crate::shutdown::Shutdown;
+use crate::types::{AgentId, Secret, TransportKind, TunnelName, UserName};
+use crate::wire::TunnelSpec;
+
+/// A failed run: the message for stderr and the process exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<AgentError> for Failure {
+    fn from(e: AgentError) -> Self {
+        Self {
+            code: e.exit_code() as u8,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Hub(args) => run_hub(args).await,
+        Command::Expose(args) => run_expose(args).await,
+        Command::Reach(args) => run_reach(args).await,
+        Command::Certs(CertsCommand::Init { dir, hosts }) => {
+            crate::tls::generate_certs(&dir, &hosts).map_err(Failure::runtime)?;
+            println!(
+                "wrote ca.pem, ca.key, server.pem, server.key to {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Share(_) | Command::Tunnels(_) | Command::Pac(_) => Err(Failure::runtime(
+            "this command is not available in this build yet (it needs the REST API / PAC engine)",
+        )),
+    }
+}
+
+pub fn init_logging(log: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn not_built(what: &str) -> Failure {
+    Failure::usage(format!("{what} is not available in this build yet"))
+}
+
+/// Prints a line on stdout and flushes it, so scripts waiting for it see it at once.
+fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// First signal: begin draining. Second: exit at once.
+fn handle_signals(shutdown: Shutdown) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        for first in [true, false] {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if first {
+                tracing::info!("shutting down; a second signal exits at once");
+                shutdown.begin();
+            } else {
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+async fn run_hub(args: HubArgs) -> Result<(), Failure> {
+    if args.trusted_proxies.is_some() {
+        return Err(not_built("--trusted-proxies (PROXY protocol)"));
+    }
+    if args.api_address.is_some() {
+        tracing::warn!("--api-address: the REST and operational APIs are not available in this build yet; ignored");
+    }
+    let mut config = HubConfig::new(args.listen, args.data_dir.clone());
+    config.public_host = args
+        .public_host
+        .clone()
+        .unwrap_or_else(|| args.domain.clone());
+    config.domain = args.domain;
+    config.port_range = args.port_range;
+    config.cert = args.cert.zip(args.key);
+    config.allow_plaintext = args.allow_plaintext;
+    config.lease_grace = args.lease_grace;
+    for entry in &args.auth {
+        let (user, key) = entry
+            .split_once(':')
+            .ok_or_else(|| Failure::usage(format!("--auth {entry:?} is not USER:KEY")))?;
+        let user: UserName = user
+            .parse()
+            .map_err(|e| Failure::usage(format!("--auth: {e}")))?;
+        if key.is_empty() {
+            return Err(Failure::usage(format!(
+                "--auth for {user}: the key is empty"
+            )));
+        }
+        config.users.push((user, Secret::new(key)));
+    }
+    let hub = Hub::start(config).await.map_err(Failure::runtime)?;
+    if let Some((user, key)) = &hub.generated_admin {
+        if args.json {
+            emit(
+                &json!({"event": "credentials", "user": user, "access_key": key.expose()})
+                    .to_string(),
+            );
+        } else {
+            emit(&format!(
+                "generated admin credentials (shown once): user {user}, access key {}",
+                key.expose()
+            ));
+        }
+    }
+    let config = hub.config();
+    if args.json {
+        emit(
+            &json!({"event": "ready", "listen": hub.listen.to_string(), "api_address": null, "domain": config.domain})
+                .to_string(),
+        );
+    } else {
+        emit(&format!(
+            "burrow hub listening on {} (tcp+udp), domain {}, data in {}; agents use --ca {}",
+            hub.listen,
+            config.domain,
+            config.data_dir.display(),
+            config
+                .data_dir
+                .join("certs")
+                .join(crate::tls::CA_CERT)
+                .display()
+        ));
+    }
+    handle_signals(hub.shutdown.clone());
+    hub.shutdown.draining().await;
+    let active = hub.shutdown.active();
+    if active > 0 {
+        tracing::info!(active, timeout = ?args.shutdown_timeout, "draining connections");
+        hub.shutdown.wait_idle(args.shutdown_timeout).await;
+    }
+    Ok(())
+}
+
+fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
+    init_logging(&args.log);
+    if args.api_address.is_some() {
+        tracing::warn!(
+            "--api-address: the operational API is not available in this build yet; ignored"
+        );
+    }
+    let user: UserName = args
+        .user
+        .parse()
+        .map_err(|e| Failure::usage(format!("--user: {e}")))?;
+    agent::session::split_host_port(&args.hub)
+        .map_err(|e| Failure::usage(format!("--hub: {e}")))?;
+    let tls = match args.transport {
+        TransportKind::Tcp => None,
+        _ => Some(
+            crate::tls::client_config(args.ca.as_deref())
+                .map_err(|e| Failure::usage(e.to_string()))?,
+        ),
+    };
+    let agent_id = match &args.agent_id {
+        Some(id) => id
+            .parse()
+            .map_err(|e| Failure::usage(format!("--agent-id: {e}")))?,
+        None => persistent_agent_id(),
+    };
+    Ok(AgentConfig {
+        hub: args.hub.clone(),
+        user,
+        access_key: Secret::new(args.access_key.clone()),
+        agent_id,
+        transport: args.transport,
+        tls,
+        shutdown_timeout: args.shutdown_timeout,
+    })
+}
+
+/// The agent id kept in `$XDG_STATE_HOME/burrow/agent-id` (or `~/.local/state/...`),
+/// generated on first use. If it cannot be stored, this run uses a fresh one.
+fn persistent_agent_id() -> AgentId {
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("burrow"));
+    let Some(dir) = dir else {
+        return AgentId::random();
+    };
+    let path = dir.join("agent-id");
+    if let Some(id) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return id;
+    }
+    let id = AgentId::random();
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, format!("{id}\n")))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot store the agent id; using a fresh one");
+    }
+    id
+}
+
+fn connection_string(target: &str, protocol: crate::types::Protocol, address: &str) -> String {
+    use crate::types::Protocol;
+    let port = target
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let scheme = match (protocol, port) {
+        (Protocol::Http, _) => "http",
+        (Protocol::Https, _) => "https",
+        (_, Some(5432)) => "postgresql",
+        (_, Some(3306)) => "mysql",
+        (_, Some(6379)) => "redis",
+        (_, Some(27017)) => "mongodb",
+        _ => "tcp",
+    };
+    format!("{scheme}://{address}")
+}
+
+async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
+    let config = agent_config(&args.agent)?;
+    if args.forward_proxy {
+        return Err(not_built("--forward-proxy"));
+    }
+    let target =
+        cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
+    let name: Option<TunnelName> = args
+        .name
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| Failure::usage(format!("--name: {e}")))?;
+    let shared_all = match args.shared.as_deref() {
+        None => false,
+        Some("all") => true,
+        Some(other) => {
+            return Err(Failure::usage(format!(
+                "--shared {other:?}: only `all` is supported"
+            )))
+        }
+    };
+    let mut metadata = BTreeMap::new();
+    for pair in &args.metadata {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--metadata {pair:?} is not k=v")))?;
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    let spec = TunnelSpec {
+        name,
+        protocol: args.protocol,
+        target: target.clone(),
+        public: args.public,
+        hub_port: args.hub_port,
+        pool: args.pool,
+        shared_all,
+        metadata,
+    };
+    let json = args.agent.json;
+    let agent_id = config.agent_id;
+    let shutdown = Shutdown::new();
+    handle_signals(shutdown.clone());
+    agent::expose::run(config, spec, shutdown, |info| {
+        let connection = info
+            .public_address
+            .as_deref()
+            .map(|a| connection_string(&target, info.protocol, a));
+        if json {
+            let mut line = json!({
+                "event": "ready",
+                "tunnel_id": info.id,
+                "agent_id": agent_id,
+                "name": info.name,
+                "protocol": info.protocol,
+                "public_address": info.public_address,
+                "connection_string": connection,
+            });
+            if let Some(url) = &info.url {
+                line["url"] = json!(url);
+            }
+            emit(&line.to_string());
+        } else {
+            emit(&format!(
+                "tunnel {} ready (id {}, {} -> {target})",
+                info.name,
+                info.id,
+                info.protocol.as_str()
+            ));
+            match (&info.public_address, &connection) {
+                (Some(address), Some(connection)) => emit(&format!(
+                    "  public address: {address}\n  connect with:   {connection}"
+                )),
+                _ => emit(&format!(
+                    "  private: reach it with `burrow reach {}`",
+                    info.name
+                )),
+            }
+            if let Some(url) = &info.url {
+                emit(&format!("  url:            {url}"));
+            }
+        }
+    })
+    .await
+    .map_err(Failure::from)
+}
+
+async fn run_reach(args: ReachArgs) -> Result<(), Failure> {
+    let config = agent_config(&args.agent)?;
+    if args.share.is_some() {
+        return Err(not_built("--share"));
+    }
+    if args.http_proxy.is_some() || args.pac.is_some() {
+        return Err(not_built("--http-proxy / --pac"));
+    }
+    let json = args.agent.json;
+    let shutdown = Shutdown::new();
+    handle_signals(shutdown.clone());
+    agent::reach::run(config, args.tunnel, args.local, shutdown, |info, local| {
+        if json {
+            emit(
+                &json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()})
+                    .to_string(),
+            );
+        } else {
+            emit(&format!(
+                "reaching tunnel {} (id {}) at {local}",
+                info.name, info.id
+            ));
+        }
+    })
+    .await
+    .map_err(Failure::from)
+}

@@ -1,0 +1,398 @@
+//! The command line: clap derive structs, the `--config` TOML layer, and parsing of flag
+//! values into the library's types. Precedence is flag > environment > config file > default.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::types::{Protocol, TransportKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "burrow",
+    version,
+    about = "A tunnel data-plane proxy: a hub on a public host, `expose` agents that publish local \
+             services through it, and `reach` agents that give local programs a port leading to them.",
+    args_override_self = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// TOML config file whose keys are flag names (e.g. `hub = "hub.example:7443"`).
+    #[arg(long, global = true, env = "BURROW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the hub: the main port for agents and visitors, public tunnel ports, state.
+    Hub(HubArgs),
+    /// Publish a local service (HOST:PORT or PORT) through the hub.
+    Expose(ExposeArgs),
+    /// Give local programs a port that leads to an exposed tunnel.
+    Reach(ReachArgs),
+    /// Create a share link for a tunnel (not available in this build yet).
+    Share(NotBuiltArgs),
+    /// List, inspect and stop tunnels through the REST API (not available in this build yet).
+    Tunnels(NotBuiltArgs),
+    /// Evaluate PAC files (not available in this build yet).
+    Pac(NotBuiltArgs),
+    /// Certificate utilities.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Log filter for stderr: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, env = "BURROW_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "BURROW_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct HubArgs {
+    /// Main port, TCP and UDP: agents, and visitors routed by Host/SNI.
+    #[arg(long, env = "BURROW_LISTEN", default_value = "0.0.0.0:7443")]
+    pub listen: std::net::SocketAddr,
+    /// Tunnel hostnames are <name>.<domain>.
+    #[arg(long, env = "BURROW_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// Public per-tunnel ports, LO-HI.
+    #[arg(long, env = "BURROW_PORT_RANGE", default_value = "20000-20999", value_parser = parse_port_range)]
+    pub port_range: (u16, u16),
+    /// Host printed in public addresses (default: --domain).
+    #[arg(long, env = "BURROW_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+    /// Hub TLS certificate (PEM); without it one is generated into <data-dir>/certs/.
+    #[arg(long, env = "BURROW_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key for --cert (PEM).
+    #[arg(long, env = "BURROW_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Persistent state: SQLite database and generated certificates.
+    #[arg(long, env = "BURROW_DATA_DIR", default_value = "./burrow-data")]
+    pub data_dir: PathBuf,
+    /// Add a user, USER:KEY (repeatable). With no user at all an admin is generated.
+    #[arg(long, env = "BURROW_AUTH", value_delimiter = ',')]
+    pub auth: Vec<String>,
+    /// Accept `--transport tcp` (unencrypted) agents.
+    #[arg(long, env = "BURROW_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
+    /// Plain-HTTP listener for the REST and operational APIs (not available in this build yet).
+    #[arg(long, env = "BURROW_API_ADDRESS")]
+    pub api_address: Option<String>,
+    /// Drain time on the first SIGINT/SIGTERM.
+    #[arg(long, env = "BURROW_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Sources allowed to send PROXY protocol headers (not available in this build yet).
+    #[arg(long, env = "BURROW_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// How long a tunnel whose agent disconnected keeps its id, name and port.
+    #[arg(long, env = "BURROW_LEASE_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub lease_grace: Duration,
+    /// One JSON object per line on stdout.
+    #[arg(long, env = "BURROW_JSON")]
+    pub json: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The hub's main port, HOST:PORT.
+    #[arg(long, env = "BURROW_HUB")]
+    pub hub: String,
+    #[arg(short = 'u', long, env = "BURROW_USER")]
+    pub user: String,
+    #[arg(short = 'k', long, env = "BURROW_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: String,
+    /// PEM CA bundle that signs the hub's certificate (else the system roots).
+    #[arg(long, env = "BURROW_CA")]
+    pub ca: Option<PathBuf>,
+    /// Agent↔hub transport: auto tries QUIC then falls back to TLS; tcp is unencrypted.
+    #[arg(long, env = "BURROW_TRANSPORT", value_enum, default_value = "auto")]
+    pub transport: TransportKind,
+    /// Local operational API (not available in this build yet).
+    #[arg(long, env = "BURROW_API_ADDRESS")]
+    pub api_address: Option<String>,
+    /// One JSON object per line on stdout.
+    #[arg(long, env = "BURROW_JSON")]
+    pub json: bool,
+    /// Drain time on the first SIGINT/SIGTERM.
+    #[arg(long, env = "BURROW_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// This agent's identity (default: generated once and kept in the state directory).
+    #[arg(long, env = "BURROW_AGENT_ID")]
+    pub agent_id: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExposeArgs {
+    /// HOST:PORT or PORT (= 127.0.0.1:PORT) of the service to publish.
+    #[arg(required_unless_present = "forward_proxy")]
+    pub target: Option<String>,
+    /// Tunnel name, 1-100 chars of [a-z0-9-]; generated when absent.
+    #[arg(long, env = "BURROW_NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "BURROW_PROTOCOL", value_enum, default_value = "auto")]
+    pub protocol: Protocol,
+    /// Ask for a specific public port.
+    #[arg(long, env = "BURROW_HUB_PORT")]
+    pub hub_port: Option<u16>,
+    /// Open a public port that anyone may connect to.
+    #[arg(long, env = "BURROW_PUBLIC")]
+    pub public: bool,
+    /// Join a pool: agents with one name share the load.
+    #[arg(long, env = "BURROW_POOL")]
+    pub pool: bool,
+    /// Free-form metadata, k=v,...
+    #[arg(long, env = "BURROW_METADATA", value_delimiter = ',')]
+    pub metadata: Vec<String>,
+    /// `all`: every user of the hub may reach this tunnel.
+    #[arg(long, env = "BURROW_SHARED")]
+    pub shared: Option<String>,
+    /// Expose the built-in HTTP forward proxy (not available in this build yet).
+    #[arg(long, env = "BURROW_FORWARD_PROXY")]
+    pub forward_proxy: bool,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReachArgs {
+    /// Tunnel name or id.
+    pub tunnel: String,
+    /// Local bind address; each connection goes through the tunnel.
+    #[arg(long, env = "BURROW_LOCAL", default_value = "127.0.0.1:0")]
+    pub local: String,
+    /// Reach with a share link instead of credentials (not available in this build yet).
+    #[arg(long, env = "BURROW_SHARE")]
+    pub share: Option<String>,
+    /// A local HTTP forward proxy routed by PAC (not available in this build yet).
+    #[arg(long, env = "BURROW_HTTP_PROXY")]
+    pub http_proxy: Option<String>,
+    /// PAC file for --http-proxy (not available in this build yet).
+    #[arg(long, env = "BURROW_PAC")]
+    pub pac: Option<String>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// Accepts any arguments so that the command can say plainly it is not built yet.
+#[derive(Args, Debug)]
+pub struct NotBuiltArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Write ca.pem, ca.key, server.pem and server.key for the given hosts.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name, `*.` wildcard or IP address (repeatable).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, `7d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range like 20000-20999");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (u16, u16) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// `PORT` means `127.0.0.1:PORT`; otherwise `HOST:PORT` with a valid port.
+pub fn parse_target(s: &str) -> Result<String, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(format!("target {s:?} is not HOST:PORT or PORT")),
+    }
+}
+
+const FILE_COMMANDS: &[&str] = &["hub", "expose", "reach"];
+
+/// Inserts the `--config` file's settings as flags right after the subcommand, unless the
+/// environment sets them. Flags given on the command line come later and win
+/// (`args_override_self`), which yields flag > env > file > default.
+pub fn args_with_config(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let text: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let from_args = text.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
+            (a == "--config")
+                .then(|| text.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_args.or_else(|| std::env::var("BURROW_CONFIG").ok()) else {
+        return Ok(argv);
+    };
+    let Some(position) = text
+        .iter()
+        .skip(1)
+        .position(|a| FILE_COMMANDS.contains(&a.as_str()))
+    else {
+        return Ok(argv);
+    };
+    let contents =
+        std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
+    let table: toml::Table = contents
+        .parse()
+        .map_err(|e| format!("config file {path}: {e}"))?;
+    let mut injected = Vec::new();
+    for (key, value) in &table {
+        let flag = key.replace('_', "-");
+        if flag == "config"
+            || std::env::var_os(format!("BURROW_{}", flag.to_uppercase().replace('-', "_")))
+                .is_some()
+        {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        for value in values {
+            match value {
+                toml::Value::Boolean(true) => injected.push(format!("--{flag}")),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => injected.push(format!("--{flag}={s}")),
+                toml::Value::Integer(n) => injected.push(format!("--{flag}={n}")),
+                toml::Value::Float(f) => injected.push(format!("--{flag}={f}")),
+                other => {
+                    return Err(format!(
+                        "config file {path}: unsupported value for {key}: {other}"
+                    ))
+                }
+            }
+        }
+    }
+    let mut out = argv;
+    let at = position + 2;
+    out.splice(at..at, injected.into_iter().map(OsString::from));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn port_ranges_and_targets_are_validated() {
+        assert_eq!(parse_port_range("20000-20999").unwrap(), (20000, 20999));
+        assert!(parse_port_range("3-2").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert_eq!(parse_target("5432").unwrap(), "127.0.0.1:5432");
+        assert_eq!(
+            parse_target("db.internal:5432").unwrap(),
+            "db.internal:5432"
+        );
+        assert!(parse_target("db.internal").is_err());
+        assert!(parse_target("host:99999").is_err());
+    }
+
+    #[test]
+    fn config_file_values_yield_to_command_line_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burrow.toml");
+        std::fs::write(
+            &path,
+            "domain = \"file.example\"\nallow_plaintext = true\nport-range = \"30000-30010\"\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = [
+            "burrow",
+            "--config",
+            path.to_str().unwrap(),
+            "hub",
+            "--domain",
+            "flag.example",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        let cli = Cli::try_parse_from(args_with_config(argv).unwrap()).unwrap();
+        let Command::Hub(hub) = cli.command else {
+            panic!("expected hub")
+        };
+        assert_eq!(hub.domain, "flag.example", "flag beats file");
+        assert!(hub.allow_plaintext, "file beats default");
+        assert_eq!(hub.port_range, (30000, 30010));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burrow.toml");
+        std::fs::write(&path, "no_such_flag = 1\n").unwrap();
+        let argv: Vec<OsString> = ["burrow", "hub", "--config", path.to_str().unwrap()]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let err = Cli::try_parse_from(args_with_config(argv).unwrap()).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,133 @@
+//! The hub's main port: one TCP listener and one QUIC endpoint on the same address. TCP
+//! connections are classified by their first bytes (agent, TLS by SNI, HTTP by Host) and
+//! handed on with those bytes replayed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{public, session, Shared};
+use crate::sniff::{self, Replay, Verdict};
+
+/// A client that has not identified itself within this time is dropped.
+const SNIFF_DEADLINE: Duration = Duration::from_secs(5);
+
+pub async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shared.shutdown.draining() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle_tcp(shared.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "main port accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+pub async fn serve_quic(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shared.shutdown.draining() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        let peer = incoming.remote_address();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(SNIFF_DEADLINE, crate::mux::quic::accept(incoming)).await {
+                Ok(Ok(conn)) => session::serve_agent(shared, conn, peer, false).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+                Err(_) => tracing::debug!(%peer, "QUIC handshake timed out"),
+            }
+        });
+    }
+}
+
+async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (verdict, buf) = match tokio::time::timeout(SNIFF_DEADLINE, sniff_stream(&mut stream)).await
+    {
+        Ok(Ok(sniffed)) => sniffed,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "read failed while sniffing");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no recognisable first bytes before the deadline");
+            return;
+        }
+    };
+    let io = Replay::new(buf, stream);
+    match verdict {
+        Verdict::PlainAgent => session::serve_stream_agent(shared, io, peer, "tcp").await,
+        Verdict::Tls { agent: true, .. } => match shared.tls.accept(io).await {
+            Ok(tls) => session::serve_stream_agent(shared, tls, peer, "tls").await,
+            Err(e) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
+        },
+        Verdict::Tls {
+            sni: Some(host), ..
+        } => route_by_name(&shared, io, peer, &host, false).await,
+        Verdict::Http { host: Some(host) } => route_by_name(&shared, io, peer, &host, true).await,
+        Verdict::Http { host: None } => not_found(io, "request has no Host header").await,
+        Verdict::Tls { sni: None, .. } | Verdict::Unknown | Verdict::NeedMore => {
+            tracing::debug!(%peer, "unrecognised protocol on the main port; closing");
+        }
+    }
+}
+
+/// Reads until the first bytes can be classified or the sniff cap is reached.
+async fn sniff_stream(stream: &mut TcpStream) -> std::io::Result<(Verdict, BytesMut)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() >= sniff::MAX_SNIFF || stream.read_buf(&mut buf).await? == 0 {
+            return Ok((Verdict::Unknown, buf));
+        }
+        let verdict = sniff::classify(&buf);
+        if verdict != Verdict::NeedMore {
+            return Ok((verdict, buf));
+        }
+    }
+}
+
+/// Routes a visitor of `<name>.<domain>` to that public tunnel, bytes untouched.
+async fn route_by_name<T>(shared: &Arc<Shared>, io: T, peer: SocketAddr, host: &str, http: bool)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let suffix = format!(".{}", shared.config.domain);
+    let tunnel = host
+        .strip_suffix(&suffix)
+        .and_then(|label| label.parse().ok())
+        .and_then(|name| shared.registry.public_by_name(&name));
+    match tunnel {
+        Some(tunnel) => {
+            public::serve_visitor(tunnel, io, peer.to_string(), shared.config.visitor_wait).await
+        }
+        None if http => not_found(io, &format!("no tunnel is published at {host}")).await,
+        None => tracing::debug!(%peer, host, "TLS for an unknown name; closing"),
+    }
+}
+
+async fn not_found<T: AsyncWrite + Unpin>(mut io: T, why: &str) {
+    let body = format!(
+        "{{\"error\":\"{}\",\"code\":\"not_found\"}}\n",
+        why.replace('"', "'")
+    );
+    let response = format!(
+        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = io.write_all(response.as_bytes()).await;
+    let _ = io.shutdown().await;
+}

@@ -1,0 +1,203 @@
+//! The hub role: the main port (agents and routed visitors), per-tunnel public ports, the
+//! registry of tunnels and the persistent store, composed and started by [`Hub::start`].
+
+mod listener;
+mod public;
+pub mod registry;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::tls;
+use crate::types::{Secret, UserName};
+use registry::Registry;
+
+/// Everything the hub needs, already validated (the CLI builds it).
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub listen: SocketAddr,
+    pub domain: String,
+    pub public_host: String,
+    pub port_range: (u16, u16),
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub data_dir: PathBuf,
+    pub users: Vec<(UserName, Secret)>,
+    pub allow_plaintext: bool,
+    /// How long a tunnel whose agent went away keeps its id, name and port.
+    pub lease_grace: Duration,
+    /// How long a visitor waits for a reconnecting agent before being refused.
+    pub visitor_wait: Duration,
+}
+
+impl HubConfig {
+    /// The embedded defaults, for tests and `burrow hub` without flags.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            domain: "localhost".into(),
+            public_host: "localhost".into(),
+            port_range: (20000, 20999),
+            cert: None,
+            data_dir,
+            users: Vec::new(),
+            allow_plaintext: false,
+            lease_grace: Duration::from_secs(60),
+            visitor_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("creating data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every task of a running hub.
+pub(crate) struct Shared {
+    pub config: Arc<HubConfig>,
+    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
+    pub tls: tokio_rustls::TlsAcceptor,
+    pub shutdown: Shutdown,
+    pub next_session: AtomicU64,
+}
+
+/// A running hub.
+pub struct Hub {
+    /// The main port actually bound (useful with port 0).
+    pub listen: SocketAddr,
+    /// Credentials generated on first start, to be printed once.
+    pub generated_admin: Option<(UserName, Secret)>,
+    pub shutdown: Shutdown,
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    /// Prepares the data dir, certificates and users, binds the main port (TCP and UDP) and
+    /// starts serving. Returns once every listener is up.
+    pub async fn start(config: HubConfig) -> Result<Self, HubError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (cert, key) = match &config.cert {
+            Some(pair) => pair.clone(),
+            None => generated_certificate(&config)?,
+        };
+        let tls_config = tls::server_config(&cert, &key)?;
+
+        let store = Arc::new(Store::open(&config.data_dir).await?);
+        for (user, key) in &config.users {
+            store.put_user(user, key).await?;
+        }
+        let mut generated_admin = None;
+        if store.user_count().await? == 0 {
+            let user: UserName = "admin".parse().expect("valid user name");
+            let key = Secret::generate();
+            store.put_user(&user, &key).await?;
+            generated_admin = Some((user, key));
+        }
+
+        let tcp = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| HubError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let listen = tcp.local_addr().map_err(|source| HubError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let quic = crate::mux::quic::server_endpoint(tls_config.clone(), listen).map_err(|e| {
+            HubError::Bind {
+                addr: listen,
+                source: std::io::Error::other(e),
+            }
+        })?;
+
+        let mut config = config;
+        config.listen = listen;
+        let config = Arc::new(config);
+        let shutdown = Shutdown::new();
+        let registry = Registry::new(store.clone(), config.clone(), {
+            let shutdown = shutdown.clone();
+            let wait = config.visitor_wait;
+            move |tunnel, listener| {
+                public::spawn_public_listener(tunnel, listener, shutdown.clone(), wait)
+            }
+        });
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            registry,
+            tls: tokio_rustls::TlsAcceptor::from(tls_config),
+            shutdown: shutdown.clone(),
+            next_session: AtomicU64::new(1),
+        });
+        let restored = shared.registry.restore().await?;
+        if restored > 0 {
+            tracing::info!(
+                restored,
+                "tunnels from the previous run wait for their agents"
+            );
+        }
+        tokio::spawn(listener::serve_tcp(shared.clone(), tcp));
+        tokio::spawn(listener::serve_quic(shared.clone(), quic));
+        tracing::info!(%listen, domain = %shared.config.domain, "hub listening");
+        Ok(Self {
+            listen,
+            generated_admin,
+            shutdown,
+            shared,
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.shared.registry
+    }
+}
+
+/// The certificate under `<data-dir>/certs/`, generated on first start for the domain, its
+/// wildcard, the public host and the listen IP (loopback too when listening on all addresses).
+fn generated_certificate(config: &HubConfig) -> Result<(PathBuf, PathBuf), HubError> {
+    let dir = config.data_dir.join("certs");
+    let cert = dir.join(tls::SERVER_CERT);
+    let key = dir.join(tls::SERVER_KEY);
+    if !cert.exists() || !key.exists() {
+        let mut hosts = vec![config.domain.clone(), format!("*.{}", config.domain)];
+        if config.public_host != config.domain {
+            hosts.push(config.public_host.clone());
+        }
+        let ip = config.listen.ip();
+        if ip.is_unspecified() {
+            hosts.extend(["127.0.0.1".to_string(), "::1".to_string()]);
+        } else {
+            hosts.push(ip.to_string());
+        }
+        tls::generate_certs(&dir, &hosts)?;
+    }
+    Ok((cert, key))
+}

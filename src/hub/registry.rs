@@ -1,0 +1,474 @@
+//! The hub's live view of tunnels: who serves each one (members, pools), leases that keep a
+//! tunnel's id, name and port while its agent is away, and public port allocation.
+//!
+//! Persistent fields live in the [`Store`]; this module owns what exists only while the hub
+//! runs. One mutex guards the maps; nothing async happens while it is held.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+
+use super::HubConfig;
+use crate::mux::Opener;
+use crate::store::{unix_now, Store, TunnelRecord};
+use crate::types::{AgentId, Protocol, TunnelId, TunnelName, UserName};
+use crate::wire::{HubMsg, RefuseCode, TunnelInfo, TunnelSpec};
+
+/// Identifies one agent connection to the hub (a reconnect is a new session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+/// An agent connection serving a tunnel.
+#[derive(Clone)]
+pub struct Member {
+    pub session: SessionId,
+    pub agent_id: AgentId,
+    pub opener: Opener,
+    /// Messages to the agent's control stream (e.g. "you were replaced").
+    pub control: mpsc::UnboundedSender<HubMsg>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RegisterError {
+    pub code: RefuseCode,
+    pub message: String,
+}
+
+impl RegisterError {
+    fn new(code: RefuseCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub struct Tunnel {
+    pub id: TunnelId,
+    pub owner: UserName,
+    pub name: TunnelName,
+    state: Mutex<TunnelState>,
+    /// Woken whenever a member joins, so visitors waiting out a reconnect can proceed.
+    member_joined: Notify,
+    next_member: AtomicUsize,
+    /// Connections open now through this tunnel (`jobs_running`).
+    pub jobs: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+struct TunnelState {
+    record: TunnelRecord,
+    members: Vec<Member>,
+    /// Bumped each time the tunnel loses its last member; a lease timer only ends the tunnel
+    /// if the epoch it started in is still current.
+    lease_epoch: u64,
+    listener: Option<tokio::task::AbortHandle>,
+}
+
+impl Tunnel {
+    pub fn record(&self) -> TunnelRecord {
+        self.state.lock().expect("tunnel lock").record.clone()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.state.lock().expect("tunnel lock").members.len()
+    }
+
+    /// Whether `user` may reach this tunnel through a `reach` agent.
+    pub fn reachable_by(&self, user: &UserName) -> bool {
+        &self.owner == user || self.state.lock().expect("tunnel lock").record.shared_all
+    }
+
+    /// A member to carry the next connection, round-robin over the pool. While the tunnel has
+    /// no member (its agent is reconnecting) waits up to `wait` for one.
+    pub async fn pick_member(&self, wait: Duration) -> Option<Member> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let joined = self.member_joined.notified();
+            {
+                let state = self.state.lock().expect("tunnel lock");
+                if !state.members.is_empty() {
+                    let i = self.next_member.fetch_add(1, Ordering::Relaxed) % state.members.len();
+                    return Some(state.members[i].clone());
+                }
+            }
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    tunnels: HashMap<TunnelId, Arc<Tunnel>>,
+    by_name: HashMap<(UserName, TunnelName), TunnelId>,
+    ports: HashSet<u16>,
+}
+
+pub struct Registry {
+    maps: Mutex<Maps>,
+    store: Arc<Store>,
+    config: Arc<HubConfig>,
+    /// Starts the visitor accept loop of a public port; provided by the hub so this module
+    /// stays free of data-plane code.
+    spawn_public:
+        Box<dyn Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync>,
+}
+
+impl Registry {
+    pub fn new(
+        store: Arc<Store>,
+        config: Arc<HubConfig>,
+        spawn_public: impl Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle
+            + Send
+            + Sync
+            + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            maps: Mutex::default(),
+            store,
+            config,
+            spawn_public: Box::new(spawn_public),
+        })
+    }
+
+    pub fn get(&self, id: TunnelId) -> Option<Arc<Tunnel>> {
+        self.maps
+            .lock()
+            .expect("registry lock")
+            .tunnels
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn tunnel_count(&self) -> usize {
+        self.maps.lock().expect("registry lock").tunnels.len()
+    }
+
+    /// Finds a tunnel `user` may reach, by id or by name (their own first).
+    pub fn resolve(&self, user: &UserName, name_or_id: &str) -> Option<Arc<Tunnel>> {
+        let maps = self.maps.lock().expect("registry lock");
+        let found = if let Ok(id) = name_or_id.parse::<TunnelId>() {
+            maps.tunnels.get(&id).cloned()
+        } else {
+            let name: TunnelName = name_or_id.parse().ok()?;
+            maps.by_name
+                .get(&(user.clone(), name.clone()))
+                .and_then(|id| maps.tunnels.get(id))
+                .cloned()
+                .or_else(|| {
+                    maps.tunnels
+                        .values()
+                        .find(|t| t.name == name && t.reachable_by(user))
+                        .cloned()
+                })
+        };
+        found.filter(|t| t.reachable_by(user))
+    }
+
+    /// The public tunnel published as `<name>.<domain>` on the main port.
+    pub fn public_by_name(&self, name: &TunnelName) -> Option<Arc<Tunnel>> {
+        let maps = self.maps.lock().expect("registry lock");
+        maps.tunnels
+            .values()
+            .find(|t| &t.name == name && t.record().public)
+            .cloned()
+    }
+
+    pub fn info(&self, tunnel: &Tunnel) -> TunnelInfo {
+        let record = tunnel.record();
+        let public_port = record.hub_port.filter(|_| record.public);
+        let public_address = public_port.map(|p| format!("{}:{p}", self.config.public_host));
+        let url = match record.protocol {
+            Protocol::Http | Protocol::Auto if record.public => Some(format!(
+                "http://{}.{}:{}",
+                record.name,
+                self.config.domain,
+                self.config.listen.port()
+            )),
+            Protocol::Https if record.public => Some(format!(
+                "https://{}.{}:{}",
+                record.name,
+                self.config.domain,
+                self.config.listen.port()
+            )),
+            _ => None,
+        };
+        TunnelInfo {
+            id: record.id,
+            name: record.name,
+            protocol: record.protocol,
+            hub_port: public_port,
+            public_address,
+            url,
+        }
+    }
+
+    /// Registers `member` as serving the tunnel `spec` describes. The same user's tunnel of the
+    /// same name is taken over (keeping id and port) or, with `pool`, joined.
+    pub async fn register(
+        self: &Arc<Self>,
+        owner: &UserName,
+        spec: TunnelSpec,
+        member: Member,
+    ) -> Result<Arc<Tunnel>, RegisterError> {
+        let name = spec.name.clone().unwrap_or_else(TunnelName::generate);
+        let now = unix_now();
+        let (tunnel, replaced, created) = {
+            let mut maps = self.maps.lock().expect("registry lock");
+            match maps
+                .by_name
+                .get(&(owner.clone(), name.clone()))
+                .and_then(|id| maps.tunnels.get(id))
+                .cloned()
+            {
+                Some(tunnel) => {
+                    let mut state = tunnel.state.lock().expect("tunnel lock");
+                    let replaced = if spec.pool && state.record.pool {
+                        Vec::new()
+                    } else {
+                        std::mem::take(&mut state.members)
+                    };
+                    state.members.retain(|m| m.session != member.session);
+                    state.members.push(member);
+                    let record = &mut state.record;
+                    record.target = spec.target.clone();
+                    record.protocol = spec.protocol;
+                    record.metadata = spec.metadata.clone();
+                    record.pool = spec.pool;
+                    record.shared_all = spec.shared_all;
+                    record.launch_time = Some(now);
+                    record.last_connected = Some(now);
+                    drop(state);
+                    (tunnel, replaced, false)
+                }
+                None => {
+                    let hub_port = if spec.public {
+                        let (port, listener) = self.allocate_port(&mut maps, spec.hub_port)?;
+                        Some((port, listener))
+                    } else {
+                        None
+                    };
+                    let record = TunnelRecord {
+                        id: TunnelId::random(),
+                        owner: owner.clone(),
+                        name: name.clone(),
+                        protocol: spec.protocol,
+                        target: spec.target.clone(),
+                        hub_port: hub_port.as_ref().map(|(p, _)| *p),
+                        public: spec.public,
+                        pool: spec.pool,
+                        shared_all: spec.shared_all,
+                        metadata: spec.metadata.clone(),
+                        creation_time: now,
+                        launch_time: Some(now),
+                        last_connected: Some(now),
+                        shutdown_time: None,
+                        shutdown_reason: None,
+                        user_shutdown: None,
+                    };
+                    let tunnel =
+                        self.insert(&mut maps, record, vec![member], hub_port.map(|(_, l)| l));
+                    (tunnel, Vec::new(), true)
+                }
+            }
+        };
+        tunnel.member_joined.notify_waiters();
+        for old in replaced {
+            let _ = old.control.send(HubMsg::StopTunnel {
+                id: tunnel.id,
+                reason: "replaced by a newer agent with the same tunnel name".into(),
+            });
+        }
+        let record = tunnel.record();
+        let stored = if created {
+            self.store.insert_tunnel(&record).await
+        } else {
+            self.store.touch_tunnel(&record).await
+        };
+        if let Err(e) = stored {
+            tracing::error!(tunnel = %tunnel.id, error = %e, "could not persist tunnel");
+        }
+        Ok(tunnel)
+    }
+
+    fn insert(
+        &self,
+        maps: &mut Maps,
+        record: TunnelRecord,
+        members: Vec<Member>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Arc<Tunnel> {
+        let tunnel = Arc::new(Tunnel {
+            id: record.id,
+            owner: record.owner.clone(),
+            name: record.name.clone(),
+            state: Mutex::new(TunnelState {
+                record,
+                members,
+                lease_epoch: 0,
+                listener: None,
+            }),
+            member_joined: Notify::new(),
+            next_member: AtomicUsize::new(0),
+            jobs: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        });
+        if let Some(listener) = listener {
+            let handle = (self.spawn_public)(tunnel.clone(), listener);
+            tunnel.state.lock().expect("tunnel lock").listener = Some(handle);
+        }
+        maps.by_name
+            .insert((tunnel.owner.clone(), tunnel.name.clone()), tunnel.id);
+        maps.tunnels.insert(tunnel.id, tunnel.clone());
+        tunnel
+    }
+
+    /// Binds a public port: the requested one, or the first free one in `--port-range`.
+    fn allocate_port(
+        &self,
+        maps: &mut Maps,
+        requested: Option<u16>,
+    ) -> Result<(u16, tokio::net::TcpListener), RegisterError> {
+        let (lo, hi) = self.config.port_range;
+        let candidates: Vec<u16> = match requested {
+            Some(p) if p < lo || p > hi => {
+                return Err(RegisterError::new(
+                    RefuseCode::BadRequest,
+                    format!("hub port {p} is outside the hub's port range {lo}-{hi}"),
+                ))
+            }
+            Some(p) if maps.ports.contains(&p) => {
+                return Err(RegisterError::new(
+                    RefuseCode::Conflict,
+                    format!("hub port {p} is taken"),
+                ))
+            }
+            Some(p) => vec![p],
+            None => (lo..=hi).filter(|p| !maps.ports.contains(p)).collect(),
+        };
+        for port in candidates {
+            if let Ok(listener) = bind_public(self.config.listen.ip(), port) {
+                maps.ports.insert(port);
+                return Ok((port, listener));
+            }
+        }
+        Err(RegisterError::new(
+            RefuseCode::Conflict,
+            match requested {
+                Some(p) => format!("hub port {p} is in use on the hub"),
+                None => format!("no free port left in the hub's port range {lo}-{hi}"),
+            },
+        ))
+    }
+
+    /// Removes a closed agent connection from every tunnel it served; tunnels left without
+    /// members keep their lease for the grace period.
+    pub fn session_ended(self: &Arc<Self>, session: SessionId) {
+        let tunnels: Vec<Arc<Tunnel>> = self
+            .maps
+            .lock()
+            .expect("registry lock")
+            .tunnels
+            .values()
+            .cloned()
+            .collect();
+        for tunnel in tunnels {
+            let epoch = {
+                let mut state = tunnel.state.lock().expect("tunnel lock");
+                let before = state.members.len();
+                state.members.retain(|m| m.session != session);
+                if before == state.members.len() || !state.members.is_empty() {
+                    continue;
+                }
+                state.lease_epoch += 1;
+                state.lease_epoch
+            };
+            tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, grace = ?self.config.lease_grace, "agent gone; lease held");
+            self.start_lease_timer(tunnel, epoch);
+        }
+    }
+
+    fn start_lease_timer(self: &Arc<Self>, tunnel: Arc<Tunnel>, epoch: u64) {
+        let registry = Arc::clone(self);
+        let grace = self.config.lease_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = {
+                let state = tunnel.state.lock().expect("tunnel lock");
+                state.members.is_empty() && state.lease_epoch == epoch
+            };
+            if expired {
+                registry
+                    .end(&tunnel, "lease expired: no agent reconnected", false)
+                    .await;
+            }
+        });
+    }
+
+    /// Ends a tunnel for good: frees its name and port and records why.
+    pub async fn end(&self, tunnel: &Tunnel, reason: &str, by_user: bool) {
+        let port = {
+            let mut maps = self.maps.lock().expect("registry lock");
+            maps.tunnels.remove(&tunnel.id);
+            maps.by_name
+                .remove(&(tunnel.owner.clone(), tunnel.name.clone()));
+            let mut state = tunnel.state.lock().expect("tunnel lock");
+            if let Some(listener) = state.listener.take() {
+                listener.abort();
+            }
+            let port = state.record.hub_port;
+            if let Some(p) = port {
+                maps.ports.remove(&p);
+            }
+            port
+        };
+        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, ?port, reason, "tunnel ended");
+        if let Err(e) = self.store.end_tunnel(tunnel.id, reason, by_user).await {
+            tracing::error!(tunnel = %tunnel.id, error = %e, "could not record tunnel end");
+        }
+    }
+
+    /// After a hub restart: tunnels that were live become leases waiting for their agents,
+    /// with their public ports bound again so no one else takes them.
+    pub async fn restore(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let records = self.store.live_tunnels().await?;
+        let count = records.len();
+        for mut record in records {
+            let tunnel = {
+                let mut maps = self.maps.lock().expect("registry lock");
+                let listener = match record.hub_port.filter(|_| record.public) {
+                    Some(port) => match bind_public(self.config.listen.ip(), port) {
+                        Ok(listener) => {
+                            maps.ports.insert(port);
+                            Some(listener)
+                        }
+                        Err(e) => {
+                            tracing::warn!(tunnel = %record.id, port, error = %e, "cannot rebind public port");
+                            record.hub_port = None;
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                self.insert(&mut maps, record, Vec::new(), listener)
+            };
+            self.start_lease_timer(tunnel, 0);
+        }
+        Ok(count)
+    }
+}
+
+fn bind_public(ip: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}

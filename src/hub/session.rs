@@ -1,0 +1,227 @@
+//! One agent connection on the hub: the hello and credential check, then the control loop
+//! (register tunnels for `expose`, resolve them for `reach`) until the connection ends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::public;
+use super::registry::{Member, SessionId};
+use super::Shared;
+use crate::mux::{self, MuxConn};
+use crate::types::Protocol;
+use crate::wire::io::{read_frame, write_frame};
+use crate::wire::{AgentMsg, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
+
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A TLS or plain-TCP agent: reads the preface and role byte, then runs HTTP/2 with the hub
+/// as the client for `expose` agents (it opens the streams) and the server for `reach`.
+pub async fn serve_stream_agent<T>(
+    shared: Arc<Shared>,
+    mut io: T,
+    peer: SocketAddr,
+    transport: &'static str,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut preface = [0u8; PREFACE.len() + 1];
+    match tokio::time::timeout(HELLO_DEADLINE, io.read_exact(&mut preface)).await {
+        Ok(Ok(_)) if &preface[..PREFACE.len()] == PREFACE => {}
+        _ => {
+            tracing::debug!(%peer, "agent preface missing or malformed");
+            return;
+        }
+    }
+    let conn = match Role::from_byte(preface[PREFACE.len()]) {
+        Some(Role::Expose) => mux::h2::client(io, transport).await,
+        Some(Role::Reach) => mux::h2::server(io, transport).await,
+        None => {
+            tracing::debug!(%peer, "unknown agent role byte");
+            return;
+        }
+    };
+    match conn {
+        Ok(conn) => serve_agent(shared, conn, peer, transport == "tcp").await,
+        Err(e) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
+    }
+}
+
+pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, plaintext: bool) {
+    let MuxConn {
+        mut control,
+        opener,
+        acceptor,
+        lifetime,
+        transport,
+    } = conn;
+    let hello =
+        match tokio::time::timeout(HELLO_DEADLINE, read_frame::<_, AgentMsg>(&mut control)).await {
+            Ok(Ok(Some(AgentMsg::Hello(hello)))) => hello,
+            other => {
+                tracing::debug!(%peer, ?other, "agent did not start with a hello");
+                lifetime.close("expected hello");
+                return;
+            }
+        };
+    if let Some((code, message)) = check_hello(&shared, &hello, plaintext).await {
+        tracing::info!(%peer, user = %hello.user, ?code, "agent refused: {message}");
+        let _ = write_frame(&mut control, &HubMsg::Refused { code, message }).await;
+        let _ = control.shutdown().await;
+        // Let the agent read the refusal and hang up first; QUIC discards unsent data on close.
+        let _ = tokio::time::timeout(Duration::from_secs(5), lifetime.closed()).await;
+        lifetime.close("refused");
+        return;
+    }
+    if write_frame(
+        &mut control,
+        &HubMsg::Welcome {
+            hub_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let session = SessionId(shared.next_session.fetch_add(1, Ordering::Relaxed));
+    tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, transport, ?session, "agent connected");
+
+    let (mut control_rx, mut control_tx) = tokio::io::split(control);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if write_frame(&mut control_tx, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    if hello.role == Role::Reach {
+        if let Some(mut acceptor) = acceptor {
+            let (shared, user) = (shared.clone(), hello.user.clone());
+            tokio::spawn(async move {
+                while let Some(stream) = acceptor.accept().await {
+                    tokio::spawn(public::serve_reach_stream(
+                        shared.clone(),
+                        user.clone(),
+                        stream,
+                        peer,
+                    ));
+                }
+            });
+        }
+    }
+
+    let control_loop = async {
+        loop {
+            let msg = match read_frame::<_, AgentMsg>(&mut control_rx).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "control stream error");
+                    return;
+                }
+            };
+            let reply = match (msg, hello.role, &opener) {
+                (AgentMsg::Register { spec }, Role::Expose, Some(opener)) => {
+                    if spec.protocol == Protocol::Udp {
+                        HubMsg::Refused {
+                            code: RefuseCode::BadRequest,
+                            message: "udp tunnels are not available in this build yet".into(),
+                        }
+                    } else {
+                        let member = Member {
+                            session,
+                            agent_id: hello.agent_id,
+                            opener: opener.clone(),
+                            control: out_tx.clone(),
+                        };
+                        match shared.registry.register(&hello.user, spec, member).await {
+                            Ok(tunnel) => HubMsg::Registered {
+                                tunnel: shared.registry.info(&tunnel),
+                            },
+                            Err(e) => HubMsg::Refused {
+                                code: e.code,
+                                message: e.message,
+                            },
+                        }
+                    }
+                }
+                (AgentMsg::Resolve { tunnel }, Role::Reach, _) => match shared
+                    .registry
+                    .resolve(&hello.user, &tunnel)
+                {
+                    Some(found) => HubMsg::Resolved {
+                        tunnel: shared.registry.info(&found),
+                    },
+                    None => HubMsg::Refused {
+                        code: RefuseCode::NotFound,
+                        message: format!("no tunnel {tunnel:?} that user {} may reach", hello.user),
+                    },
+                },
+                (AgentMsg::Ping, _, _) => HubMsg::Pong,
+                (other, role, _) => HubMsg::Refused {
+                    code: RefuseCode::BadRequest,
+                    message: format!("unexpected message for a {role:?} agent: {other:?}"),
+                },
+            };
+            if out_tx.send(reply).is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = control_loop => {}
+        _ = lifetime.closed() => {}
+    }
+    tracing::info!(%peer, user = %hello.user, ?session, "agent disconnected");
+    shared.registry.session_ended(session);
+    writer.abort();
+    lifetime.close("session ended");
+}
+
+/// Why an agent's hello is refused, if it is.
+async fn check_hello(
+    shared: &Shared,
+    hello: &Hello,
+    plaintext: bool,
+) -> Option<(RefuseCode, String)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Some((
+            RefuseCode::Version,
+            format!(
+                "agent protocol version {} is not supported (hub speaks {PROTOCOL_VERSION})",
+                hello.version
+            ),
+        ));
+    }
+    if plaintext && !shared.config.allow_plaintext {
+        return Some((
+            RefuseCode::PlaintextNotAllowed,
+            "this hub does not accept unencrypted agents (start it with --allow-plaintext)".into(),
+        ));
+    }
+    match shared
+        .store
+        .verify_user(&hello.user, &hello.access_key)
+        .await
+    {
+        Ok(true) => None,
+        Ok(false) => Some((
+            RefuseCode::Unauthorized,
+            format!("invalid credentials for user {}", hello.user),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "credential check failed");
+            Some((
+                RefuseCode::Unauthorized,
+                "credential check failed on the hub".into(),
+            ))
+        }
+    }
+}

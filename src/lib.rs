@@ -1,0 +1,28 @@
+//! burrow: one binary that is a tunnel hub, an `expose` agent and a `reach` agent.
+//!
+//! Map of the crate, following the data path:
+//! - [`cli`] / [`app`]: flags, config layering, and what each subcommand runs.
+//! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
+//! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
+//! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
+//! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure.
+//! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.
+//! - [`agent`]: dialing the hub, `expose` and `reach`, reconnection with backoff.
+//! - [`store`]: SQLite state (users, tunnel records) that survives restarts.
+//! - [`tls`]: certificate generation and rustls configurations.
+//! - [`shutdown`]: graceful drain on the first signal.
+//! - [`types`]: newtypes for ids, names and secrets.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod app;
+pub mod cli;
+pub mod hub;
+pub mod mux;
+pub mod relay;
+pub mod shutdown;
+pub mod sniff;
+pub mod store;
+pub mod tls;
+pub mod types;
+pub mod wire;

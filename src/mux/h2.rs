@@ -1,0 +1,253 @@
+//! HTTP/2 as a stream multiplexer over TLS or plain TCP (the h2 crate, no HTTP semantics).
+//!
+//! Each data stream is one POST request whose request and response bodies carry the two
+//! directions; end-of-stream on a body is a half-close. Flow-control windows are set
+//! explicitly, and h2's small-DATA-frame budget is raised: interactive protocols legitimately
+//! send many tiny frames on many streams, and the default budget made h2 answer a busy
+//! connection with GOAWAY ENHANCE_YOUR_CALM, dropping every stream on it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
+
+use super::{Acceptor, Lifetime, MuxConn, MuxError, MuxStream, Opener};
+
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+const MAX_FRAME: u32 = 256 * 1024;
+const MAX_STREAMS: u32 = 8192;
+/// Largest chunk written per `poll_write`; bigger writes are split so one stream cannot
+/// monopolise the connection's send buffer.
+const MAX_WRITE: usize = 256 * 1024;
+const DATA_FRAME_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Runs the HTTP/2 client side on `io`, opening the first stream as the control stream.
+pub async fn client<T>(io: T, transport: &'static str) -> Result<MuxConn, MuxError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send_request, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buffer_size(MAX_WRITE)
+        .data_frame_budget(DATA_FRAME_BUDGET)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let (closed_tx, closed_rx) = watch::channel(false);
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "HTTP/2 connection ended");
+        }
+        let _ = closed_tx.send(true);
+    });
+    let control = open(send_request.clone()).await?;
+    Ok(MuxConn {
+        control,
+        opener: Some(Opener::H2(send_request)),
+        acceptor: None,
+        lifetime: Lifetime::H2 {
+            closed: closed_rx,
+            abort: std::sync::Arc::new(driver.abort_handle()),
+        },
+        transport,
+    })
+}
+
+/// Runs the HTTP/2 server side on `io`; the peer's first stream is the control stream.
+pub async fn server<T>(io: T, transport: &'static str) -> Result<MuxConn, MuxError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut connection = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buffer_size(MAX_WRITE)
+        .data_frame_budget(DATA_FRAME_BUDGET)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let control = match connection.accept().await {
+        Some(Ok((request, respond))) => respond_stream(request, respond)?,
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(MuxError::Closed),
+    };
+    // Accepted streams are bounded by MAX_STREAMS (the peer may not exceed it), so the
+    // unbounded channel cannot grow without bound. The accept loop also drives all I/O of
+    // the connection, so it must never wait on the consumer.
+    let (streams_tx, streams_rx) = mpsc::unbounded_channel();
+    let (closed_tx, closed_rx) = watch::channel(false);
+    let driver = tokio::spawn(async move {
+        while let Some(next) = connection.accept().await {
+            match next
+                .map_err(MuxError::from)
+                .and_then(|(req, respond)| respond_stream(req, respond))
+            {
+                Ok(stream) => {
+                    let _ = streams_tx.send(stream);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "HTTP/2 accept failed");
+                    break;
+                }
+            }
+        }
+        let _ = closed_tx.send(true);
+    });
+    Ok(MuxConn {
+        control,
+        opener: None,
+        acceptor: Some(Acceptor::H2(streams_rx)),
+        lifetime: Lifetime::H2 {
+            closed: closed_rx,
+            abort: std::sync::Arc::new(driver.abort_handle()),
+        },
+        transport,
+    })
+}
+
+fn respond_stream(
+    request: http::Request<RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) -> Result<MuxStream, MuxError> {
+    let send = respond.send_response(http::Response::new(()), false)?;
+    Ok(MuxStream::H2(H2Stream::new(
+        send,
+        Recv::Ready(request.into_body()),
+    )))
+}
+
+/// Opens one stream as the HTTP/2 client. The response (and so the receive half) arrives
+/// later; the send half is usable at once, so no round trip is spent before writing.
+pub async fn open(send_request: h2::client::SendRequest<Bytes>) -> Result<MuxStream, MuxError> {
+    let mut send_request = send_request.ready().await?;
+    let request = http::Request::post("http://burrow/")
+        .body(())
+        .expect("static request is valid");
+    let (response, send) = send_request.send_request(request, false)?;
+    Ok(MuxStream::H2(H2Stream::new(send, Recv::Pending(response))))
+}
+
+enum Recv {
+    Pending(h2::client::ResponseFuture),
+    Ready(RecvStream),
+    Done,
+}
+
+/// One HTTP/2 stream as an `AsyncRead + AsyncWrite` byte stream.
+pub struct H2Stream {
+    send: SendStream<Bytes>,
+    recv: Recv,
+    /// The unread rest of the last DATA frame; at most one frame is held per stream.
+    pending: Bytes,
+    send_closed: bool,
+}
+
+impl H2Stream {
+    fn new(send: SendStream<Bytes>, recv: Recv) -> Self {
+        Self {
+            send,
+            recv,
+            pending: Bytes::new(),
+            send_closed: false,
+        }
+    }
+}
+
+fn to_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e.into_io().expect("checked is_io");
+    }
+    io::Error::new(io::ErrorKind::ConnectionReset, e)
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match &mut this.recv {
+                Recv::Pending(response) => {
+                    let response = ready!(Pin::new(response).poll(cx)).map_err(to_io)?;
+                    this.recv = Recv::Ready(response.into_body());
+                }
+                Recv::Ready(body) => match ready!(body.poll_data(cx)) {
+                    Some(Ok(data)) => {
+                        // Window credit goes back as soon as a frame is taken off h2's queue:
+                        // this stream holds at most one frame, so buffering stays bounded.
+                        let _ = body.flow_control().release_capacity(data.len());
+                        this.pending = data;
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                    None => this.recv = Recv::Done,
+                },
+                Recv::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+use std::future::Future;
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.send_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let want = buf.len().min(MAX_WRITE);
+        this.send.reserve_capacity(want);
+        loop {
+            let available = this.send.capacity();
+            if available > 0 {
+                let n = available.min(want);
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(to_io)?;
+                return Poll::Ready(Ok(n));
+            }
+            match ready!(this.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.send_closed {
+            this.send_closed = true;
+            this.send.reserve_capacity(0);
+            this.send.send_data(Bytes::new(), true).map_err(to_io)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}

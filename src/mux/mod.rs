@@ -1,0 +1,165 @@
+//! Stream multiplexing over one agent↔hub connection, behind one small interface with two
+//! implementations: QUIC (`quic.rs`, quinn) and HTTP/2 over TLS or plain TCP (`h2.rs`).
+//!
+//! A [`MuxConn`] is what both the agent and the hub hold once a connection is established:
+//! a control stream (the agent speaks first on it), an [`Opener`] for data streams this side
+//! starts and an [`Acceptor`] for data streams the peer starts. With HTTP/2 only the client
+//! side may open streams, so the connection's role decides who is the HTTP/2 client: the hub
+//! for `expose` agents (it opens one stream per visitor), the agent for `reach` agents.
+
+pub mod h2;
+pub mod quic;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    #[error("QUIC connection: {0}")]
+    QuicConnection(#[from] quinn::ConnectionError),
+    #[error("QUIC connect: {0}")]
+    QuicConnect(#[from] quinn::ConnectError),
+    #[error("HTTP/2: {0}")]
+    H2(#[from] ::h2::Error),
+    #[error("the connection is closed")]
+    Closed,
+    #[error("this side of the connection cannot open streams")]
+    CannotOpen,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// One bidirectional byte stream carried by the multiplexer.
+pub enum MuxStream {
+    Quic {
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    },
+    H2(h2::H2Stream),
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MuxStream::Quic { recv, .. } => Pin::new(recv).poll_read(cx, buf),
+            MuxStream::H2(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MuxStream::Quic { send, .. } => {
+                Pin::new(send).poll_write(cx, buf).map_err(io::Error::from)
+            }
+            MuxStream::H2(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MuxStream::Quic { send, .. } => Pin::new(send).poll_flush(cx),
+            MuxStream::H2(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MuxStream::Quic { send, .. } => Pin::new(send).poll_shutdown(cx),
+            MuxStream::H2(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Starts new data streams toward the peer. Cheap to clone.
+#[derive(Clone)]
+pub enum Opener {
+    Quic(quinn::Connection),
+    H2(::h2::client::SendRequest<bytes::Bytes>),
+}
+
+impl Opener {
+    pub async fn open(&self) -> Result<MuxStream, MuxError> {
+        match self {
+            Opener::Quic(conn) => {
+                let (send, recv) = conn.open_bi().await?;
+                Ok(MuxStream::Quic { send, recv })
+            }
+            Opener::H2(send_request) => h2::open(send_request.clone()).await,
+        }
+    }
+}
+
+/// Receives the data streams the peer starts.
+pub enum Acceptor {
+    Quic(quinn::Connection),
+    H2(mpsc::UnboundedReceiver<MuxStream>),
+}
+
+impl Acceptor {
+    /// The next stream, or `None` once the connection is gone.
+    pub async fn accept(&mut self) -> Option<MuxStream> {
+        match self {
+            Acceptor::Quic(conn) => conn
+                .accept_bi()
+                .await
+                .ok()
+                .map(|(send, recv)| MuxStream::Quic { send, recv }),
+            Acceptor::H2(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// Closes the whole connection and tells when it has closed, whoever closed it.
+#[derive(Clone)]
+pub enum Lifetime {
+    Quic(quinn::Connection),
+    H2 {
+        closed: watch::Receiver<bool>,
+        abort: std::sync::Arc<tokio::task::AbortHandle>,
+    },
+}
+
+impl Lifetime {
+    pub async fn closed(&self) {
+        match self {
+            Lifetime::Quic(conn) => {
+                conn.closed().await;
+            }
+            Lifetime::H2 { closed, .. } => {
+                let mut closed = closed.clone();
+                let _ = closed.wait_for(|c| *c).await;
+            }
+        }
+    }
+
+    pub fn close(&self, reason: &str) {
+        match self {
+            Lifetime::Quic(conn) => conn.close(0u32.into(), reason.as_bytes()),
+            Lifetime::H2 { abort, .. } => abort.abort(),
+        }
+    }
+}
+
+/// An established agent↔hub connection.
+pub struct MuxConn {
+    pub control: MuxStream,
+    pub opener: Option<Opener>,
+    pub acceptor: Option<Acceptor>,
+    pub lifetime: Lifetime,
+    /// A short label for logs: `quic`, `tls` or `tcp`.
+    pub transport: &'static str,
+}

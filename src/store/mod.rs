@@ -1,0 +1,348 @@
+//! The hub's persistent state in embedded SQLite (sqlx): users with hashed access keys and
+//! tunnel records, so a hub restart keeps identities, leases and ports.
+//!
+//! Queries are runtime-checked (no DATABASE_URL at build time) and use `$N` placeholders,
+//! which SQLite and PostgreSQL both accept, to keep one dialect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use crate::types::{Protocol, Secret, TunnelId, TunnelName, UserName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database holds an invalid {what}: {value:?}")]
+    Corrupt { what: &'static str, value: String },
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        name TEXT PRIMARY KEY,
+        key_salt BLOB NOT NULL,
+        key_hash BLOB NOT NULL,
+        created INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tunnels (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        name TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        target TEXT NOT NULL,
+        hub_port INTEGER,
+        public INTEGER NOT NULL,
+        pool INTEGER NOT NULL,
+        shared_all INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        creation_time INTEGER NOT NULL,
+        launch_time INTEGER,
+        last_connected INTEGER,
+        shutdown_time INTEGER,
+        shutdown_reason TEXT,
+        user_shutdown INTEGER)",
+    "CREATE INDEX IF NOT EXISTS tunnels_live ON tunnels (owner, name) WHERE shutdown_time IS NULL",
+];
+
+/// PBKDF2 iterations for access keys. Keys are verified once per agent connection and then
+/// cached, so a slow hash costs little.
+const PBKDF2_ROUNDS: u32 = 60_000;
+
+/// A tunnel as persisted: everything but live state (members, counters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TunnelRecord {
+    pub id: TunnelId,
+    pub owner: UserName,
+    pub name: TunnelName,
+    pub protocol: Protocol,
+    pub target: String,
+    pub hub_port: Option<u16>,
+    pub public: bool,
+    pub pool: bool,
+    pub shared_all: bool,
+    pub metadata: BTreeMap<String, String>,
+    pub creation_time: u64,
+    pub launch_time: Option<u64>,
+    pub last_connected: Option<u64>,
+    pub shutdown_time: Option<u64>,
+    pub shutdown_reason: Option<String>,
+    pub user_shutdown: Option<bool>,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+pub struct Store {
+    pool: SqlitePool,
+    /// SHA-256 of keys already verified with PBKDF2, so reconnect storms stay cheap.
+    verified: Mutex<HashMap<UserName, [u8; 32]>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/burrow.db` and applies the schema.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("burrow.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        for statement in SCHEMA {
+            sqlx::query(*statement).execute(&pool).await?;
+        }
+        Ok(Self {
+            pool,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub async fn user_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Adds a user or replaces its key.
+    pub async fn put_user(&self, name: &UserName, key: &Secret) -> Result<(), StoreError> {
+        let salt: [u8; 16] = rand::random();
+        let hash = hash_key(&salt, key);
+        sqlx::query(
+            "INSERT INTO users (name, key_salt, key_hash, created) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET key_salt = excluded.key_salt, key_hash = excluded.key_hash",
+        )
+        .bind(name.as_str())
+        .bind(&salt[..])
+        .bind(&hash[..])
+        .bind(unix_now() as i64)
+        .execute(&self.pool)
+        .await?;
+        self.verified.lock().expect("cache lock").remove(name);
+        Ok(())
+    }
+
+    pub async fn verify_user(&self, name: &UserName, key: &Secret) -> Result<bool, StoreError> {
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.expose().as_bytes())
+                .as_ref()
+                .try_into()
+                .expect("SHA-256 is 32 bytes");
+        if self.verified.lock().expect("cache lock").get(name) == Some(&digest) {
+            return Ok(true);
+        }
+        let row = sqlx::query("SELECT key_salt, key_hash FROM users WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let salt: Vec<u8> = row.try_get(0)?;
+        let hash: Vec<u8> = row.try_get(1)?;
+        let rounds = std::num::NonZeroU32::new(PBKDF2_ROUNDS).expect("non-zero");
+        let ok = aws_lc_rs::pbkdf2::verify(
+            aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+            rounds,
+            &salt,
+            key.expose().as_bytes(),
+            &hash,
+        )
+        .is_ok();
+        if ok {
+            self.verified
+                .lock()
+                .expect("cache lock")
+                .insert(name.clone(), digest);
+        }
+        Ok(ok)
+    }
+
+    pub async fn insert_tunnel(&self, t: &TunnelRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tunnels (id, owner, name, protocol, target, hub_port, public, pool, shared_all,
+                metadata, creation_time, launch_time, last_connected, shutdown_time, shutdown_reason, user_shutdown)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.owner.as_str())
+        .bind(t.name.as_str())
+        .bind(t.protocol.as_str())
+        .bind(&t.target)
+        .bind(t.hub_port.map(i64::from))
+        .bind(t.public)
+        .bind(t.pool)
+        .bind(t.shared_all)
+        .bind(serde_json::to_string(&t.metadata).expect("string map serializes"))
+        .bind(t.creation_time as i64)
+        .bind(t.launch_time.map(|v| v as i64))
+        .bind(t.last_connected.map(|v| v as i64))
+        .bind(t.shutdown_time.map(|v| v as i64))
+        .bind(&t.shutdown_reason)
+        .bind(t.user_shutdown)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a (re)connection of an agent serving the tunnel, with its current settings.
+    pub async fn touch_tunnel(&self, t: &TunnelRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tunnels SET target = $2, protocol = $3, metadata = $4, launch_time = $5, last_connected = $6
+             WHERE id = $1",
+        )
+        .bind(t.id.to_string())
+        .bind(&t.target)
+        .bind(t.protocol.as_str())
+        .bind(serde_json::to_string(&t.metadata).expect("string map serializes"))
+        .bind(t.launch_time.map(|v| v as i64))
+        .bind(t.last_connected.map(|v| v as i64))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn end_tunnel(
+        &self,
+        id: TunnelId,
+        reason: &str,
+        by_user: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tunnels SET shutdown_time = $2, shutdown_reason = $3, user_shutdown = $4 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(unix_now() as i64)
+            .bind(reason)
+            .bind(by_user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Tunnels not yet shut down: after a restart these are leases waiting for their agents.
+    pub async fn live_tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tunnels WHERE shutdown_time IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+}
+
+fn hash_key(salt: &[u8], key: &Secret) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let rounds = std::num::NonZeroU32::new(PBKDF2_ROUNDS).expect("non-zero");
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds,
+        salt,
+        key.expose().as_bytes(),
+        &mut out,
+    );
+    out
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TunnelRecord, StoreError> {
+    fn parse<T: std::str::FromStr>(what: &'static str, value: String) -> Result<T, StoreError> {
+        value
+            .parse()
+            .map_err(|_| StoreError::Corrupt { what, value })
+    }
+    let opt_u64 = |col: &str| -> Result<Option<u64>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(col)?.map(|v| v as u64))
+    };
+    let metadata: String = row.try_get("metadata")?;
+    Ok(TunnelRecord {
+        id: parse("tunnel id", row.try_get("id")?)?,
+        owner: parse("user name", row.try_get("owner")?)?,
+        name: parse("tunnel name", row.try_get("name")?)?,
+        protocol: parse("protocol", row.try_get("protocol")?)?,
+        target: row.try_get("target")?,
+        hub_port: row
+            .try_get::<Option<i64>, _>("hub_port")?
+            .and_then(|p| u16::try_from(p).ok()),
+        public: row.try_get("public")?,
+        pool: row.try_get("pool")?,
+        shared_all: row.try_get("shared_all")?,
+        metadata: serde_json::from_str(&metadata).map_err(|_| StoreError::Corrupt {
+            what: "metadata",
+            value: metadata,
+        })?,
+        creation_time: row.try_get::<i64, _>("creation_time")? as u64,
+        launch_time: opt_u64("launch_time")?,
+        last_connected: opt_u64("last_connected")?,
+        shutdown_time: opt_u64("shutdown_time")?,
+        shutdown_reason: row.try_get("shutdown_reason")?,
+        user_shutdown: row.try_get("user_shutdown")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn users_verify_only_with_their_key_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice: UserName = "alice".parse().unwrap();
+        {
+            let store = Store::open(dir.path()).await.unwrap();
+            store.put_user(&alice, &Secret::new("right")).await.unwrap();
+            assert!(store
+                .verify_user(&alice, &Secret::new("right"))
+                .await
+                .unwrap());
+            assert!(!store
+                .verify_user(&alice, &Secret::new("wrong"))
+                .await
+                .unwrap());
+        }
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.user_count().await.unwrap(), 1);
+        assert!(store
+            .verify_user(&alice, &Secret::new("right"))
+            .await
+            .unwrap());
+        assert!(!store
+            .verify_user(&"bob".parse().unwrap(), &Secret::new("right"))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn tunnel_records_round_trip_and_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let record = TunnelRecord {
+            id: TunnelId::random(),
+            owner: "alice".parse().unwrap(),
+            name: "web".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            target: "127.0.0.1:80".into(),
+            hub_port: Some(20001),
+            public: true,
+            pool: false,
+            shared_all: false,
+            metadata: BTreeMap::from([("team".into(), "qa".into())]),
+            creation_time: 1,
+            launch_time: Some(2),
+            last_connected: Some(3),
+            shutdown_time: None,
+            shutdown_reason: None,
+            user_shutdown: None,
+        };
+        store.insert_tunnel(&record).await.unwrap();
+        assert_eq!(store.live_tunnels().await.unwrap(), vec![record.clone()]);
+        store
+            .end_tunnel(record.id, "lease expired", false)
+            .await
+            .unwrap();
+        assert!(store.live_tunnels().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,274 @@
+//! Newtypes for the identifiers and secrets that cross module boundaries.
+//!
+//! Each type validates on construction ("parse, don't validate"), so code holding one never
+//! re-checks it, and secrets redact themselves wherever they are printed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a user-supplied identifier was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidId {
+    #[error("tunnel name must be 1-100 characters of [a-z0-9-], got {0:?}")]
+    TunnelName(String),
+    #[error("tunnel id must be 32 lowercase hex characters, got {0:?}")]
+    TunnelId(String),
+    #[error("user name must be 1-64 characters of [A-Za-z0-9._@-], got {0:?}")]
+    UserName(String),
+    #[error("agent id must be a UUID, got {0:?}")]
+    AgentId(String),
+}
+
+/// A tunnel's stable identity: 16 random bytes shown as 32 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TunnelId(pub [u8; 16]);
+
+impl TunnelId {
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Display for TunnelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for TunnelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TunnelId({self})")
+    }
+}
+
+impl FromStr for TunnelId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidId::TunnelId(s.to_string());
+        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        let bytes = hex::decode(s).map_err(|_| bad())?;
+        Ok(Self(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+impl Serialize for TunnelId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TunnelId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! string_newtype {
+    ($name:ident, $check:expr, $err:ident) => {
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let check: fn(&str) -> bool = $check;
+                if check(s) {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(InvalidId::$err(s.to_string()))
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    TunnelName,
+    |s| (1..=100).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+    TunnelName
+);
+
+string_newtype!(
+    UserName,
+    |s| (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)),
+    UserName
+);
+
+impl TunnelName {
+    /// A readable random name for tunnels exposed without `--name`.
+    pub fn generate() -> Self {
+        let suffix: u32 = rand::random();
+        Self(format!("tunnel-{suffix:08x}"))
+    }
+}
+
+/// An agent's identity: a UUID kept across restarts so leases can be resumed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AgentId(pub uuid::Uuid);
+
+impl AgentId {
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl FromStr for AgentId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s.trim())
+            .map(Self)
+            .map_err(|_| InvalidId::AgentId(s.to_string()))
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl fmt::Debug for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentId({self})")
+    }
+}
+
+/// A secret (access key): never printed, compared in constant time.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// 32 random bytes, hex encoded: the shape of generated access keys.
+    pub fn generate() -> Self {
+        Self(hex::encode(rand::random::<[u8; 24]>()))
+    }
+
+    /// The only way to see the secret; grep for it when auditing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("xxxxx")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("xxxxx")
+    }
+}
+
+/// What a tunnel carries. `Auto` classifies each connection (TLS, HTTP or plain TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Auto,
+    Tcp,
+    Udp,
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+/// How an agent reaches the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Auto,
+    Quic,
+    Tls,
+    Tcp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_names_follow_the_spec() {
+        assert!("web-1".parse::<TunnelName>().is_ok());
+        assert!("a".repeat(100).parse::<TunnelName>().is_ok());
+        for bad in ["", "Web", "a_b", "a.b", &"a".repeat(101)] {
+            assert!(bad.parse::<TunnelName>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tunnel_ids_round_trip_as_lowercase_hex() {
+        let id = TunnelId::random();
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(text.parse::<TunnelId>().unwrap(), id);
+        assert!(text.to_uppercase().parse::<TunnelId>().is_err());
+        assert!("xyz".parse::<TunnelId>().is_err());
+    }
+
+    #[test]
+    fn secrets_redact_themselves() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "xxxxx xxxxx");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

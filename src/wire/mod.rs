@@ -1,0 +1,273 @@
+//! Sans-IO wire formats between agents and the hub: control messages, stream headers and the
+//! length-prefixed framing that carries them.
+//!
+//! Everything here is pure encode/decode on byte slices so it can be fuzzed and unit-tested
+//! without sockets; `io.rs` adds the two thin async helpers that read and write frames.
+
+pub mod io;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{AgentId, Protocol, Secret, TunnelId, TunnelName, UserName};
+
+/// Bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// ALPN identifier of the agent protocol, on QUIC and on TLS.
+pub const ALPN: &[u8] = b"burrow/1";
+
+/// First bytes a plain-TCP (`--transport tcp`) agent sends, so the hub's shared port can tell
+/// it from HTTP and TLS visitors. Also sent inside TLS, followed by the role byte.
+pub const PREFACE: &[u8; 8] = b"BURROW1\n";
+
+/// Control frames are small JSON documents; anything larger is a protocol violation.
+pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
+
+/// Why a frame or header could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("control frame of {0} bytes exceeds the {MAX_CONTROL_FRAME}-byte limit")]
+    FrameTooLarge(usize),
+    #[error("malformed control message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unknown stream kind {0}")]
+    UnknownStreamKind(u8),
+    #[error("stream header peer address is not UTF-8")]
+    BadPeerAddr,
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Which side of the tunnel an agent connection serves. It decides who opens data streams:
+/// the hub opens them toward `expose` agents, `reach` agents open them toward the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Expose,
+    Reach,
+}
+
+impl Role {
+    pub fn byte(self) -> u8 {
+        match self {
+            Role::Expose => b'E',
+            Role::Reach => b'R',
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            b'E' => Some(Role::Expose),
+            b'R' => Some(Role::Reach),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub user: UserName,
+    pub access_key: Secret,
+    pub agent_id: AgentId,
+    pub role: Role,
+}
+
+/// What an `expose` agent asks the hub to publish.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TunnelSpec {
+    pub name: Option<TunnelName>,
+    pub protocol: Protocol,
+    pub target: String,
+    pub public: bool,
+    pub hub_port: Option<u16>,
+    pub pool: bool,
+    pub shared_all: bool,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What the hub tells an agent about a tunnel it registered or resolved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TunnelInfo {
+    pub id: TunnelId,
+    pub name: TunnelName,
+    pub protocol: Protocol,
+    pub hub_port: Option<u16>,
+    pub public_address: Option<String>,
+    pub url: Option<String>,
+}
+
+/// Machine-readable reasons the hub refuses something; the agent maps them to exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefuseCode {
+    /// Wrong credentials: the agent exits 2 at once, no retries.
+    Unauthorized,
+    /// Plain TCP agent on a hub without `--allow-plaintext`.
+    PlaintextNotAllowed,
+    /// The agent speaks a protocol version the hub does not.
+    Version,
+    /// The tunnel does not exist or this user may not reach it.
+    NotFound,
+    /// The request is well-formed but cannot be satisfied (port taken, range exhausted).
+    Conflict,
+    /// The request is malformed.
+    BadRequest,
+}
+
+impl RefuseCode {
+    /// Refusals that retrying cannot fix end the agent with exit code 2.
+    pub fn is_fatal(self) -> bool {
+        !matches!(self, RefuseCode::Conflict)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMsg {
+    Hello(Hello),
+    Register { spec: TunnelSpec },
+    Resolve { tunnel: String },
+    Ping,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMsg {
+    Welcome { hub_version: String },
+    Refused { code: RefuseCode, message: String },
+    Registered { tunnel: TunnelInfo },
+    Resolved { tunnel: TunnelInfo },
+    StopTunnel { id: TunnelId, reason: String },
+    Pong,
+}
+
+/// Encodes one control message as `u32 big-endian length | JSON`.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("control messages always serialize");
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Length of the frame announced by a 4-byte prefix, refusing oversized ones before any
+/// allocation happens.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_CONTROL_FRAME {
+        return Err(WireError::FrameTooLarge(len));
+    }
+    Ok(len)
+}
+
+pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// What a data stream carries; the first byte of its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// One TCP connection, relayed byte for byte in both directions.
+    Tcp = 1,
+}
+
+/// The header written by whoever opens a data stream, before any payload.
+///
+/// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8)`. Binary rather than
+/// JSON because one is written per forwarded connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamHeader {
+    pub kind: StreamKind,
+    pub tunnel: TunnelId,
+    /// The visitor's address as the hub saw it, for logs and PROXY headers.
+    pub peer: String,
+}
+
+impl StreamHeader {
+    pub const FIXED_LEN: usize = 1 + 16 + 1;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let peer = &self.peer.as_bytes()[..self.peer.len().min(255)];
+        let mut out = Vec::with_capacity(Self::FIXED_LEN + peer.len());
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.tunnel.0);
+        out.push(peer.len() as u8);
+        out.extend_from_slice(peer);
+        out
+    }
+
+    /// Decodes the fixed part, returning the header minus its peer and the peer's length.
+    pub fn decode_fixed(
+        buf: &[u8; Self::FIXED_LEN],
+    ) -> Result<(StreamKind, TunnelId, usize), WireError> {
+        let kind = match buf[0] {
+            1 => StreamKind::Tcp,
+            other => return Err(WireError::UnknownStreamKind(other)),
+        };
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&buf[1..17]);
+        Ok((kind, TunnelId(id), buf[17] as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_header_round_trips() {
+        let h = StreamHeader {
+            kind: StreamKind::Tcp,
+            tunnel: TunnelId::random(),
+            peer: "127.0.0.1:5555".into(),
+        };
+        let bytes = h.encode();
+        let fixed: [u8; StreamHeader::FIXED_LEN] =
+            bytes[..StreamHeader::FIXED_LEN].try_into().unwrap();
+        let (kind, tunnel, peer_len) = StreamHeader::decode_fixed(&fixed).unwrap();
+        assert_eq!((kind, tunnel), (h.kind, h.tunnel));
+        assert_eq!(&bytes[StreamHeader::FIXED_LEN..], h.peer.as_bytes());
+        assert_eq!(peer_len, h.peer.len());
+    }
+
+    #[test]
+    fn unknown_stream_kind_is_an_error() {
+        let mut fixed = [0u8; StreamHeader::FIXED_LEN];
+        fixed[0] = 9;
+        assert!(matches!(
+            StreamHeader::decode_fixed(&fixed),
+            Err(WireError::UnknownStreamKind(9))
+        ));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_allocation() {
+        assert!(frame_len((MAX_CONTROL_FRAME as u32 + 1).to_be_bytes()).is_err());
+        assert_eq!(frame_len(10u32.to_be_bytes()).unwrap(), 10);
+    }
+
+    #[test]
+    fn control_messages_round_trip_and_garbage_is_an_error() {
+        let frame = encode_frame(&HubMsg::Refused {
+            code: RefuseCode::Unauthorized,
+            message: "no".into(),
+        });
+        let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+        let msg: HubMsg = decode_body(&frame[4..4 + len]).unwrap();
+        assert!(matches!(
+            msg,
+            HubMsg::Refused {
+                code: RefuseCode::Unauthorized,
+                ..
+            }
+        ));
+        assert!(decode_body::<HubMsg>(b"\xff\x00garbage").is_err());
+        assert!(decode_body::<AgentMsg>(br#"{"type":"hello"}"#).is_err());
+    }
+}
