@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::agent::{self, AgentConfig, AgentError};
-use crate::cli::{
-    self, AgentArgs, CertsCommand, Command, ExposeArgs, HubArgs, LogArgs, LogFormat, ReachArgs,
-};
+use crate::cli::{self, AgentArgs, CertsCommand, Command, ExposeArgs, HubArgs, LogArgs, LogFormat, ReachArgs};
 use crate::hub::{Hub, HubConfig};
 use crate::shutdown::Shutdown;
 use crate::types::{AgentId, Secret, TransportKind, TunnelName, UserName};
@@ -53,10 +51,7 @@ pub async fn run(command: Command) -> Result<(), Failure> {
         Command::Reach(args) => run_reach(args).await,
         Command::Certs(CertsCommand::Init { dir, hosts }) => {
             crate::tls::generate_certs(&dir, &hosts).map_err(Failure::runtime)?;
-            println!(
-                "wrote ca.pem, ca.key, server.pem, server.key to {}",
-                dir.display()
-            );
+            println!("wrote ca.pem, ca.key, server.pem, server.key to {}", dir.display());
             Ok(())
         }
         Command::Share(_) | Command::Tunnels(_) | Command::Pac(_) => Err(Failure::runtime(
@@ -92,14 +87,13 @@ fn emit(line: &str) {
 /// First signal: begin draining. Second: exit at once.
 fn handle_signals(shutdown: Shutdown) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
         for first in [true, false] {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -123,10 +117,7 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
         tracing::warn!("--api-address: the REST and operational APIs are not available in this build yet; ignored");
     }
     let mut config = HubConfig::new(args.listen, args.data_dir.clone());
-    config.public_host = args
-        .public_host
-        .clone()
-        .unwrap_or_else(|| args.domain.clone());
+    config.public_host = args.public_host.clone().unwrap_or_else(|| args.domain.clone());
     config.domain = args.domain;
     config.port_range = args.port_range;
     config.cert = args.cert.zip(args.key);
@@ -136,23 +127,16 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
         let (user, key) = entry
             .split_once(':')
             .ok_or_else(|| Failure::usage(format!("--auth {entry:?} is not USER:KEY")))?;
-        let user: UserName = user
-            .parse()
-            .map_err(|e| Failure::usage(format!("--auth: {e}")))?;
+        let user: UserName = user.parse().map_err(|e| Failure::usage(format!("--auth: {e}")))?;
         if key.is_empty() {
-            return Err(Failure::usage(format!(
-                "--auth for {user}: the key is empty"
-            )));
+            return Err(Failure::usage(format!("--auth for {user}: the key is empty")));
         }
         config.users.push((user, Secret::new(key)));
     }
     let hub = Hub::start(config).await.map_err(Failure::runtime)?;
     if let Some((user, key)) = &hub.generated_admin {
         if args.json {
-            emit(
-                &json!({"event": "credentials", "user": user, "access_key": key.expose()})
-                    .to_string(),
-            );
+            emit(&json!({"event": "credentials", "user": user, "access_key": key.expose()}).to_string());
         } else {
             emit(&format!(
                 "generated admin credentials (shown once): user {user}, access key {}",
@@ -172,11 +156,7 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
             hub.listen,
             config.domain,
             config.data_dir.display(),
-            config
-                .data_dir
-                .join("certs")
-                .join(crate::tls::CA_CERT)
-                .display()
+            config.data_dir.join("certs").join(crate::tls::CA_CERT).display()
         ));
     }
     handle_signals(hub.shutdown.clone());
@@ -192,27 +172,16 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
 fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
     init_logging(&args.log);
     if args.api_address.is_some() {
-        tracing::warn!(
-            "--api-address: the operational API is not available in this build yet; ignored"
-        );
+        tracing::warn!("--api-address: the operational API is not available in this build yet; ignored");
     }
-    let user: UserName = args
-        .user
-        .parse()
-        .map_err(|e| Failure::usage(format!("--user: {e}")))?;
-    agent::session::split_host_port(&args.hub)
-        .map_err(|e| Failure::usage(format!("--hub: {e}")))?;
+    let user: UserName = args.user.parse().map_err(|e| Failure::usage(format!("--user: {e}")))?;
+    agent::session::split_host_port(&args.hub).map_err(|e| Failure::usage(format!("--hub: {e}")))?;
     let tls = match args.transport {
         TransportKind::Tcp => None,
-        _ => Some(
-            crate::tls::client_config(args.ca.as_deref())
-                .map_err(|e| Failure::usage(e.to_string()))?,
-        ),
+        _ => Some(crate::tls::client_config(args.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?),
     };
     let agent_id = match &args.agent_id {
-        Some(id) => id
-            .parse()
-            .map_err(|e| Failure::usage(format!("--agent-id: {e}")))?,
+        Some(id) => id.parse().map_err(|e| Failure::usage(format!("--agent-id: {e}")))?,
         None => persistent_agent_id(),
     };
     Ok(AgentConfig {
@@ -237,16 +206,11 @@ fn persistent_agent_id() -> AgentId {
         return AgentId::random();
     };
     let path = dir.join("agent-id");
-    if let Some(id) = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|s| s.parse().ok()) {
         return id;
     }
     let id = AgentId::random();
-    if let Err(e) =
-        std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, format!("{id}\n")))
-    {
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, format!("{id}\n"))) {
         tracing::warn!(path = %path.display(), error = %e, "cannot store the agent id; using a fresh one");
     }
     id
@@ -254,9 +218,7 @@ fn persistent_agent_id() -> AgentId {
 
 fn connection_string(target: &str, protocol: crate::types::Protocol, address: &str) -> String {
     use crate::types::Protocol;
-    let port = target
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let port = target.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
     let scheme = match (protocol, port) {
         (Protocol::Http, _) => "http",
         (Protocol::Https, _) => "https",
@@ -274,8 +236,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
     if args.forward_proxy {
         return Err(not_built("--forward-proxy"));
     }
-    let target =
-        cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
+    let target = cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
     let name: Option<TunnelName> = args
         .name
         .as_deref()
@@ -285,11 +246,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
     let shared_all = match args.shared.as_deref() {
         None => false,
         Some("all") => true,
-        Some(other) => {
-            return Err(Failure::usage(format!(
-                "--shared {other:?}: only `all` is supported"
-            )))
-        }
+        Some(other) => return Err(Failure::usage(format!("--shared {other:?}: only `all` is supported"))),
     };
     let mut metadata = BTreeMap::new();
     for pair in &args.metadata {
@@ -339,13 +296,10 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
                 info.protocol.as_str()
             ));
             match (&info.public_address, &connection) {
-                (Some(address), Some(connection)) => emit(&format!(
-                    "  public address: {address}\n  connect with:   {connection}"
-                )),
-                _ => emit(&format!(
-                    "  private: reach it with `burrow reach {}`",
-                    info.name
-                )),
+                (Some(address), Some(connection)) => {
+                    emit(&format!("  public address: {address}\n  connect with:   {connection}"))
+                }
+                _ => emit(&format!("  private: reach it with `burrow reach {}`", info.name)),
             }
             if let Some(url) = &info.url {
                 emit(&format!("  url:            {url}"));
@@ -369,15 +323,9 @@ async fn run_reach(args: ReachArgs) -> Result<(), Failure> {
     handle_signals(shutdown.clone());
     agent::reach::run(config, args.tunnel, args.local, shutdown, |info, local| {
         if json {
-            emit(
-                &json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()})
-                    .to_string(),
-            );
+            emit(&json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()}).to_string());
         } else {
-            emit(&format!(
-                "reaching tunnel {} (id {}) at {local}",
-                info.name, info.id
-            ));
+            emit(&format!("reaching tunnel {} (id {}) at {local}", info.name, info.id));
         }
     })
     .await

@@ -214,9 +214,7 @@ pub enum CertsCommand {
 /// Parses `30s`, `500ms`, `2m`, `1h`, `7d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let value: f64 = number
         .parse()
@@ -227,11 +225,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ))
-        }
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -266,39 +260,24 @@ const FILE_COMMANDS: &[&str] = &["hub", "expose", "reach"];
 /// environment sets them. Flags given on the command line come later and win
 /// (`args_override_self`), which yields flag > env > file > default.
 pub fn args_with_config(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let text: Vec<String> = argv
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let text: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let from_args = text.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
-            (a == "--config")
-                .then(|| text.get(i + 1).cloned())
-                .flatten()
-        })
+        a.strip_prefix("--config=")
+            .map(str::to_string)
+            .or_else(|| (a == "--config").then(|| text.get(i + 1).cloned()).flatten())
     });
     let Some(path) = from_args.or_else(|| std::env::var("BURROW_CONFIG").ok()) else {
         return Ok(argv);
     };
-    let Some(position) = text
-        .iter()
-        .skip(1)
-        .position(|a| FILE_COMMANDS.contains(&a.as_str()))
-    else {
+    let Some(position) = text.iter().skip(1).position(|a| FILE_COMMANDS.contains(&a.as_str())) else {
         return Ok(argv);
     };
-    let contents =
-        std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
-    let table: toml::Table = contents
-        .parse()
-        .map_err(|e| format!("config file {path}: {e}"))?;
+    let contents = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
+    let table: toml::Table = contents.parse().map_err(|e| format!("config file {path}: {e}"))?;
     let mut injected = Vec::new();
     for (key, value) in &table {
         let flag = key.replace('_', "-");
-        if flag == "config"
-            || std::env::var_os(format!("BURROW_{}", flag.to_uppercase().replace('-', "_")))
-                .is_some()
-        {
+        if flag == "config" || std::env::var_os(format!("BURROW_{}", flag.to_uppercase().replace('-', "_"))).is_some() {
             continue;
         }
         let values = match value {
@@ -312,11 +291,7 @@ pub fn args_with_config(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
                 toml::Value::String(s) => injected.push(format!("--{flag}={s}")),
                 toml::Value::Integer(n) => injected.push(format!("--{flag}={n}")),
                 toml::Value::Float(f) => injected.push(format!("--{flag}={f}")),
-                other => {
-                    return Err(format!(
-                        "config file {path}: unsupported value for {key}: {other}"
-                    ))
-                }
+                other => return Err(format!("config file {path}: unsupported value for {key}: {other}")),
             }
         }
     }
@@ -346,10 +321,7 @@ mod tests {
         assert!(parse_port_range("3-2").is_err());
         assert!(parse_port_range("0-10").is_err());
         assert_eq!(parse_target("5432").unwrap(), "127.0.0.1:5432");
-        assert_eq!(
-            parse_target("db.internal:5432").unwrap(),
-            "db.internal:5432"
-        );
+        assert_eq!(parse_target("db.internal:5432").unwrap(), "db.internal:5432");
         assert!(parse_target("db.internal").is_err());
         assert!(parse_target("host:99999").is_err());
     }

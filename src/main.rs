@@ -20,10 +20,7 @@ fn main() -> ExitCode {
     if let Command::Hub(hub) = &cli.command {
         burrow::app::init_logging(&hub.log);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("burrow: cannot start the async runtime: {e}");

@@ -47,9 +47,7 @@ impl Shutdown {
     /// Counts one in-flight connection until the guard drops.
     pub fn track(&self) -> ConnectionGuard {
         self.active.fetch_add(1, Ordering::SeqCst);
-        ConnectionGuard {
-            shutdown: self.clone(),
-        }
+        ConnectionGuard { shutdown: self.clone() }
     }
 
     pub fn active(&self) -> usize {

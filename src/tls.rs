@@ -15,10 +15,7 @@ pub enum TlsError {
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    File { path: PathBuf, source: std::io::Error },
     #[error("{path}: no usable PEM {what} in it")]
     Pem { path: PathBuf, what: &'static str },
     #[error("invalid TLS configuration: {0}")]
@@ -125,10 +122,9 @@ fn pem_error(path: &Path, e: rustls::pki_types::pem::Error, what: &'static str) 
 
 /// The hub's server configuration: TLS 1.3 only (QUIC requires it), ALPN `burrow/1`.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config =
-        rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-            .with_no_client_auth()
-            .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
 }
@@ -151,10 +147,9 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
     if roots.is_empty() {
         return Err(TlsError::NoRoots);
     }
-    let mut config =
-        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
 }

@@ -123,9 +123,7 @@ string_newtype!(
 
 string_newtype!(
     UserName,
-    |s| (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)),
+    |s| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)),
     UserName
 );
 

@@ -117,15 +117,9 @@ async fn connect_once(
         on_ready(&info);
     }
     let Some(acceptor) = acceptor else {
-        return Err(AgentError::Transient(
-            "transport offers no incoming streams".into(),
-        ));
+        return Err(AgentError::Transient("transport offers no incoming streams".into()));
     };
-    let server = tokio::spawn(serve_streams(
-        acceptor,
-        spec.target.clone(),
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(serve_streams(acceptor, spec.target.clone(), shutdown.clone()));
     let end = session::supervise(control, &lifetime, shutdown).await;
     server.abort();
     if !matches!(end, SessionEnd::Draining) {
@@ -160,21 +154,15 @@ async fn serve_streams(mut acceptor: Acceptor, target: String, shutdown: Shutdow
 
 /// One connection from the hub: dial the target and relay.
 async fn serve_stream(mut stream: MuxStream, target: &str) {
-    let header =
-        match tokio::time::timeout(STREAM_HEADER_DEADLINE, read_stream_header(&mut stream)).await {
-            Ok(Ok(header)) => header,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "bad stream header from the hub");
-                return;
-            }
-            Err(_) => return,
-        };
-    let mut upstream = match tokio::time::timeout(
-        TARGET_CONNECT_DEADLINE,
-        TcpStream::connect(target),
-    )
-    .await
-    {
+    let header = match tokio::time::timeout(STREAM_HEADER_DEADLINE, read_stream_header(&mut stream)).await {
+        Ok(Ok(header)) => header,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "bad stream header from the hub");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut upstream = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             tracing::warn!(target, peer = %header.peer, error = %e, "cannot connect to the target");

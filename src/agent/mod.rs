@@ -38,10 +38,7 @@ pub enum AgentError {
     #[error("{0}")]
     Config(String),
     #[error("binding {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
 }
 
 impl AgentError {
@@ -68,11 +65,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            attempt: 0,
-            base,
-            cap,
-        }
+        Self { attempt: 0, base, cap }
     }
 
     pub fn reset(&mut self) {
@@ -82,10 +75,7 @@ impl Backoff {
     /// The next delay: uniformly random in [ceiling/2, ceiling], where the ceiling doubles per
     /// attempt up to `cap`.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.cap);
+        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
         half + half.mul_f64(rand::random::<f64>())

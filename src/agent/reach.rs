@@ -44,12 +44,10 @@ pub async fn run(
             Err(fatal) => return Err(fatal),
         }
     };
-    let listener = TcpListener::bind(&local)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: local.clone(),
-            source,
-        })?;
+    let listener = TcpListener::bind(&local).await.map_err(|source| AgentError::Bind {
+        addr: local.clone(),
+        source,
+    })?;
     let local_addr = listener.local_addr().map_err(|source| AgentError::Bind {
         addr: local.clone(),
         source,
@@ -127,9 +125,7 @@ async fn connect_once(
     .await;
     match (resolved, opener) {
         (Ok(info), Some(opener)) => Ok((info, (opener, control, lifetime))),
-        (Ok(_), None) => Err(AgentError::Transient(
-            "transport cannot open streams".into(),
-        )),
+        (Ok(_), None) => Err(AgentError::Transient("transport cannot open streams".into())),
         (Err(e), _) => {
             lifetime.close("agent giving up");
             Err(e)

@@ -23,10 +23,7 @@ fn transient(what: &str) -> impl Fn(String) -> AgentError + '_ {
 pub fn split_host_port(addr: &str) -> Result<(&str, u16), AgentError> {
     let bad = || AgentError::Config(format!("hub address {addr:?} is not HOST:PORT"));
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() {
         return Err(bad());
     }
@@ -36,19 +33,17 @@ pub fn split_host_port(addr: &str) -> Result<(&str, u16), AgentError> {
 /// Connects to the hub with the configured transport and returns the multiplexed connection.
 pub async fn dial(config: &AgentConfig, role: Role) -> Result<MuxConn, AgentError> {
     match config.transport {
-        TransportKind::Auto => {
-            match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => {
-                    tracing::info!(error = %e, "QUIC failed; falling back to TLS over TCP");
-                    dial_stream(config, role, true).await
-                }
-                Err(_) => {
-                    tracing::info!("no QUIC answer within {QUIC_FALLBACK_AFTER:?}; falling back to TLS over TCP");
-                    dial_stream(config, role, true).await
-                }
+        TransportKind::Auto => match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "QUIC failed; falling back to TLS over TCP");
+                dial_stream(config, role, true).await
             }
-        }
+            Err(_) => {
+                tracing::info!("no QUIC answer within {QUIC_FALLBACK_AFTER:?}; falling back to TLS over TCP");
+                dial_stream(config, role, true).await
+            }
+        },
         TransportKind::Quic => dial_quic(config).await,
         TransportKind::Tls => dial_stream(config, role, true).await,
         TransportKind::Tcp => dial_stream(config, role, false).await,
@@ -74,13 +69,10 @@ fn tls_config(config: &AgentConfig) -> Result<std::sync::Arc<rustls::ClientConfi
 async fn dial_quic(config: &AgentConfig) -> Result<MuxConn, AgentError> {
     let addr = resolve(config).await?;
     let (host, _) = split_host_port(&config.hub)?;
-    tokio::time::timeout(
-        CONNECT_DEADLINE,
-        mux::quic::connect(tls_config(config)?, addr, host),
-    )
-    .await
-    .map_err(|_| AgentError::Transient("QUIC connect timed out".into()))?
-    .map_err(|e| AgentError::Transient(format!("QUIC to {}: {e}", config.hub)))
+    tokio::time::timeout(CONNECT_DEADLINE, mux::quic::connect(tls_config(config)?, addr, host))
+        .await
+        .map_err(|_| AgentError::Transient("QUIC connect timed out".into()))?
+        .map_err(|e| AgentError::Transient(format!("QUIC to {}: {e}", config.hub)))
 }
 
 async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<MuxConn, AgentError> {
@@ -94,16 +86,13 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<MuxC
     preface.push(role.byte());
     if tls {
         let (host, _) = split_host_port(&config.hub)?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
-            AgentError::Config(format!("{host} is not a valid TLS server name: {e}"))
-        })?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| AgentError::Config(format!("{host} is not a valid TLS server name: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(tls_config(config)?);
         let mut io = tokio::time::timeout(CONNECT_DEADLINE, connector.connect(name, tcp))
             .await
             .map_err(|_| AgentError::Transient("TLS handshake timed out".into()))?
-            .map_err(|e| {
-                AgentError::Transient(format!("TLS handshake with {}: {e}", config.hub))
-            })?;
+            .map_err(|e| AgentError::Transient(format!("TLS handshake with {}: {e}", config.hub)))?;
         io.write_all(&preface)
             .await
             .map_err(|e| transient("writing preface")(e.to_string()))?;
@@ -131,11 +120,7 @@ where
 }
 
 /// Sends the hello and waits for the hub's verdict.
-pub async fn hello(
-    config: &AgentConfig,
-    control: &mut MuxStream,
-    role: Role,
-) -> Result<(), AgentError> {
+pub async fn hello(config: &AgentConfig, control: &mut MuxStream, role: Role) -> Result<(), AgentError> {
     let hello = Hello {
         version: PROTOCOL_VERSION,
         user: config.user.clone(),
@@ -149,9 +134,7 @@ pub async fn hello(
     match request_reply(control).await? {
         HubMsg::Welcome { .. } => Ok(()),
         HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
-        other => Err(AgentError::Transient(format!(
-            "unexpected answer to hello: {other:?}"
-        ))),
+        other => Err(AgentError::Transient(format!("unexpected answer to hello: {other:?}"))),
     }
 }
 
@@ -159,9 +142,7 @@ pub async fn hello(
 pub async fn request_reply(control: &mut MuxStream) -> Result<HubMsg, AgentError> {
     match tokio::time::timeout(CONNECT_DEADLINE, read_frame::<_, HubMsg>(control)).await {
         Ok(Ok(Some(msg))) => Ok(msg),
-        Ok(Ok(None)) => Err(AgentError::Transient(
-            "hub closed the control stream".into(),
-        )),
+        Ok(Ok(None)) => Err(AgentError::Transient("hub closed the control stream".into())),
         Ok(Err(e)) => Err(AgentError::Transient(format!("control stream: {e}"))),
         Err(_) => Err(AgentError::Transient("hub did not answer in time".into())),
     }
@@ -173,10 +154,7 @@ mod tests {
 
     #[test]
     fn hub_addresses_split_into_host_and_port() {
-        assert_eq!(
-            split_host_port("hub.example:7443").unwrap(),
-            ("hub.example", 7443)
-        );
+        assert_eq!(split_host_port("hub.example:7443").unwrap(), ("hub.example", 7443));
         assert_eq!(split_host_port("[::1]:7443").unwrap(), ("::1", 7443));
         assert!(split_host_port("nohost").is_err());
         assert!(split_host_port(":7443").is_err());

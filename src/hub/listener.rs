@@ -56,8 +56,7 @@ pub async fn serve_quic(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
 
 async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let (verdict, buf) = match tokio::time::timeout(SNIFF_DEADLINE, sniff_stream(&mut stream)).await
-    {
+    let (verdict, buf) = match tokio::time::timeout(SNIFF_DEADLINE, sniff_stream(&mut stream)).await {
         Ok(Ok(sniffed)) => sniffed,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "read failed while sniffing");
@@ -75,9 +74,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             Ok(tls) => session::serve_stream_agent(shared, tls, peer, "tls").await,
             Err(e) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
         },
-        Verdict::Tls {
-            sni: Some(host), ..
-        } => route_by_name(&shared, io, peer, &host, false).await,
+        Verdict::Tls { sni: Some(host), .. } => route_by_name(&shared, io, peer, &host, false).await,
         Verdict::Http { host: Some(host) } => route_by_name(&shared, io, peer, &host, true).await,
         Verdict::Http { host: None } => not_found(io, "request has no Host header").await,
         Verdict::Tls { sni: None, .. } | Verdict::Unknown | Verdict::NeedMore => {
@@ -111,19 +108,14 @@ where
         .and_then(|label| label.parse().ok())
         .and_then(|name| shared.registry.public_by_name(&name));
     match tunnel {
-        Some(tunnel) => {
-            public::serve_visitor(tunnel, io, peer.to_string(), shared.config.visitor_wait).await
-        }
+        Some(tunnel) => public::serve_visitor(tunnel, io, peer.to_string(), shared.config.visitor_wait).await,
         None if http => not_found(io, &format!("no tunnel is published at {host}")).await,
         None => tracing::debug!(%peer, host, "TLS for an unknown name; closing"),
     }
 }
 
 async fn not_found<T: AsyncWrite + Unpin>(mut io: T, why: &str) {
-    let body = format!(
-        "{{\"error\":\"{}\",\"code\":\"not_found\"}}\n",
-        why.replace('"', "'")
-    );
+    let body = format!("{{\"error\":\"{}\",\"code\":\"not_found\"}}\n", why.replace('"', "'"));
     let response = format!(
         "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

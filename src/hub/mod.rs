@@ -56,19 +56,13 @@ impl HubConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("creating data dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// State shared by every task of a running hub.
@@ -127,12 +121,15 @@ impl Hub {
             addr: config.listen,
             source,
         })?;
-        let quic = crate::mux::quic::server_endpoint(tls_config.clone(), listen).map_err(|e| {
-            HubError::Bind {
-                addr: listen,
-                source: std::io::Error::other(e),
+        // Without UDP the hub still serves TLS and plain-TCP agents (`--transport auto`
+        // falls back to TLS), so a taken UDP port is a warning, not a failure.
+        let quic = match crate::mux::quic::server_endpoint(tls_config.clone(), listen) {
+            Ok(endpoint) => Some(endpoint),
+            Err(e) => {
+                tracing::warn!(%listen, error = %e, "cannot bind the QUIC endpoint; QUIC agents will fall back to TLS");
+                None
             }
-        })?;
+        };
 
         let mut config = config;
         config.listen = listen;
@@ -141,9 +138,7 @@ impl Hub {
         let registry = Registry::new(store.clone(), config.clone(), {
             let shutdown = shutdown.clone();
             let wait = config.visitor_wait;
-            move |tunnel, listener| {
-                public::spawn_public_listener(tunnel, listener, shutdown.clone(), wait)
-            }
+            move |tunnel, listener| public::spawn_public_listener(tunnel, listener, shutdown.clone(), wait)
         });
         let shared = Arc::new(Shared {
             config,
@@ -155,13 +150,12 @@ impl Hub {
         });
         let restored = shared.registry.restore().await?;
         if restored > 0 {
-            tracing::info!(
-                restored,
-                "tunnels from the previous run wait for their agents"
-            );
+            tracing::info!(restored, "tunnels from the previous run wait for their agents");
         }
         tokio::spawn(listener::serve_tcp(shared.clone(), tcp));
-        tokio::spawn(listener::serve_quic(shared.clone(), quic));
+        if let Some(quic) = quic {
+            tokio::spawn(listener::serve_quic(shared.clone(), quic));
+        }
         tracing::info!(%listen, domain = %shared.config.domain, "hub listening");
         Ok(Self {
             listen,

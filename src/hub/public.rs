@@ -90,18 +90,8 @@ where
 }
 
 /// A stream opened by a `reach` agent of `user`: its header names the tunnel.
-pub async fn serve_reach_stream(
-    shared: Arc<Shared>,
-    user: UserName,
-    mut stream: MuxStream,
-    agent: SocketAddr,
-) {
-    let header = match tokio::time::timeout(
-        HEADER_DEADLINE,
-        wire::io::read_stream_header(&mut stream),
-    )
-    .await
-    {
+pub async fn serve_reach_stream(shared: Arc<Shared>, user: UserName, mut stream: MuxStream, agent: SocketAddr) {
+    let header = match tokio::time::timeout(HEADER_DEADLINE, wire::io::read_stream_header(&mut stream)).await {
         Ok(Ok(header)) => header,
         Ok(Err(e)) => {
             tracing::debug!(%agent, error = %e, "bad stream header from reach agent");
@@ -109,10 +99,7 @@ pub async fn serve_reach_stream(
         }
         Err(_) => return,
     };
-    let tunnel = shared
-        .registry
-        .get(header.tunnel)
-        .filter(|t| t.reachable_by(&user));
+    let tunnel = shared.registry.get(header.tunnel).filter(|t| t.reachable_by(&user));
     let Some(tunnel) = tunnel else {
         tracing::debug!(%agent, tunnel = %header.tunnel, %user, "reach stream for a tunnel the user may not reach");
         return;

@@ -118,18 +118,14 @@ pub struct Registry {
     config: Arc<HubConfig>,
     /// Starts the visitor accept loop of a public port; provided by the hub so this module
     /// stays free of data-plane code.
-    spawn_public:
-        Box<dyn Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync>,
+    spawn_public: Box<dyn Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync>,
 }
 
 impl Registry {
     pub fn new(
         store: Arc<Store>,
         config: Arc<HubConfig>,
-        spawn_public: impl Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle
-            + Send
-            + Sync
-            + 'static,
+        spawn_public: impl Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             maps: Mutex::default(),
@@ -140,12 +136,7 @@ impl Registry {
     }
 
     pub fn get(&self, id: TunnelId) -> Option<Arc<Tunnel>> {
-        self.maps
-            .lock()
-            .expect("registry lock")
-            .tunnels
-            .get(&id)
-            .cloned()
+        self.maps.lock().expect("registry lock").tunnels.get(&id).cloned()
     }
 
     pub fn tunnel_count(&self) -> usize {
@@ -274,8 +265,7 @@ impl Registry {
                         shutdown_reason: None,
                         user_shutdown: None,
                     };
-                    let tunnel =
-                        self.insert(&mut maps, record, vec![member], hub_port.map(|(_, l)| l));
+                    let tunnel = self.insert(&mut maps, record, vec![member], hub_port.map(|(_, l)| l));
                     (tunnel, Vec::new(), true)
                 }
             }
@@ -419,8 +409,7 @@ impl Registry {
         let port = {
             let mut maps = self.maps.lock().expect("registry lock");
             maps.tunnels.remove(&tunnel.id);
-            maps.by_name
-                .remove(&(tunnel.owner.clone(), tunnel.name.clone()));
+            maps.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
             let mut state = tunnel.state.lock().expect("tunnel lock");
             if let Some(listener) = state.listener.take() {
                 listener.abort();

@@ -21,12 +21,8 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A TLS or plain-TCP agent: reads the preface and role byte, then runs HTTP/2 with the hub
 /// as the client for `expose` agents (it opens the streams) and the server for `reach`.
-pub async fn serve_stream_agent<T>(
-    shared: Arc<Shared>,
-    mut io: T,
-    peer: SocketAddr,
-    transport: &'static str,
-) where
+pub async fn serve_stream_agent<T>(shared: Arc<Shared>, mut io: T, peer: SocketAddr, transport: &'static str)
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut preface = [0u8; PREFACE.len() + 1];
@@ -59,15 +55,14 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
         lifetime,
         transport,
     } = conn;
-    let hello =
-        match tokio::time::timeout(HELLO_DEADLINE, read_frame::<_, AgentMsg>(&mut control)).await {
-            Ok(Ok(Some(AgentMsg::Hello(hello)))) => hello,
-            other => {
-                tracing::debug!(%peer, ?other, "agent did not start with a hello");
-                lifetime.close("expected hello");
-                return;
-            }
-        };
+    let hello = match tokio::time::timeout(HELLO_DEADLINE, read_frame::<_, AgentMsg>(&mut control)).await {
+        Ok(Ok(Some(AgentMsg::Hello(hello)))) => hello,
+        other => {
+            tracing::debug!(%peer, ?other, "agent did not start with a hello");
+            lifetime.close("expected hello");
+            return;
+        }
+    };
     if let Some((code, message)) = check_hello(&shared, &hello, plaintext).await {
         tracing::info!(%peer, user = %hello.user, ?code, "agent refused: {message}");
         let _ = write_frame(&mut control, &HubMsg::Refused { code, message }).await;
@@ -106,12 +101,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
             let (shared, user) = (shared.clone(), hello.user.clone());
             tokio::spawn(async move {
                 while let Some(stream) = acceptor.accept().await {
-                    tokio::spawn(public::serve_reach_stream(
-                        shared.clone(),
-                        user.clone(),
-                        stream,
-                        peer,
-                    ));
+                    tokio::spawn(public::serve_reach_stream(shared.clone(), user.clone(), stream, peer));
                 }
             });
         }
@@ -152,10 +142,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
                         }
                     }
                 }
-                (AgentMsg::Resolve { tunnel }, Role::Reach, _) => match shared
-                    .registry
-                    .resolve(&hello.user, &tunnel)
-                {
+                (AgentMsg::Resolve { tunnel }, Role::Reach, _) => match shared.registry.resolve(&hello.user, &tunnel) {
                     Some(found) => HubMsg::Resolved {
                         tunnel: shared.registry.info(&found),
                     },
@@ -186,11 +173,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
 }
 
 /// Why an agent's hello is refused, if it is.
-async fn check_hello(
-    shared: &Shared,
-    hello: &Hello,
-    plaintext: bool,
-) -> Option<(RefuseCode, String)> {
+async fn check_hello(shared: &Shared, hello: &Hello, plaintext: bool) -> Option<(RefuseCode, String)> {
     if hello.version != PROTOCOL_VERSION {
         return Some((
             RefuseCode::Version,
@@ -206,11 +189,7 @@ async fn check_hello(
             "this hub does not accept unencrypted agents (start it with --allow-plaintext)".into(),
         ));
     }
-    match shared
-        .store
-        .verify_user(&hello.user, &hello.access_key)
-        .await
-    {
+    match shared.store.verify_user(&hello.user, &hello.access_key).await {
         Ok(true) => None,
         Ok(false) => Some((
             RefuseCode::Unauthorized,
@@ -218,10 +197,7 @@ async fn check_hello(
         )),
         Err(e) => {
             tracing::error!(error = %e, "credential check failed");
-            Some((
-                RefuseCode::Unauthorized,
-                "credential check failed on the hub".into(),
-            ))
+            Some((RefuseCode::Unauthorized, "credential check failed on the hub".into()))
         }
     }
 }

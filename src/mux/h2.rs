@@ -118,10 +118,7 @@ fn respond_stream(
     mut respond: h2::server::SendResponse<Bytes>,
 ) -> Result<MuxStream, MuxError> {
     let send = respond.send_response(http::Response::new(()), false)?;
-    Ok(MuxStream::H2(H2Stream::new(
-        send,
-        Recv::Ready(request.into_body()),
-    )))
+    Ok(MuxStream::H2(H2Stream::new(send, Recv::Ready(request.into_body()))))
 }
 
 /// Opens one stream as the HTTP/2 client. The response (and so the receive half) arrives
@@ -169,11 +166,7 @@ fn to_io(e: h2::Error) -> io::Error {
 }
 
 impl AsyncRead for H2Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if !this.pending.is_empty() {
@@ -206,11 +199,7 @@ impl AsyncRead for H2Stream {
 use std::future::Future;
 
 impl AsyncWrite for H2Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));

@@ -43,11 +43,7 @@ pub enum MuxStream {
 }
 
 impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MuxStream::Quic { recv, .. } => Pin::new(recv).poll_read(cx, buf),
             MuxStream::H2(s) => Pin::new(s).poll_read(cx, buf),
@@ -56,15 +52,9 @@ impl AsyncRead for MuxStream {
 }
 
 impl AsyncWrite for MuxStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            MuxStream::Quic { send, .. } => {
-                Pin::new(send).poll_write(cx, buf).map_err(io::Error::from)
-            }
+            MuxStream::Quic { send, .. } => Pin::new(send).poll_write(cx, buf).map_err(io::Error::from),
             MuxStream::H2(s) => Pin::new(s).poll_write(cx, buf),
         }
     }

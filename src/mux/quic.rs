@@ -26,29 +26,20 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
-pub fn server_endpoint(
-    tls: Arc<rustls::ServerConfig>,
-    addr: SocketAddr,
-) -> Result<quinn::Endpoint, MuxError> {
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| MuxError::Io(std::io::Error::other(e)))?;
+pub fn server_endpoint(tls: Arc<rustls::ServerConfig>, addr: SocketAddr) -> Result<quinn::Endpoint, MuxError> {
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| MuxError::Io(std::io::Error::other(e)))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config()));
     Ok(quinn::Endpoint::server(config, addr)?)
 }
 
 /// Dials the hub; the agent opens the control stream.
-pub async fn connect(
-    tls: Arc<rustls::ClientConfig>,
-    hub: SocketAddr,
-    server_name: &str,
-) -> Result<MuxConn, MuxError> {
+pub async fn connect(tls: Arc<rustls::ClientConfig>, hub: SocketAddr, server_name: &str) -> Result<MuxConn, MuxError> {
     let bind: SocketAddr = if hub.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .expect("literal address");
     let mut endpoint = quinn::Endpoint::client(bind)?;
-    let crypto =
-        QuicClientConfig::try_from(tls).map_err(|e| MuxError::Io(std::io::Error::other(e)))?;
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| MuxError::Io(std::io::Error::other(e)))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config()));
     endpoint.set_default_client_config(config);

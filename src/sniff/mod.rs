@@ -59,9 +59,7 @@ fn classify_tls(buf: &[u8]) -> Verdict {
         Ok(Some(accepted)) => {
             let hello = accepted.client_hello();
             let sni = hello.server_name().map(str::to_ascii_lowercase);
-            let agent = hello
-                .alpn()
-                .is_some_and(|mut protocols| protocols.any(|p| p == ALPN));
+            let agent = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ALPN));
             Verdict::Tls { sni, agent }
         }
         Ok(None) if buf.len() < MAX_SNIFF => Verdict::NeedMore,
@@ -140,11 +138,8 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN.to_vec()];
-        let mut conn = rustls::ClientConnection::new(
-            std::sync::Arc::new(config),
-            "web.localhost".try_into().unwrap(),
-        )
-        .unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), "web.localhost".try_into().unwrap()).unwrap();
         let mut hello = Vec::new();
         conn.write_tls(&mut hello).unwrap();
         assert_eq!(classify(&hello[..10]), Verdict::NeedMore);

@@ -133,11 +133,10 @@ impl Store {
     }
 
     pub async fn verify_user(&self, name: &UserName, key: &Secret) -> Result<bool, StoreError> {
-        let digest: [u8; 32] =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.expose().as_bytes())
-                .as_ref()
-                .try_into()
-                .expect("SHA-256 is 32 bytes");
+        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.expose().as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
         if self.verified.lock().expect("cache lock").get(name) == Some(&digest) {
             return Ok(true);
         }
@@ -158,10 +157,7 @@ impl Store {
         )
         .is_ok();
         if ok {
-            self.verified
-                .lock()
-                .expect("cache lock")
-                .insert(name.clone(), digest);
+            self.verified.lock().expect("cache lock").insert(name.clone(), digest);
         }
         Ok(ok)
     }
@@ -210,12 +206,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn end_tunnel(
-        &self,
-        id: TunnelId,
-        reason: &str,
-        by_user: bool,
-    ) -> Result<(), StoreError> {
+    pub async fn end_tunnel(&self, id: TunnelId, reason: &str, by_user: bool) -> Result<(), StoreError> {
         sqlx::query("UPDATE tunnels SET shutdown_time = $2, shutdown_reason = $3, user_shutdown = $4 WHERE id = $1")
             .bind(id.to_string())
             .bind(unix_now() as i64)
@@ -250,13 +241,10 @@ fn hash_key(salt: &[u8], key: &Secret) -> [u8; 32] {
 
 fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TunnelRecord, StoreError> {
     fn parse<T: std::str::FromStr>(what: &'static str, value: String) -> Result<T, StoreError> {
-        value
-            .parse()
-            .map_err(|_| StoreError::Corrupt { what, value })
+        value.parse().map_err(|_| StoreError::Corrupt { what, value })
     }
-    let opt_u64 = |col: &str| -> Result<Option<u64>, StoreError> {
-        Ok(row.try_get::<Option<i64>, _>(col)?.map(|v| v as u64))
-    };
+    let opt_u64 =
+        |col: &str| -> Result<Option<u64>, StoreError> { Ok(row.try_get::<Option<i64>, _>(col)?.map(|v| v as u64)) };
     let metadata: String = row.try_get("metadata")?;
     Ok(TunnelRecord {
         id: parse("tunnel id", row.try_get("id")?)?,
@@ -294,21 +282,12 @@ mod tests {
         {
             let store = Store::open(dir.path()).await.unwrap();
             store.put_user(&alice, &Secret::new("right")).await.unwrap();
-            assert!(store
-                .verify_user(&alice, &Secret::new("right"))
-                .await
-                .unwrap());
-            assert!(!store
-                .verify_user(&alice, &Secret::new("wrong"))
-                .await
-                .unwrap());
+            assert!(store.verify_user(&alice, &Secret::new("right")).await.unwrap());
+            assert!(!store.verify_user(&alice, &Secret::new("wrong")).await.unwrap());
         }
         let store = Store::open(dir.path()).await.unwrap();
         assert_eq!(store.user_count().await.unwrap(), 1);
-        assert!(store
-            .verify_user(&alice, &Secret::new("right"))
-            .await
-            .unwrap());
+        assert!(store.verify_user(&alice, &Secret::new("right")).await.unwrap());
         assert!(!store
             .verify_user(&"bob".parse().unwrap(), &Secret::new("right"))
             .await
@@ -339,10 +318,7 @@ mod tests {
         };
         store.insert_tunnel(&record).await.unwrap();
         assert_eq!(store.live_tunnels().await.unwrap(), vec![record.clone()]);
-        store
-            .end_tunnel(record.id, "lease expired", false)
-            .await
-            .unwrap();
+        store.end_tunnel(record.id, "lease expired", false).await.unwrap();
         assert!(store.live_tunnels().await.unwrap().is_empty());
     }
 }

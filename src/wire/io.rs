@@ -33,9 +33,7 @@ where
     decode_body(&body).map(Some)
 }
 
-pub async fn read_stream_header<R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<StreamHeader, WireError> {
+pub async fn read_stream_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamHeader, WireError> {
     let mut fixed = [0u8; StreamHeader::FIXED_LEN];
     read_exact_or_truncated(r, &mut fixed).await?;
     let (kind, tunnel, peer_len) = StreamHeader::decode_fixed(&fixed)?;
@@ -45,10 +43,7 @@ pub async fn read_stream_header<R: AsyncRead + Unpin>(
     Ok(StreamHeader { kind, tunnel, peer })
 }
 
-async fn read_exact_or_truncated<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut [u8],
-) -> Result<(), WireError> {
+async fn read_exact_or_truncated<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), WireError> {
     match r.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Truncated),

@@ -203,9 +203,7 @@ impl StreamHeader {
     }
 
     /// Decodes the fixed part, returning the header minus its peer and the peer's length.
-    pub fn decode_fixed(
-        buf: &[u8; Self::FIXED_LEN],
-    ) -> Result<(StreamKind, TunnelId, usize), WireError> {
+    pub fn decode_fixed(buf: &[u8; Self::FIXED_LEN]) -> Result<(StreamKind, TunnelId, usize), WireError> {
         let kind = match buf[0] {
             1 => StreamKind::Tcp,
             other => return Err(WireError::UnknownStreamKind(other)),
@@ -228,8 +226,7 @@ mod tests {
             peer: "127.0.0.1:5555".into(),
         };
         let bytes = h.encode();
-        let fixed: [u8; StreamHeader::FIXED_LEN] =
-            bytes[..StreamHeader::FIXED_LEN].try_into().unwrap();
+        let fixed: [u8; StreamHeader::FIXED_LEN] = bytes[..StreamHeader::FIXED_LEN].try_into().unwrap();
         let (kind, tunnel, peer_len) = StreamHeader::decode_fixed(&fixed).unwrap();
         assert_eq!((kind, tunnel), (h.kind, h.tunnel));
         assert_eq!(&bytes[StreamHeader::FIXED_LEN..], h.peer.as_bytes());
