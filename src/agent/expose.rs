@@ -175,6 +175,6 @@ async fn serve_stream(mut stream: MuxStream, target: &str) {
     };
     let _ = upstream.set_nodelay(true);
     if let Err(e) = crate::relay::relay(&mut stream, &mut upstream).await {
-        tracing::debug!(peer = %header.peer, error = %e, "relay ended with an error");
+        tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
     }
 }

@@ -63,7 +63,7 @@ where
     let mut stream = match member.opener.open().await {
         Ok(stream) => stream,
         Err(e) => {
-            tracing::debug!(tunnel = %tunnel.id, error = %e, "opening a stream to the agent failed");
+            tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a stream to the agent failed");
             return;
         }
     };

@@ -456,8 +456,12 @@ impl Registry {
     }
 }
 
+/// Binds a public port with a deep accept queue: std's default backlog (128) overflowed
+/// under a burst of 1000 simultaneous visitors and the kernel reset the excess connections.
 fn bind_public(ip: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
-    listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener)
+    let addr = SocketAddr::new(ip, port);
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
