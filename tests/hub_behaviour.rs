@@ -12,7 +12,10 @@ use tokio::net::TcpStream;
 async fn read_all(addr: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     out
 }
 
@@ -61,9 +64,16 @@ async fn users_cannot_reach_each_others_private_tunnels() {
 
     for tunnel in ["alice-db".to_string(), str_of(&ready, "tunnel_id")] {
         let mut bob = hub.reach("tls", "bob", &tunnel, &[]);
-        assert_eq!(bob.exit_status(Duration::from_secs(20)).await.code(), Some(2), "bob reaching {tunnel}");
+        assert_eq!(
+            bob.exit_status(Duration::from_secs(20)).await.code(),
+            Some(2),
+            "bob reaching {tunnel}"
+        );
         let stderr = bob.stderr_text();
-        assert!(stderr.contains("no tunnel") && stderr.lines().count() == 1, "one-line reason: {stderr}");
+        assert!(
+            stderr.contains("no tunnel") && stderr.lines().count() == 1,
+            "one-line reason: {stderr}"
+        );
     }
     let mut missing = hub.reach("tls", "alice", "does-not-exist", &[]);
     assert_eq!(missing.exit_status(Duration::from_secs(20)).await.code(), Some(2));
@@ -75,7 +85,10 @@ async fn users_cannot_reach_each_others_private_tunnels() {
     shared.ready().await;
     let mut bob = hub.reach("tls", "bob", "alice-shared", &[]);
     let local = str_of(&bob.ready().await, "local_address");
-    assert_eq!(round_trip(&local, b"shared with everyone").await, b"shared with everyone");
+    assert_eq!(
+        round_trip(&local, b"shared with everyone").await,
+        b"shared with everyone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +97,11 @@ async fn plaintext_agents_need_allow_plaintext() {
     let echo = echo_server().await;
     let mut agent = hub.expose("tcp", "alice", &echo, &[]);
     assert_eq!(agent.exit_status(Duration::from_secs(20)).await.code(), Some(2));
-    assert!(agent.stderr_text().contains("--allow-plaintext"), "{}", agent.stderr_text());
+    assert!(
+        agent.stderr_text().contains("--allow-plaintext"),
+        "{}",
+        agent.stderr_text()
+    );
 }
 
 /// With UDP to the hub black-holed, `--transport auto` falls back to TLS within seconds.
@@ -126,8 +143,15 @@ async fn auto_transport_falls_back_to_tls_when_udp_is_blocked() {
     let ready = agent.ready().await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "fallback took {took:?}");
-    assert!(agent.stderr_text().contains("falling back to TLS"), "{}", agent.stderr_text());
-    assert_eq!(round_trip(&str_of(&ready, "public_address"), b"over tls").await, b"over tls");
+    assert!(
+        agent.stderr_text().contains("falling back to TLS"),
+        "{}",
+        agent.stderr_text()
+    );
+    assert_eq!(
+        round_trip(&str_of(&ready, "public_address"), b"over tls").await,
+        b"over tls"
+    );
 }
 
 /// Garbage, silent clients and unknown names on the main and public ports are turned away
@@ -152,14 +176,21 @@ async fn bad_input_does_not_disturb_other_tunnels() {
     assert!(closed.is_ok(), "garbage connection was not closed");
     // A fake agent preface followed by garbage is dropped too.
     let mut fake = TcpStream::connect(&hub.addr).await.unwrap();
-    fake.write_all(b"BURROW1\nE\x00\x01garbage-instead-of-http2").await.unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), fake.read_to_end(&mut sink)).await;
+    fake.write_all(b"BURROW1\nE\x00\x01garbage-instead-of-http2")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(20), fake.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "fake agent was not dropped");
     // An HTTP request for an unknown name gets a 404 from the hub.
     let mut http = TcpStream::connect(&hub.addr).await.unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n").await.unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: nobody.localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), http.read_to_string(&mut response)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), http.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     // An oversized request head is refused rather than buffered.
     let mut huge = TcpStream::connect(&hub.addr).await.unwrap();
@@ -173,7 +204,11 @@ async fn bad_input_does_not_disturb_other_tunnels() {
     let data = random_bytes(2 << 20);
     assert_eq!(round_trip(&public, &data).await, data);
     let request = b"GET /by-name HTTP/1.1\r\nHost: steady.localhost\r\n\r\n";
-    assert_eq!(round_trip(&hub.addr, request).await, request, "Host routing reaches the tunnel, bytes untouched");
+    assert_eq!(
+        round_trip(&hub.addr, request).await,
+        request,
+        "Host routing reaches the tunnel, bytes untouched"
+    );
     drop(silent);
 }
 
@@ -182,7 +217,12 @@ async fn bad_input_does_not_disturb_other_tunnels() {
 async fn sigterm_drains_running_connections() {
     let hub = TestHub::start(&[]).await;
     let echo = echo_server().await;
-    let mut agent = hub.expose("tls", "alice", &echo, &["--name", "drain", "--public", "--shutdown-timeout", "20s"]);
+    let mut agent = hub.expose(
+        "tls",
+        "alice",
+        &echo,
+        &["--name", "drain", "--public", "--shutdown-timeout", "20s"],
+    );
     let public = str_of(&agent.ready().await, "public_address");
     let mut open = TcpStream::connect(&public).await.unwrap();
     open.write_all(b"ping").await.unwrap();
@@ -194,7 +234,10 @@ async fn sigterm_drains_running_connections() {
     open.write_all(b"pong").await.unwrap();
     open.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"pong");
-    assert!(agent.child.try_wait().unwrap().is_none(), "agent exited while a connection was open");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "agent exited while a connection was open"
+    );
     // ...and the agent exits cleanly once it closes.
     open.shutdown().await.unwrap();
     let mut rest = Vec::new();
@@ -208,14 +251,29 @@ async fn requested_hub_port_is_used_and_conflicts_are_refused() {
     let hub = TestHub::start(&[]).await;
     let echo = echo_server().await;
     let port = hub.range.0 + 5;
-    let mut agent = hub.expose("tls", "alice", &echo, &["--name", "fixed", "--public", "--hub-port", &port.to_string()]);
+    let mut agent = hub.expose(
+        "tls",
+        "alice",
+        &echo,
+        &["--name", "fixed", "--public", "--hub-port", &port.to_string()],
+    );
     let ready = agent.ready().await;
     assert!(str_of(&ready, "public_address").ends_with(&format!(":{port}")));
-    let mut clash = hub.expose("tls", "alice", &echo, &["--name", "other", "--public", "--hub-port", &port.to_string()]);
+    let mut clash = hub.expose(
+        "tls",
+        "alice",
+        &echo,
+        &["--name", "other", "--public", "--hub-port", &port.to_string()],
+    );
     let status = clash.exit_status(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(1), "{}", clash.stderr_text());
     assert!(clash.stderr_text().contains("taken"), "{}", clash.stderr_text());
-    let mut outside = hub.expose("tls", "alice", &echo, &["--name", "outside", "--public", "--hub-port", "80"]);
+    let mut outside = hub.expose(
+        "tls",
+        "alice",
+        &echo,
+        &["--name", "outside", "--public", "--hub-port", "80"],
+    );
     assert_eq!(outside.exit_status(Duration::from_secs(20)).await.code(), Some(2));
 }
 
@@ -225,7 +283,12 @@ async fn connection_strings_follow_the_target_port() {
     // Nothing needs to listen on the target for registration.
     let mut pg = hub.expose("tls", "alice", "127.0.0.1:5432", &["--name", "pg", "--public"]);
     assert!(str_of(&pg.ready().await, "connection_string").starts_with("postgresql://"));
-    let mut web = hub.expose("tls", "alice", "8080", &["--name", "web", "--public", "--protocol", "http"]);
+    let mut web = hub.expose(
+        "tls",
+        "alice",
+        "8080",
+        &["--name", "web", "--public", "--protocol", "http"],
+    );
     let ready = web.ready().await;
     assert!(str_of(&ready, "connection_string").starts_with("http://"));
     assert!(str_of(&ready, "url").starts_with("http://web.localhost:"), "{ready}");

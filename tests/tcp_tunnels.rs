@@ -21,7 +21,10 @@ async fn public_port_carries_bulk_intact_with_half_close(transport: &str) {
 
     let upload = random_bytes(16 << 20);
     let reply = round_trip(&public, &upload).await;
-    assert_eq!(String::from_utf8(reply).unwrap(), format!("{} {}", sha256_hex(&upload), upload.len()));
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("{} {}", sha256_hex(&upload), upload.len())
+    );
 
     let echo = echo_server().await;
     let mut echo_agent = hub.expose(transport, "alice", &echo, &["--name", "echo", "--public"]);
@@ -38,12 +41,18 @@ async fn reach_carries_a_private_tunnel(transport: &str) {
     let sink = hashing_sink().await;
     let mut agent = hub.expose(transport, "alice", &sink, &["--name", "private-sink"]);
     let ready = agent.ready().await;
-    assert!(ready["public_address"].is_null(), "private tunnel has no public port: {ready}");
+    assert!(
+        ready["public_address"].is_null(),
+        "private tunnel has no public port: {ready}"
+    );
     let mut reach = hub.reach(transport, "alice", "private-sink", &[]);
     let local = str_of(&reach.ready().await, "local_address");
     let upload = random_bytes(4 << 20);
     let reply = round_trip(&local, &upload).await;
-    assert_eq!(String::from_utf8(reply).unwrap(), format!("{} {}", sha256_hex(&upload), upload.len()));
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("{} {}", sha256_hex(&upload), upload.len())
+    );
 }
 
 /// 1000 connections at once over one agent connection, each with its own payload.
@@ -59,7 +68,11 @@ async fn thousand_concurrent_streams(transport: &str) {
             let payload: Vec<u8> = (0..2048u32).map(|j| (i.wrapping_mul(31) ^ j) as u8).collect();
             match try_round_trip(&public, &payload).await {
                 Ok(back) if back == payload => None,
-                Ok(back) => Some(format!("stream {i}: {} bytes back, not the {} sent", back.len(), payload.len())),
+                Ok(back) => Some(format!(
+                    "stream {i}: {} bytes back, not the {} sent",
+                    back.len(),
+                    payload.len()
+                )),
                 Err(e) => Some(format!("stream {i}: {e}")),
             }
         }));
@@ -100,7 +113,10 @@ async fn slow_reader_gets_backpressure_on_its_stream_only(transport: &str) {
     let held = written.load(Ordering::SeqCst);
     eprintln!("{transport}: {held} bytes accepted from the target behind a stalled reader");
     assert!(held > 0, "the firehose never started");
-    assert!(held < 40 << 20, "{held} bytes piled up behind a stalled reader: buffering is not bounded");
+    assert!(
+        held < 40 << 20,
+        "{held} bytes piled up behind a stalled reader: buffering is not bounded"
+    );
 
     let mut flowing = TcpStream::connect(&public).await.unwrap();
     let mut buf = vec![0u8; 4 << 20];
@@ -112,7 +128,10 @@ async fn slow_reader_gets_backpressure_on_its_stream_only(transport: &str) {
 
     // And the stalled one resumes when read.
     let mut buf = vec![0u8; 1 << 20];
-    tokio::time::timeout(Duration::from_secs(20), stalled.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stalled.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 async fn wrong_credentials_exit_2(transport: &str) {
@@ -171,7 +190,11 @@ async fn hub_restart_is_survived(transport: &str) {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        assert!(ok, "{addr} did not work again after the hub restart; agent stderr:\n{}", agent.stderr_text());
+        assert!(
+            ok,
+            "{addr} did not work again after the hub restart; agent stderr:\n{}",
+            agent.stderr_text()
+        );
     }
 }
 

@@ -120,22 +120,10 @@ async fn connect_once(
         return Err(AgentError::Transient("transport offers no incoming streams".into()));
     };
     let server = tokio::spawn(serve_streams(acceptor, spec.target.clone(), shutdown.clone()));
-    let end = session::supervise(control, &lifetime, shutdown).await;
+    let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout).await;
     server.abort();
-    if !matches!(end, SessionEnd::Draining) {
-        lifetime.close("session over");
-    } else {
-        // Keep the connection up so running streams can finish; it closes when dropped.
-        drain_then_close(lifetime, shutdown.clone(), config.shutdown_timeout);
-    }
+    lifetime.close("session over");
     Ok(end)
-}
-
-fn drain_then_close(lifetime: crate::mux::Lifetime, shutdown: Shutdown, limit: Duration) {
-    tokio::spawn(async move {
-        shutdown.wait_idle(limit).await;
-        lifetime.close("agent shutting down");
-    });
 }
 
 async fn serve_streams(mut acceptor: Acceptor, target: String, shutdown: Shutdown) {

@@ -145,7 +145,7 @@ async fn keep_connected(
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
     let (_, mut control, mut lifetime) = first;
     loop {
-        match session::supervise(control, &lifetime, &shutdown).await {
+        match session::supervise(control, &lifetime, &shutdown, config.shutdown_timeout).await {
             SessionEnd::Draining => return,
             SessionEnd::Stopped(reason) | SessionEnd::Lost(reason) => {
                 tracing::warn!("connection to the hub lost ({reason}); reconnecting");

@@ -180,10 +180,14 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 
 /// Watches an established session: pings the hub, handles its control messages, and returns
 /// when the connection is lost, the hub stops the agent, or the process starts draining.
+///
+/// On draining it tells the hub (which then sends no new connections) and keeps the
+/// connection up until running connections finish or `drain_limit` passes.
 pub async fn supervise(
     control: MuxStream,
     lifetime: &mux::Lifetime,
     shutdown: &crate::shutdown::Shutdown,
+    drain_limit: Duration,
 ) -> SessionEnd {
     let (mut reader, mut writer) = tokio::io::split(control);
     // Reading runs in its own task: a frame read is not cancel-safe, so it must never be a
@@ -222,7 +226,12 @@ pub async fn supervise(
                 }
             }
             _ = lifetime.closed() => break SessionEnd::Lost("connection closed".into()),
-            _ = shutdown.draining() => break SessionEnd::Draining,
+            _ = shutdown.draining() => {
+                if write_frame(&mut writer, &AgentMsg::Draining).await.is_ok() {
+                    shutdown.wait_idle(drain_limit).await;
+                }
+                break SessionEnd::Draining;
+            }
         }
     };
     read_task.abort();

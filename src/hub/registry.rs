@@ -460,7 +460,11 @@ impl Registry {
 /// under a burst of 1000 simultaneous visitors and the kernel reset the excess connections.
 fn bind_public(ip: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
     let addr = SocketAddr::new(ip, port);
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)

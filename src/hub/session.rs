@@ -18,6 +18,8 @@ use crate::wire::io::{read_frame, write_frame};
 use crate::wire::{AgentMsg, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
 
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// Preface plus HTTP/2 handshake; a real agent needs one round trip.
+const SETUP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A TLS or plain-TCP agent: reads the preface and role byte, then runs HTTP/2 with the hub
 /// as the client for `expose` agents (it opens the streams) and the server for `reach`.
@@ -26,24 +28,26 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut preface = [0u8; PREFACE.len() + 1];
-    match tokio::time::timeout(HELLO_DEADLINE, io.read_exact(&mut preface)).await {
+    match tokio::time::timeout(SETUP_DEADLINE, io.read_exact(&mut preface)).await {
         Ok(Ok(_)) if &preface[..PREFACE.len()] == PREFACE => {}
         _ => {
             tracing::debug!(%peer, "agent preface missing or malformed");
             return;
         }
     }
-    let conn = match Role::from_byte(preface[PREFACE.len()]) {
-        Some(Role::Expose) => mux::h2::client(io, transport).await,
-        Some(Role::Reach) => mux::h2::server(io, transport).await,
-        None => {
-            tracing::debug!(%peer, "unknown agent role byte");
-            return;
+    let setup = async {
+        match Role::from_byte(preface[PREFACE.len()]) {
+            Some(Role::Expose) => Some(mux::h2::client(io, transport).await),
+            Some(Role::Reach) => Some(mux::h2::server(io, transport).await),
+            None => None,
         }
     };
-    match conn {
-        Ok(conn) => serve_agent(shared, conn, peer, transport == "tcp").await,
-        Err(e) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
+    // A peer that sends the preface and then stalls or garbles HTTP/2 is dropped here.
+    match tokio::time::timeout(SETUP_DEADLINE, setup).await {
+        Ok(Some(Ok(conn))) => serve_agent(shared, conn, peer, transport == "tcp").await,
+        Ok(Some(Err(e))) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
+        Ok(None) => tracing::debug!(%peer, "unknown agent role byte"),
+        Err(_) => tracing::debug!(%peer, "HTTP/2 set-up with agent timed out"),
     }
 }
 
@@ -152,6 +156,12 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
                     },
                 },
                 (AgentMsg::Ping, _, _) => HubMsg::Pong,
+                (AgentMsg::Draining, _, _) => {
+                    // Out of every pool now; the connection stays up for running streams.
+                    tracing::info!(%peer, ?session, "agent draining");
+                    shared.registry.session_ended(session);
+                    continue;
+                }
                 (other, role, _) => HubMsg::Refused {
                     code: RefuseCode::BadRequest,
                     message: format!("unexpected message for a {role:?} agent: {other:?}"),

@@ -131,9 +131,15 @@ impl RefuseCode {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMsg {
     Hello(Hello),
-    Register { spec: TunnelSpec },
-    Resolve { tunnel: String },
+    Register {
+        spec: TunnelSpec,
+    },
+    Resolve {
+        tunnel: String,
+    },
     Ping,
+    /// The agent is shutting down: send it no new connections, keep the running ones.
+    Draining,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

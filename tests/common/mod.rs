@@ -58,7 +58,12 @@ impl Proc {
                 }
             }
         });
-        Proc { child, lines, stderr, _dir: dir }
+        Proc {
+            child,
+            lines,
+            stderr,
+            _dir: dir,
+        }
     }
 
     pub fn stderr_text(&self) -> String {
@@ -96,7 +101,10 @@ impl Proc {
 
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -137,12 +145,24 @@ impl TestHub {
         let mut proc = Proc::spawn(&args);
         let ready = proc.ready().await;
         let addr = ready["listen"].as_str().unwrap().to_string();
-        TestHub { proc, addr, data, range, extra }
+        TestHub {
+            proc,
+            addr,
+            data,
+            range,
+            extra,
+        }
     }
 
     /// Kills the hub (no drain) and starts it again on the same port with the same state.
     pub async fn restart(self) -> TestHub {
-        let TestHub { mut proc, addr, data, range, extra } = self;
+        let TestHub {
+            mut proc,
+            addr,
+            data,
+            range,
+            extra,
+        } = self;
         proc.kill().await;
         Self::start_in(data, addr, range, extra).await
     }
@@ -281,7 +301,9 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
 
 /// Sends `data` to `addr`, half-closes, and returns everything read back until EOF.
 pub async fn round_trip(addr: &str, data: &[u8]) -> Vec<u8> {
-    let stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let (mut r, mut w) = stream.into_split();
     let data = data.to_vec();
     let writer = tokio::spawn(async move {
@@ -310,5 +332,8 @@ pub async fn try_round_trip(addr: &str, data: &[u8]) -> std::io::Result<Vec<u8>>
 }
 
 pub fn str_of(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_else(|| panic!("{key} missing in {v}")).to_string()
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+        .to_string()
 }
