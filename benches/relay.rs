@@ -1,1 +1,171 @@
-fn main() {}
+//! Relay throughput: the copy loop alone (in-memory pair), the copy loop between loopback
+//! sockets, and whole tunnels (hub + expose agent in-process, visitor on the public port)
+//! over each transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+use burrow::hub::{Hub, HubConfig};
+use burrow::types::{AgentId, Protocol, Secret, TransportKind};
+use burrow::wire::TunnelSpec;
+
+const PAYLOAD: usize = 16 << 20;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A sink that discards what it reads and answers one byte at EOF, so a transfer is timed
+/// until the last byte has arrived.
+async fn discard_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"k").await;
+            });
+        }
+    });
+    addr
+}
+
+async fn push(addr: &str, payload: &[u8]) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await.unwrap();
+}
+
+fn relay_in_memory(c: &mut Criterion) {
+    let rt = runtime();
+    let payload = Arc::new(vec![0x5au8; PAYLOAD]);
+    let mut group = c.benchmark_group("relay");
+    group.throughput(Throughput::Bytes(PAYLOAD as u64)).sample_size(10);
+    group.bench_function("in_memory_duplex", |b| {
+        b.to_async(&rt).iter(|| {
+            let payload = payload.clone();
+            async move {
+                let (mut client, mut a) = tokio::io::duplex(256 * 1024);
+                let (mut b_side, mut server) = tokio::io::duplex(256 * 1024);
+                let relay = tokio::spawn(async move { burrow::relay::relay(&mut a, &mut b_side).await });
+                let reader = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let mut total = 0;
+                    while let Ok(n) = server.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        total += n;
+                    }
+                    total
+                });
+                client.write_all(&payload).await.unwrap();
+                client.shutdown().await.unwrap();
+                assert_eq!(reader.await.unwrap(), PAYLOAD);
+                drop(client);
+                let _ = relay.await;
+            }
+        })
+    });
+    group.bench_function("loopback_sockets", |b| {
+        let (front, _guard) = rt.block_on(async {
+            let sink = discard_server().await;
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let front = listener.local_addr().unwrap().to_string();
+            let guard = tokio::spawn(async move {
+                while let Ok((mut visitor, _)) = listener.accept().await {
+                    let sink = sink.clone();
+                    tokio::spawn(async move {
+                        let mut upstream = TcpStream::connect(&sink).await.unwrap();
+                        let _ = burrow::relay::relay(&mut visitor, &mut upstream).await;
+                    });
+                }
+            });
+            (front, guard)
+        });
+        b.to_async(&rt).iter(|| {
+            let (payload, front) = (payload.clone(), front.clone());
+            async move { push(&front, &payload).await }
+        })
+    });
+    group.finish();
+}
+
+/// Starts a hub and an expose agent in-process; returns the tunnel's public address.
+async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
+    burrow::tls::install_crypto_provider();
+    let sink = discard_server().await;
+    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.to_path_buf());
+    config.users = vec![("bench".parse().unwrap(), Secret::new("bench-key"))];
+    config.allow_plaintext = true;
+    let base = 24000 + (std::process::id() % 50) as u16 * 20 + transport as u16 * 4;
+    config.port_range = (base, base + 3);
+    let hub = Hub::start(config).await.unwrap();
+    let agent = burrow::agent::AgentConfig {
+        hub: hub.listen.to_string(),
+        user: "bench".parse().unwrap(),
+        access_key: Secret::new("bench-key"),
+        agent_id: AgentId::random(),
+        transport,
+        tls: match transport {
+            TransportKind::Tcp => None,
+            _ => Some(burrow::tls::client_config(Some(&data.join("certs/ca.pem"))).unwrap()),
+        },
+        shutdown_timeout: Duration::from_secs(1),
+    };
+    let spec = TunnelSpec {
+        name: Some("bench".parse().unwrap()),
+        protocol: Protocol::Tcp,
+        target: sink,
+        public: true,
+        hub_port: None,
+        pool: false,
+        shared_all: false,
+        metadata: Default::default(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    tokio::spawn(burrow::agent::expose::run(agent, spec, burrow::shutdown::Shutdown::new(), move |info| {
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(info.public_address.clone().unwrap());
+        }
+    }));
+    std::mem::forget(hub); // keep serving for the whole benchmark
+    rx.await.unwrap()
+}
+
+fn relay_through_tunnel(c: &mut Criterion) {
+    let rt = runtime();
+    let payload = Arc::new(vec![0x5au8; PAYLOAD]);
+    let mut group = c.benchmark_group("tunnel");
+    group.throughput(Throughput::Bytes(PAYLOAD as u64)).sample_size(10).measurement_time(Duration::from_secs(8));
+    for (name, transport) in [("tcp", TransportKind::Tcp), ("tls", TransportKind::Tls), ("quic", TransportKind::Quic)] {
+        let data = tempfile::tempdir().unwrap();
+        let public = rt.block_on(tunnel(transport, data.path()));
+        group.bench_with_input(BenchmarkId::new("upload_16MiB", name), &public, |b, public| {
+            b.to_async(&rt).iter(|| {
+                let payload = payload.clone();
+                async move { push(public, &payload).await }
+            })
+        });
+        std::mem::forget(data);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, relay_in_memory, relay_through_tunnel);
+criterion_main!(benches);
