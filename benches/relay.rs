@@ -17,7 +17,11 @@ use burrow::wire::TunnelSpec;
 const PAYLOAD: usize = 16 << 20;
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A sink that discards what it reads and answers one byte at EOF, so a transfer is timed
@@ -139,11 +143,16 @@ async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);
-    tokio::spawn(burrow::agent::expose::run(agent, spec, burrow::shutdown::Shutdown::new(), move |info| {
-        if let Some(tx) = tx.take() {
-            let _ = tx.send(info.public_address.clone().unwrap());
-        }
-    }));
+    tokio::spawn(burrow::agent::expose::run(
+        agent,
+        spec,
+        burrow::shutdown::Shutdown::new(),
+        move |info| {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(info.public_address.clone().unwrap());
+            }
+        },
+    ));
     std::mem::forget(hub); // keep serving for the whole benchmark
     rx.await.unwrap()
 }
@@ -152,8 +161,15 @@ fn relay_through_tunnel(c: &mut Criterion) {
     let rt = runtime();
     let payload = Arc::new(vec![0x5au8; PAYLOAD]);
     let mut group = c.benchmark_group("tunnel");
-    group.throughput(Throughput::Bytes(PAYLOAD as u64)).sample_size(10).measurement_time(Duration::from_secs(8));
-    for (name, transport) in [("tcp", TransportKind::Tcp), ("tls", TransportKind::Tls), ("quic", TransportKind::Quic)] {
+    group
+        .throughput(Throughput::Bytes(PAYLOAD as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    for (name, transport) in [
+        ("tcp", TransportKind::Tcp),
+        ("tls", TransportKind::Tls),
+        ("quic", TransportKind::Quic),
+    ] {
         let data = tempfile::tempdir().unwrap();
         let public = rt.block_on(tunnel(transport, data.path()));
         group.bench_with_input(BenchmarkId::new("upload_16MiB", name), &public, |b, public| {

@@ -294,3 +294,34 @@ async fn connection_strings_follow_the_target_port() {
     assert!(str_of(&ready, "url").starts_with("http://web.localhost:"), "{ready}");
     assert_eq!(str_of(&ready, "agent_id").len(), 36);
 }
+
+/// A tunnel whose agent stays away past the grace period ends: its port closes, and the
+/// name is free for a new tunnel with a new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expires_after_the_grace_period() {
+    let hub = TestHub::start(&["--lease-grace", "1s"]).await;
+    let echo = echo_server().await;
+    let mut agent = hub.expose("tls", "alice", &echo, &["--name", "brief", "--public"]);
+    let before = agent.ready().await;
+    let public = str_of(&before, "public_address");
+    agent.kill().await;
+    // Until the lease ends the port still accepts (visitors wait for the agent); afterwards
+    // it refuses. Poll with connects that are dropped at once.
+    let mut refused = false;
+    for _ in 0..100 {
+        match TcpStream::connect(&public).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(refused, "public port still open 10 s after a 1 s lease grace");
+    let mut again = hub.expose("tls", "alice", &echo, &["--name", "brief", "--public"]);
+    let after = again.ready().await;
+    assert_ne!(
+        before["tunnel_id"], after["tunnel_id"],
+        "an expired lease is not resumed"
+    );
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs ../shared/bench/peers.sh with burrow slotted in as the "extra" tool.
+# Usage: scripts/peers-burrow.sh TRANSPORT [peers.sh options...]   (TRANSPORT: tcp | tls | quic)
+# Needs a release build (cargo build --release). The hub listens on 127.0.0.1:27443; the
+# agents expose the benchmark's iperf3, HTTP and echo targets on hub ports 26201, 26280, 26207.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+transport=${1:?usage: $0 tcp|tls|quic [peers.sh options]}; shift
+bin=$PWD/target/release/burrow
+[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
+ca_flag='--ca $BENCH_WORK/hub/certs/ca.pem'
+[[ $transport == tcp ]] && ca_flag=''
+agent="$bin expose --hub 127.0.0.1:27443 --transport $transport $ca_flag -u bench -k bench-key --public --log-level warn --protocol tcp"
+exec ../shared/bench/peers.sh "$@" \
+  --extra "burrow-$transport" \
+  --extra-server "exec $bin hub --listen 127.0.0.1:27443 --data-dir \$BENCH_WORK/hub --auth bench:bench-key --allow-plaintext --port-range 26200-26299 --log-level warn" \
+  --extra-client "$agent \$TGT_IPERF_PORT --name iperf --hub-port 26201 & $agent \$TGT_HTTP_PORT --name http --hub-port 26280 & $agent \$TGT_ECHO_PORT --name echo --hub-port 26207 & wait" \
+  --extra-ports 26201,26280,26207
