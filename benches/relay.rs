@@ -130,6 +130,8 @@ async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
             _ => Some(burrow::tls::client_config(Some(&data.join("certs/ca.pem"))).unwrap()),
         },
         shutdown_timeout: Duration::from_secs(1),
+        udp: Default::default(),
+        udp_stats: Default::default(),
     };
     let spec = TunnelSpec {
         name: Some("bench".parse().unwrap()),

@@ -11,6 +11,7 @@ use crate::cli::{self, AgentArgs, CertsCommand, Command, ExposeArgs, HubArgs, Lo
 use crate::hub::{Hub, HubConfig};
 use crate::shutdown::Shutdown;
 use crate::types::{AgentId, Secret, TransportKind, TunnelName, UserName};
+use crate::udp::UdpLimits;
 use crate::wire::TunnelSpec;
 
 /// A failed run: the message for stderr and the process exit code.
@@ -123,6 +124,10 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
     config.cert = args.cert.zip(args.key);
     config.allow_plaintext = args.allow_plaintext;
     config.lease_grace = args.lease_grace;
+    config.udp = UdpLimits {
+        idle_timeout: args.udp_idle_timeout,
+        max_flows: args.udp_max_flows,
+    };
     for entry in &args.auth {
         let (user, key) = entry
             .split_once(':')
@@ -192,6 +197,11 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
         transport: args.transport,
         tls,
         shutdown_timeout: args.shutdown_timeout,
+        udp: UdpLimits {
+            idle_timeout: args.udp_idle_timeout,
+            max_flows: args.udp_max_flows,
+        },
+        udp_stats: Default::default(),
     })
 }
 
@@ -222,6 +232,7 @@ fn connection_string(target: &str, protocol: crate::types::Protocol, address: &s
     let scheme = match (protocol, port) {
         (Protocol::Http, _) => "http",
         (Protocol::Https, _) => "https",
+        (Protocol::Udp, _) => "udp",
         (_, Some(5432)) => "postgresql",
         (_, Some(3306)) => "mysql",
         (_, Some(6379)) => "redis",

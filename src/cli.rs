@@ -102,6 +102,12 @@ pub struct HubArgs {
     /// How long a tunnel whose agent disconnected keeps its id, name and port.
     #[arg(long, env = "BURROW_LEASE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub lease_grace: Duration,
+    /// UDP tunnels: a flow with no datagram either way for this long is closed.
+    #[arg(long, env = "BURROW_UDP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub udp_idle_timeout: Duration,
+    /// UDP tunnels: most client flows per socket; new clients beyond it are dropped.
+    #[arg(long, env = "BURROW_UDP_MAX_FLOWS", default_value = "4096")]
+    pub udp_max_flows: usize,
     /// One JSON object per line on stdout.
     #[arg(long, env = "BURROW_JSON")]
     pub json: bool,
@@ -133,6 +139,12 @@ pub struct AgentArgs {
     /// Drain time on the first SIGINT/SIGTERM.
     #[arg(long, env = "BURROW_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// UDP tunnels: a flow with no datagram either way for this long is closed.
+    #[arg(long, env = "BURROW_UDP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub udp_idle_timeout: Duration,
+    /// UDP tunnels: most client flows per socket; new clients beyond it are dropped.
+    #[arg(long, env = "BURROW_UDP_MAX_FLOWS", default_value = "4096")]
+    pub udp_max_flows: usize,
     /// This agent's identity (default: generated once and kept in the state directory).
     #[arg(long, env = "BURROW_AGENT_ID")]
     pub agent_id: Option<String>,

@@ -6,6 +6,7 @@
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
 //! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
 //! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure.
+//! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) and their sockets.
 //! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.
 //! - [`agent`]: dialing the hub, `expose` and `reach`, reconnection with backoff.
 //! - [`store`]: SQLite state (users, tunnel records) that survives restarts.
@@ -25,4 +26,5 @@ pub mod sniff;
 pub mod store;
 pub mod tls;
 pub mod types;
+pub mod udp;
 pub mod wire;

@@ -21,6 +21,8 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
         transport: TransportKind::Tls,
         tls: Some(burrow::tls::client_config(Some(ca)).unwrap()),
         shutdown_timeout: Duration::from_secs(1),
+        udp: Default::default(),
+        udp_stats: Default::default(),
     }
 }
 
@@ -33,6 +35,7 @@ async fn probe(config: &AgentConfig, tunnel: TunnelId) -> Vec<u8> {
         kind: StreamKind::Tcp,
         tunnel,
         peer: "probe".into(),
+        flow: 0,
     };
     stream.write_all(&header.encode()).await.unwrap();
     stream.write_all(b"probe").await.unwrap();

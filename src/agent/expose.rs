@@ -1,6 +1,7 @@
 //! `burrow expose`: registers a tunnel and serves the streams the hub opens for it by dialing
 //! the target, reconnecting (and so resuming the tunnel's lease) when the connection drops.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -119,29 +120,50 @@ async fn connect_once(
     let Some(acceptor) = acceptor else {
         return Err(AgentError::Transient("transport offers no incoming streams".into()));
     };
-    let server = tokio::spawn(serve_streams(acceptor, spec.target.clone(), shutdown.clone()));
+    let udp = match &lifetime {
+        crate::mux::Lifetime::Quic(conn) => Some(crate::udp::DatagramRouter::start(
+            conn.clone(),
+            config.udp_stats.clone(),
+        )),
+        crate::mux::Lifetime::H2 { .. } => None,
+    };
+    let context = StreamContext {
+        target: spec.target.clone(),
+        datagrams: udp,
+        udp_idle: config.udp.idle_timeout,
+        udp_stats: config.udp_stats.clone(),
+    };
+    let server = tokio::spawn(serve_streams(acceptor, Arc::new(context), shutdown.clone()));
     let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout).await;
     server.abort();
     lifetime.close("session over");
     Ok(end)
 }
 
-async fn serve_streams(mut acceptor: Acceptor, target: String, shutdown: Shutdown) {
+/// What serving one stream from the hub needs.
+struct StreamContext {
+    target: String,
+    datagrams: Option<Arc<crate::udp::DatagramRouter>>,
+    udp_idle: Duration,
+    udp_stats: Arc<crate::udp::UdpStats>,
+}
+
+async fn serve_streams(mut acceptor: Acceptor, context: Arc<StreamContext>, shutdown: Shutdown) {
     while let Some(stream) = acceptor.accept().await {
         if shutdown.is_draining() {
             continue; // dropping the stream refuses it
         }
         let guard = shutdown.track();
-        let target = target.clone();
+        let context = context.clone();
         tokio::spawn(async move {
-            serve_stream(stream, &target).await;
+            serve_stream(stream, &context).await;
             drop(guard);
         });
     }
 }
 
 /// One connection from the hub: dial the target and relay.
-async fn serve_stream(mut stream: MuxStream, target: &str) {
+async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
     let header = match tokio::time::timeout(STREAM_HEADER_DEADLINE, read_stream_header(&mut stream)).await {
         Ok(Ok(header)) => header,
         Ok(Err(e)) => {
@@ -150,6 +172,12 @@ async fn serve_stream(mut stream: MuxStream, target: &str) {
         }
         Err(_) => return,
     };
+    let target = context.target.as_str();
+    if header.kind == crate::wire::StreamKind::Udp {
+        let flow = crate::udp::UdpFlow::accept(stream, &header, context.datagrams.as_ref(), context.udp_stats.clone());
+        crate::udp::serve_udp_target(flow, target, context.udp_idle, &context.udp_stats).await;
+        return;
+    }
     let mut upstream = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {

@@ -24,6 +24,9 @@ pub struct AgentConfig {
     /// `None` only for `--transport tcp`, which needs no TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub shutdown_timeout: Duration,
+    /// Idle expiry and flow bound for UDP flows this agent serves.
+    pub udp: crate::udp::UdpLimits,
+    pub udp_stats: Arc<crate::udp::UdpStats>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,25 +2,55 @@
 //! an exposed tunnel, keeping the port open across reconnections to the hub.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
 use super::session::{self, SessionEnd};
 use super::{AgentConfig, AgentError, Backoff};
 use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
 use crate::shutdown::Shutdown;
-use crate::types::TunnelId;
+use crate::types::{Protocol, TunnelId};
+use crate::udp::{serve_udp_socket, DatagramRouter, FlowOpener, UdpFlow};
 use crate::wire::io::write_frame;
 use crate::wire::{AgentMsg, HubMsg, Role, StreamHeader, StreamKind, TunnelInfo};
 
 /// How long a local connection waits for the hub connection to come back.
 const WAIT_FOR_HUB: Duration = Duration::from_secs(10);
 
-/// The live route to the tunnel: where to open streams and which tunnel id to name.
-type Route = Option<(Opener, TunnelId)>;
+/// The live route to the tunnel: where to open streams, which tunnel id to name, and the
+/// connection's datagram router for UDP flows over QUIC.
+#[derive(Clone)]
+struct Route {
+    opener: Opener,
+    tunnel: TunnelId,
+    datagrams: Option<Arc<DatagramRouter>>,
+}
+
+impl Route {
+    fn new(opener: Opener, tunnel: TunnelId, lifetime: &Lifetime, config: &AgentConfig) -> Self {
+        let datagrams = match lifetime {
+            Lifetime::Quic(conn) => Some(DatagramRouter::start(conn.clone(), config.udp_stats.clone())),
+            Lifetime::H2 { .. } => None,
+        };
+        Self {
+            opener,
+            tunnel,
+            datagrams,
+        }
+    }
+}
+
+/// Waits (bounded) for a connection to the hub.
+async fn current_route(mut route: watch::Receiver<Option<Route>>) -> Option<Route> {
+    match tokio::time::timeout(WAIT_FOR_HUB, route.wait_for(Option::is_some)).await {
+        Ok(Ok(current)) => current.clone(),
+        _ => None,
+    }
+}
 
 pub async fn run(
     config: AgentConfig,
@@ -44,52 +74,89 @@ pub async fn run(
             Err(fatal) => return Err(fatal),
         }
     };
-    let listener = TcpListener::bind(&local).await.map_err(|source| AgentError::Bind {
+    let bind_error = |source| AgentError::Bind {
         addr: local.clone(),
         source,
-    })?;
-    let local_addr = listener.local_addr().map_err(|source| AgentError::Bind {
-        addr: local.clone(),
-        source,
-    })?;
-    let (route_tx, route_rx) = watch::channel::<Route>(Some((parts.0.clone(), info.id)));
-    on_ready(&info, local_addr);
-
-    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
-    let keeper = tokio::spawn(keep_connected(
-        config.clone(),
-        tunnel,
-        parts,
-        route_tx,
-        shutdown.clone(),
-        fatal_tx,
-    ));
-
-    let result = loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.draining() => break Ok(()),
-            fatal = fatal_rx.recv() => break fatal.map_or(Ok(()), Err),
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                let guard = shutdown.track();
-                let route = route_rx.clone();
-                tokio::spawn(async move {
-                    carry(tcp, peer, route).await;
-                    drop(guard);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "local accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
     };
-    drop(listener);
-    super::expose::drain(&config, &shutdown).await;
-    keeper.abort();
+    let route = Route::new(parts.0.clone(), info.id, &parts.2, &config);
+    let (route_tx, route_rx) = watch::channel(Some(route));
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
+    let start_keeper = |parts| {
+        tokio::spawn(keep_connected(
+            config.clone(),
+            tunnel.clone(),
+            parts,
+            route_tx,
+            shutdown.clone(),
+            fatal_tx,
+        ))
+    };
+
+    let result = if info.protocol == Protocol::Udp {
+        let socket = UdpSocket::bind(&local).await.map_err(bind_error)?;
+        on_ready(&info, socket.local_addr().map_err(bind_error)?);
+        let keeper = start_keeper(parts);
+        let stats = config.udp_stats.clone();
+        let open: FlowOpener = Arc::new(move |client| {
+            let (route, stats) = (route_rx.clone(), stats.clone());
+            Box::pin(async move {
+                let route = current_route(route).await?;
+                let flow = UdpFlow::open(
+                    &route.opener,
+                    route.datagrams.as_ref(),
+                    route.tunnel,
+                    client.to_string(),
+                    stats,
+                );
+                flow.await
+                    .map_err(|e| tracing::warn!(error = %e, "cannot open a UDP flow"))
+                    .ok()
+            })
+        });
+        let served = serve_udp_socket(
+            Arc::new(socket),
+            open,
+            config.udp,
+            config.udp_stats.clone(),
+            shutdown.clone(),
+        );
+        let result = tokio::select! {
+            _ = served => Ok(()),
+            fatal = fatal_rx.recv() => fatal.map_or(Ok(()), Err),
+        };
+        keeper.abort();
+        result
+    } else {
+        let listener = TcpListener::bind(&local).await.map_err(bind_error)?;
+        on_ready(&info, listener.local_addr().map_err(bind_error)?);
+        let keeper = start_keeper(parts);
+        let result = loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.draining() => break Ok(()),
+                fatal = fatal_rx.recv() => break fatal.map_or(Ok(()), Err),
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let guard = shutdown.track();
+                    let route = route_rx.clone();
+                    tokio::spawn(async move {
+                        carry(tcp, peer, route).await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "local accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        drop(listener);
+        super::expose::drain(&config, &shutdown).await;
+        keeper.abort();
+        result
+    };
     result
 }
 
@@ -138,7 +205,7 @@ async fn keep_connected(
     config: AgentConfig,
     tunnel: String,
     first: (Opener, MuxStream, Lifetime),
-    route: watch::Sender<Route>,
+    route: watch::Sender<Option<Route>>,
     shutdown: Shutdown,
     fatal: tokio::sync::mpsc::Sender<AgentError>,
 ) {
@@ -162,7 +229,7 @@ async fn keep_connected(
                 Ok((info, (opener, new_control, new_lifetime))) => {
                     tracing::info!(tunnel = %info.id, "reconnected to the hub");
                     backoff.reset();
-                    route.send_replace(Some((opener, info.id)));
+                    route.send_replace(Some(Route::new(opener, info.id, &new_lifetime, &config)));
                     control = new_control;
                     lifetime = new_lifetime;
                     break;
@@ -178,15 +245,9 @@ async fn keep_connected(
 }
 
 /// One local connection: open a stream to the tunnel and relay.
-async fn carry(mut tcp: TcpStream, peer: SocketAddr, mut route: watch::Receiver<Route>) {
-    let current = match tokio::time::timeout(WAIT_FOR_HUB, route.wait_for(Option::is_some)).await {
-        Ok(Ok(current)) => current.clone(),
-        _ => {
-            tracing::warn!(%peer, "no connection to the hub; dropping local connection");
-            return;
-        }
-    };
-    let Some((opener, tunnel)) = current else {
+async fn carry(mut tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>) {
+    let Some(Route { opener, tunnel, .. }) = current_route(route).await else {
+        tracing::warn!(%peer, "no connection to the hub; dropping local connection");
         return;
     };
     let mut stream = match opener.open().await {
@@ -200,6 +261,7 @@ async fn carry(mut tcp: TcpStream, peer: SocketAddr, mut route: watch::Receiver<
         kind: StreamKind::Tcp,
         tunnel,
         peer: peer.to_string(),
+        flow: 0,
     };
     if stream.write_all(&header.encode()).await.is_err() {
         return;

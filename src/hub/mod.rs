@@ -33,6 +33,8 @@ pub struct HubConfig {
     pub lease_grace: Duration,
     /// How long a visitor waits for a reconnecting agent before being refused.
     pub visitor_wait: Duration,
+    /// Idle expiry and flow bound for UDP tunnels' public ports.
+    pub udp: crate::udp::UdpLimits,
 }
 
 impl HubConfig {
@@ -49,6 +51,7 @@ impl HubConfig {
             allow_plaintext: false,
             lease_grace: Duration::from_secs(60),
             visitor_wait: Duration::from_secs(5),
+            udp: crate::udp::UdpLimits::default(),
         }
     }
 }
@@ -73,6 +76,7 @@ pub(crate) struct Shared {
     pub tls: tokio_rustls::TlsAcceptor,
     pub shutdown: Shutdown,
     pub next_session: AtomicU64,
+    pub udp_stats: Arc<crate::udp::UdpStats>,
 }
 
 /// A running hub.
@@ -135,10 +139,15 @@ impl Hub {
         config.listen = listen;
         let config = Arc::new(config);
         let shutdown = Shutdown::new();
+        let udp_stats = Arc::new(crate::udp::UdpStats::default());
         let registry = Registry::new(store.clone(), config.clone(), {
-            let shutdown = shutdown.clone();
-            let wait = config.visitor_wait;
-            move |tunnel, listener| public::spawn_public_listener(tunnel, listener, shutdown.clone(), wait)
+            let context = public::PublicContext {
+                shutdown: shutdown.clone(),
+                visitor_wait: config.visitor_wait,
+                udp: config.udp,
+                udp_stats: udp_stats.clone(),
+            };
+            move |tunnel, socket| public::spawn_public_listener(tunnel, socket, context.clone())
         });
         let shared = Arc::new(Shared {
             config,
@@ -147,6 +156,7 @@ impl Hub {
             tls: tokio_rustls::TlsAcceptor::from(tls_config),
             shutdown: shutdown.clone(),
             next_session: AtomicU64::new(1),
+            udp_stats,
         });
         let restored = shared.registry.restore().await?;
         if restored > 0 {

@@ -9,46 +9,89 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::registry::Tunnel;
+use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
+use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, UdpFlow, UdpLimits, UdpStats};
 use crate::wire::{self, StreamHeader, StreamKind};
 
 /// A reach agent must name its tunnel this quickly after opening a stream.
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What the data plane of public ports needs from the hub.
+#[derive(Clone)]
+pub struct PublicContext {
+    pub shutdown: Shutdown,
+    pub visitor_wait: Duration,
+    pub udp: UdpLimits,
+    pub udp_stats: Arc<UdpStats>,
+}
+
 pub fn spawn_public_listener(
     tunnel: Arc<Tunnel>,
-    listener: TcpListener,
-    shutdown: Shutdown,
-    visitor_wait: Duration,
+    socket: PublicSocket,
+    context: PublicContext,
 ) -> tokio::task::AbortHandle {
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.draining() => return,
+    match socket {
+        PublicSocket::Tcp(listener) => tokio::spawn(serve_tcp_port(tunnel, listener, context)).abort_handle(),
+        PublicSocket::Udp(socket) => {
+            let open: FlowOpener = {
+                let (tunnel, stats, wait) = (tunnel.clone(), context.udp_stats.clone(), context.visitor_wait);
+                Arc::new(move |client| {
+                    let (tunnel, stats) = (tunnel.clone(), stats.clone());
+                    Box::pin(async move { open_flow_to_member(&tunnel, client.to_string(), wait, stats).await })
+                })
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let guard = shutdown.track();
-                    let tunnel = tunnel.clone();
-                    tokio::spawn(async move {
-                        serve_visitor(tunnel, stream, peer.to_string(), visitor_wait).await;
-                        drop(guard);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(tunnel = %tunnel.id, error = %e, "public port accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            let limits = context.udp;
+            tokio::spawn(serve_udp_socket(
+                Arc::new(socket),
+                open,
+                limits,
+                context.udp_stats,
+                context.shutdown,
+            ))
+            .abort_handle()
+        }
+    }
+}
+
+async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: PublicContext) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = context.shutdown.draining() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let guard = context.shutdown.track();
+                let tunnel = tunnel.clone();
+                let wait = context.visitor_wait;
+                tokio::spawn(async move {
+                    serve_visitor(tunnel, stream, peer.to_string(), wait).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(tunnel = %tunnel.id, error = %e, "public port accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-    })
-    .abort_handle()
+    }
+}
+
+/// Opens a UDP flow to a member of `tunnel` for client `peer`.
+async fn open_flow_to_member(tunnel: &Tunnel, peer: String, wait: Duration, stats: Arc<UdpStats>) -> Option<UdpFlow> {
+    let member = tunnel.pick_member(wait).await?;
+    match UdpFlow::open(&member.opener, member.datagrams.as_ref(), tunnel.id, peer, stats).await {
+        Ok(flow) => Some(flow),
+        Err(e) => {
+            tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a UDP flow to the agent failed");
+            None
+        }
+    }
 }
 
 /// Carries one visitor connection to a member of `tunnel`.
@@ -71,6 +114,7 @@ where
         kind: StreamKind::Tcp,
         tunnel: tunnel.id,
         peer: peer.clone(),
+        flow: 0,
     };
     if stream.write_all(&header.encode()).await.is_err() {
         return;
@@ -90,7 +134,13 @@ where
 }
 
 /// A stream opened by a `reach` agent of `user`: its header names the tunnel.
-pub async fn serve_reach_stream(shared: Arc<Shared>, user: UserName, mut stream: MuxStream, agent: SocketAddr) {
+pub async fn serve_reach_stream(
+    shared: Arc<Shared>,
+    user: UserName,
+    mut stream: MuxStream,
+    agent: SocketAddr,
+    datagrams: Option<Arc<DatagramRouter>>,
+) {
     let header = match tokio::time::timeout(HEADER_DEADLINE, wire::io::read_stream_header(&mut stream)).await {
         Ok(Ok(header)) => header,
         Ok(Err(e)) => {
@@ -105,5 +155,14 @@ pub async fn serve_reach_stream(shared: Arc<Shared>, user: UserName, mut stream:
         return;
     };
     let _guard = shared.shutdown.track();
-    serve_visitor(tunnel, stream, header.peer, shared.config.visitor_wait).await;
+    match header.kind {
+        StreamKind::Tcp => serve_visitor(tunnel, stream, header.peer, shared.config.visitor_wait).await,
+        StreamKind::Udp => {
+            let stats = shared.udp_stats.clone();
+            let from_reach = UdpFlow::accept(stream, &header, datagrams.as_ref(), stats.clone());
+            if let Some(to_agent) = open_flow_to_member(&tunnel, header.peer, shared.config.visitor_wait, stats).await {
+                splice_flows(from_reach, to_agent, shared.config.udp.idle_timeout).await;
+            }
+        }
+    }
 }

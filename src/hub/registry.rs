@@ -28,6 +28,8 @@ pub struct Member {
     pub session: SessionId,
     pub agent_id: AgentId,
     pub opener: Opener,
+    /// Routes QUIC datagrams of UDP flows on this member's connection (QUIC only).
+    pub datagrams: Option<Arc<crate::udp::DatagramRouter>>,
     /// Messages to the agent's control stream (e.g. "you were replaced").
     pub control: mpsc::UnboundedSender<HubMsg>,
 }
@@ -109,7 +111,8 @@ impl Tunnel {
 struct Maps {
     tunnels: HashMap<TunnelId, Arc<Tunnel>>,
     by_name: HashMap<(UserName, TunnelName), TunnelId>,
-    ports: HashSet<u16>,
+    /// Bound public ports as (port, is_udp): a tcp and a udp tunnel may share a number.
+    ports: HashSet<(u16, bool)>,
 }
 
 pub struct Registry {
@@ -118,14 +121,14 @@ pub struct Registry {
     config: Arc<HubConfig>,
     /// Starts the visitor accept loop of a public port; provided by the hub so this module
     /// stays free of data-plane code.
-    spawn_public: Box<dyn Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync>,
+    spawn_public: Box<dyn Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::AbortHandle + Send + Sync>,
 }
 
 impl Registry {
     pub fn new(
         store: Arc<Store>,
         config: Arc<HubConfig>,
-        spawn_public: impl Fn(Arc<Tunnel>, tokio::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync + 'static,
+        spawn_public: impl Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::AbortHandle + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             maps: Mutex::default(),
@@ -242,7 +245,8 @@ impl Registry {
                 }
                 None => {
                     let hub_port = if spec.public {
-                        let (port, listener) = self.allocate_port(&mut maps, spec.hub_port)?;
+                        let (port, listener) =
+                            self.allocate_port(&mut maps, spec.hub_port, spec.protocol == Protocol::Udp)?;
                         Some((port, listener))
                     } else {
                         None
@@ -294,7 +298,7 @@ impl Registry {
         maps: &mut Maps,
         record: TunnelRecord,
         members: Vec<Member>,
-        listener: Option<tokio::net::TcpListener>,
+        listener: Option<PublicSocket>,
     ) -> Arc<Tunnel> {
         let tunnel = Arc::new(Tunnel {
             id: record.id,
@@ -327,7 +331,8 @@ impl Registry {
         &self,
         maps: &mut Maps,
         requested: Option<u16>,
-    ) -> Result<(u16, tokio::net::TcpListener), RegisterError> {
+        udp: bool,
+    ) -> Result<(u16, PublicSocket), RegisterError> {
         let (lo, hi) = self.config.port_range;
         let candidates: Vec<u16> = match requested {
             Some(p) if p < lo || p > hi => {
@@ -336,18 +341,18 @@ impl Registry {
                     format!("hub port {p} is outside the hub's port range {lo}-{hi}"),
                 ))
             }
-            Some(p) if maps.ports.contains(&p) => {
+            Some(p) if maps.ports.contains(&(p, udp)) => {
                 return Err(RegisterError::new(
                     RefuseCode::Conflict,
                     format!("hub port {p} is taken"),
                 ))
             }
             Some(p) => vec![p],
-            None => (lo..=hi).filter(|p| !maps.ports.contains(p)).collect(),
+            None => (lo..=hi).filter(|p| !maps.ports.contains(&(*p, udp))).collect(),
         };
         for port in candidates {
-            if let Ok(listener) = bind_public(self.config.listen.ip(), port) {
-                maps.ports.insert(port);
+            if let Ok(listener) = bind_public(self.config.listen.ip(), port, udp) {
+                maps.ports.insert((port, udp));
                 return Ok((port, listener));
             }
         }
@@ -416,7 +421,7 @@ impl Registry {
             }
             let port = state.record.hub_port;
             if let Some(p) = port {
-                maps.ports.remove(&p);
+                maps.ports.remove(&(p, state.record.protocol == Protocol::Udp));
             }
             port
         };
@@ -434,10 +439,11 @@ impl Registry {
         for mut record in records {
             let tunnel = {
                 let mut maps = self.maps.lock().expect("registry lock");
+                let udp = record.protocol == Protocol::Udp;
                 let listener = match record.hub_port.filter(|_| record.public) {
-                    Some(port) => match bind_public(self.config.listen.ip(), port) {
+                    Some(port) => match bind_public(self.config.listen.ip(), port, udp) {
                         Ok(listener) => {
-                            maps.ports.insert(port);
+                            maps.ports.insert((port, udp));
                             Some(listener)
                         }
                         Err(e) => {
@@ -456,10 +462,21 @@ impl Registry {
     }
 }
 
-/// Binds a public port with a deep accept queue: std's default backlog (128) overflowed
+/// A bound public port, handed to the hub's data plane.
+pub enum PublicSocket {
+    Tcp(tokio::net::TcpListener),
+    Udp(tokio::net::UdpSocket),
+}
+
+/// Binds a public port. TCP gets a deep accept queue: std's default backlog (128) overflowed
 /// under a burst of 1000 simultaneous visitors and the kernel reset the excess connections.
-fn bind_public(ip: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+fn bind_public(ip: IpAddr, port: u16, udp: bool) -> std::io::Result<PublicSocket> {
     let addr = SocketAddr::new(ip, port);
+    if udp {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        return Ok(PublicSocket::Udp(tokio::net::UdpSocket::from_std(socket)?));
+    }
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -467,5 +484,5 @@ fn bind_public(ip: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(4096)
+    Ok(PublicSocket::Tcp(socket.listen(4096)?))
 }

@@ -13,7 +13,6 @@ use super::public;
 use super::registry::{Member, SessionId};
 use super::Shared;
 use crate::mux::{self, MuxConn};
-use crate::types::Protocol;
 use crate::wire::io::{read_frame, write_frame};
 use crate::wire::{AgentMsg, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
 
@@ -88,6 +87,13 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
         return;
     }
     let session = SessionId(shared.next_session.fetch_add(1, Ordering::Relaxed));
+    let datagrams = match &lifetime {
+        mux::Lifetime::Quic(conn) => Some(crate::udp::DatagramRouter::start(
+            conn.clone(),
+            shared.udp_stats.clone(),
+        )),
+        mux::Lifetime::H2 { .. } => None,
+    };
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, transport, ?session, "agent connected");
 
     let (mut control_rx, mut control_tx) = tokio::io::split(control);
@@ -102,10 +108,17 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
 
     if hello.role == Role::Reach {
         if let Some(mut acceptor) = acceptor {
-            let (shared, user) = (shared.clone(), hello.user.clone());
+            let (shared, user, datagrams) = (shared.clone(), hello.user.clone(), datagrams.clone());
             tokio::spawn(async move {
                 while let Some(stream) = acceptor.accept().await {
-                    tokio::spawn(public::serve_reach_stream(shared.clone(), user.clone(), stream, peer));
+                    let datagrams = datagrams.clone();
+                    tokio::spawn(public::serve_reach_stream(
+                        shared.clone(),
+                        user.clone(),
+                        stream,
+                        peer,
+                        datagrams,
+                    ));
                 }
             });
         }
@@ -123,27 +136,21 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
             };
             let reply = match (msg, hello.role, &opener) {
                 (AgentMsg::Register { spec }, Role::Expose, Some(opener)) => {
-                    if spec.protocol == Protocol::Udp {
-                        HubMsg::Refused {
-                            code: RefuseCode::BadRequest,
-                            message: "udp tunnels are not available in this build yet".into(),
-                        }
-                    } else {
-                        let member = Member {
-                            session,
-                            agent_id: hello.agent_id,
-                            opener: opener.clone(),
-                            control: out_tx.clone(),
-                        };
-                        match shared.registry.register(&hello.user, spec, member).await {
-                            Ok(tunnel) => HubMsg::Registered {
-                                tunnel: shared.registry.info(&tunnel),
-                            },
-                            Err(e) => HubMsg::Refused {
-                                code: e.code,
-                                message: e.message,
-                            },
-                        }
+                    let member = Member {
+                        session,
+                        agent_id: hello.agent_id,
+                        opener: opener.clone(),
+                        datagrams: datagrams.clone(),
+                        control: out_tx.clone(),
+                    };
+                    match shared.registry.register(&hello.user, spec, member).await {
+                        Ok(tunnel) => HubMsg::Registered {
+                            tunnel: shared.registry.info(&tunnel),
+                        },
+                        Err(e) => HubMsg::Refused {
+                            code: e.code,
+                            message: e.message,
+                        },
                     }
                 }
                 (AgentMsg::Resolve { tunnel }, Role::Reach, _) => match shared.registry.resolve(&hello.user, &tunnel) {

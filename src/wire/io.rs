@@ -40,7 +40,16 @@ pub async fn read_stream_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Strea
     let mut peer = vec![0u8; peer_len];
     read_exact_or_truncated(r, &mut peer).await?;
     let peer = String::from_utf8(peer).map_err(|_| WireError::BadPeerAddr)?;
-    Ok(StreamHeader { kind, tunnel, peer })
+    let mut flow = [0u8; 8];
+    if kind == super::StreamKind::Udp {
+        read_exact_or_truncated(r, &mut flow).await?;
+    }
+    Ok(StreamHeader {
+        kind,
+        tunnel,
+        peer,
+        flow: u64::from_be_bytes(flow),
+    })
 }
 
 async fn read_exact_or_truncated<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), WireError> {

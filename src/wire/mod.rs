@@ -4,6 +4,7 @@
 //! Everything here is pure encode/decode on byte slices so it can be fuzzed and unit-tested
 //! without sockets; `io.rs` adds the two thin async helpers that read and write frames.
 
+pub mod datagram;
 pub mod io;
 
 use std::collections::BTreeMap;
@@ -181,18 +182,23 @@ pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireE
 pub enum StreamKind {
     /// One TCP connection, relayed byte for byte in both directions.
     Tcp = 1,
+    /// One UDP flow (one client address); datagrams framed on the stream or sent as QUIC
+    /// DATAGRAM frames tagged with the header's flow id.
+    Udp = 2,
 }
 
 /// The header written by whoever opens a data stream, before any payload.
 ///
-/// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8)`. Binary rather than
-/// JSON because one is written per forwarded connection.
+/// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8) | [flow u64 BE, UDP
+/// only]`. Binary rather than JSON because one is written per forwarded connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamHeader {
     pub kind: StreamKind,
     pub tunnel: TunnelId,
     /// The visitor's address as the hub saw it, for logs and PROXY headers.
     pub peer: String,
+    /// The UDP flow id its QUIC datagrams carry (0 for TCP).
+    pub flow: u64,
 }
 
 impl StreamHeader {
@@ -205,6 +211,9 @@ impl StreamHeader {
         out.extend_from_slice(&self.tunnel.0);
         out.push(peer.len() as u8);
         out.extend_from_slice(peer);
+        if self.kind == StreamKind::Udp {
+            out.extend_from_slice(&self.flow.to_be_bytes());
+        }
         out
     }
 
@@ -212,6 +221,7 @@ impl StreamHeader {
     pub fn decode_fixed(buf: &[u8; Self::FIXED_LEN]) -> Result<(StreamKind, TunnelId, usize), WireError> {
         let kind = match buf[0] {
             1 => StreamKind::Tcp,
+            2 => StreamKind::Udp,
             other => return Err(WireError::UnknownStreamKind(other)),
         };
         let mut id = [0u8; 16];
@@ -230,6 +240,7 @@ mod tests {
             kind: StreamKind::Tcp,
             tunnel: TunnelId::random(),
             peer: "127.0.0.1:5555".into(),
+            flow: 0,
         };
         let bytes = h.encode();
         let fixed: [u8; StreamHeader::FIXED_LEN] = bytes[..StreamHeader::FIXED_LEN].try_into().unwrap();

@@ -1,0 +1,234 @@
+//! End to end: UDP tunnels — flows per client, large datagrams, reach, expiry, real DNS.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::net::UdpSocket;
+
+/// A UDP echo server.
+async fn udp_echo() -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// A UDP server that answers every datagram with the address it came from.
+async fn udp_whoami() -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(from.to_string().as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
+/// `localhost:PORT` from a ready line, as an IPv4 socket address (UDP does not fall back
+/// from ::1 the way TCP connects do).
+fn v4(public: &str) -> SocketAddr {
+    let port = public.rsplit_once(':').unwrap().1;
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// Sends `payload` and waits for one reply, retrying a few times (UDP may lose datagrams).
+async fn request(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..5 {
+        socket.send_to(payload, to).await.unwrap();
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
+            return buf[..n].to_vec();
+        }
+    }
+    panic!("no reply from {to} after 5 tries");
+}
+
+/// 50 clients at once, 20 datagrams each: every reply is the client's own datagram, whole.
+async fn concurrent_flows_get_their_own_replies(transport: &str) {
+    let hub = TestHub::start(&["--allow-plaintext"]).await;
+    let echo = udp_echo().await;
+    let mut agent = hub.expose(
+        transport,
+        "alice",
+        &echo,
+        &["--name", "dns", "--protocol", "udp", "--public"],
+    );
+    let ready = agent.ready().await;
+    assert!(str_of(&ready, "connection_string").starts_with("udp://"), "{ready}");
+    let public = v4(&str_of(&ready, "public_address"));
+    let mut clients = Vec::new();
+    for client in 0..50u32 {
+        clients.push(tokio::spawn(async move {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            for n in 0..20u32 {
+                let payload = format!("client {client} datagram {n} ")
+                    .repeat(1 + (n as usize % 7))
+                    .into_bytes();
+                let reply = request(&socket, public, &payload).await;
+                assert_eq!(reply, payload, "client {client} got someone else's or a damaged reply");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
+/// A 60 KB datagram and the largest possible one (65,507 bytes) arrive whole: over QUIC they
+/// exceed the path's datagram size and take the stream fallback.
+async fn large_datagrams_arrive_whole(transport: &str) {
+    let hub = TestHub::start(&["--allow-plaintext"]).await;
+    let echo = udp_echo().await;
+    let mut agent = hub.expose(
+        transport,
+        "alice",
+        &echo,
+        &["--name", "big", "--protocol", "udp", "--public"],
+    );
+    let public = v4(&str_of(&agent.ready().await, "public_address"));
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for size in [60_000usize, 65_507, 1_000] {
+        let payload = random_bytes(size);
+        assert_eq!(
+            request(&socket, public, &payload).await,
+            payload,
+            "{size}-byte datagram"
+        );
+    }
+}
+
+/// A private UDP tunnel reached through `reach`, which binds a local UDP socket.
+async fn reach_carries_udp(transport: &str) {
+    let hub = TestHub::start(&["--allow-plaintext"]).await;
+    let echo = udp_echo().await;
+    let mut agent = hub.expose(transport, "alice", &echo, &["--name", "game", "--protocol", "udp"]);
+    agent.ready().await;
+    let mut reach = hub.reach(transport, "alice", "game", &[]);
+    let local: SocketAddr = str_of(&reach.ready().await, "local_address").parse().unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for n in 0..20u32 {
+        let payload = format!("tick {n}").into_bytes();
+        assert_eq!(request(&socket, local, &payload).await, payload);
+    }
+    let big = random_bytes(60_000);
+    assert_eq!(request(&socket, local, &big).await, big);
+}
+
+macro_rules! per_transport {
+    ($($transport:ident),*) => {$(
+        mod $transport {
+            const T: &str = stringify!($transport);
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_flows_get_their_own_replies() { super::concurrent_flows_get_their_own_replies(T).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_datagrams_arrive_whole() { super::large_datagrams_arrive_whole(T).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reach_carries_udp() { super::reach_carries_udp(T).await }
+        }
+    )*};
+}
+
+per_transport!(quic, tls, tcp);
+
+/// An idle flow expires: the next datagram from the same client opens a new flow, seen by the
+/// target as a new source socket on the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_flows_expire() {
+    let hub = TestHub::start(&["--udp-idle-timeout", "1s"]).await;
+    let whoami = udp_whoami().await;
+    let mut agent = hub.expose(
+        "quic",
+        "alice",
+        &whoami,
+        &["--name", "who", "--protocol", "udp", "--public"],
+    );
+    let public = v4(&str_of(&agent.ready().await, "public_address"));
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let first = request(&socket, public, b"?").await;
+    assert_eq!(request(&socket, public, b"?").await, first, "same flow while active");
+    // Expiry is a matter of time: wait past the 1 s idle timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = request(&socket, public, b"?").await;
+    assert_ne!(after, first, "the idle flow should have expired and a new one opened");
+}
+
+/// A real DNS query with dig through a UDP tunnel to dnsmasq (installed by .ci/run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_resolves_through_the_tunnel() {
+    let have = |tool: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !have("dnsmasq") || !have("dig") {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must install dnsmasq and dig (see .ci/run)");
+        }
+        eprintln!("skipping: dnsmasq or dig not installed");
+        return;
+    }
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut dnsmasq = tokio::process::Command::new("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            &format!("--port={port}"),
+            "--address=/burrow.test/10.1.2.3",
+            "--user=root",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let hub = TestHub::start(&[]).await;
+    let mut agent = hub.expose(
+        "quic",
+        "alice",
+        &format!("127.0.0.1:{port}"),
+        &["--name", "dns", "--protocol", "udp", "--public"],
+    );
+    let public = v4(&str_of(&agent.ready().await, "public_address"));
+    // dnsmasq may still be starting: dig retries on its own (+tries).
+    let output = tokio::process::Command::new("dig")
+        .args([
+            &format!("@{}", public.ip()),
+            "-p",
+            &public.port().to_string(),
+            "burrow.test",
+            "A",
+            "+short",
+            "+tries=5",
+            "+time=1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        answer.trim(),
+        "10.1.2.3",
+        "dig stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = dnsmasq.kill().await;
+}
