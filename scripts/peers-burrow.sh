@@ -2,7 +2,8 @@
 # Runs ../shared/bench/peers.sh with burrow slotted in as the "extra" tool.
 # Usage: scripts/peers-burrow.sh TRANSPORT [peers.sh options...]   (TRANSPORT: tcp | tls | quic)
 # Needs a release build (cargo build --release). The hub listens on 127.0.0.1:27443; the
-# agents expose the benchmark's iperf3, HTTP and echo targets on hub ports 26201, 26280, 26207.
+# agents expose the benchmark's iperf3, HTTP, echo and UDP echo targets on hub ports 26201,
+# 26280, 26207 and 26253.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:?usage: $0 tcp|tls|quic [peers.sh options]}; shift
@@ -10,9 +11,9 @@ bin=$PWD/target/release/burrow
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
 ca_flag='--ca $BENCH_WORK/hub/certs/ca.pem'
 [[ $transport == tcp ]] && ca_flag=''
-agent="$bin expose --hub 127.0.0.1:27443 --transport $transport $ca_flag -u bench -k bench-key --public --log-level warn --protocol tcp"
+agent="$bin expose --hub 127.0.0.1:27443 --transport $transport $ca_flag -u bench -k bench-key --public --log-level warn"
 exec ../shared/bench/peers.sh "$@" \
   --extra "burrow-$transport" \
   --extra-server "exec $bin hub --listen 127.0.0.1:27443 --data-dir \$BENCH_WORK/hub --auth bench:bench-key --allow-plaintext --port-range 26200-26299 --log-level warn" \
-  --extra-client "$agent \$TGT_IPERF_PORT --name iperf --hub-port 26201 & $agent \$TGT_HTTP_PORT --name http --hub-port 26280 & $agent \$TGT_ECHO_PORT --name echo --hub-port 26207 & wait" \
-  --extra-ports 26201,26280,26207
+  --extra-client "$agent \$TGT_IPERF_PORT --protocol tcp --name iperf --hub-port 26201 & $agent \$TGT_HTTP_PORT --protocol tcp --name http --hub-port 26280 & $agent \$TGT_ECHO_PORT --protocol tcp --name echo --hub-port 26207 & $agent \$TGT_UDP_PORT --protocol udp --name udp --hub-port 26253 & wait" \
+  --extra-ports 26201,26280,26207,26253
