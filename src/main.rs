@@ -39,9 +39,15 @@ fn main() -> ExitCode {
 /// The async runtime. `BURROW_WORKER_THREADS=1` runs everything on one thread (no cross-thread
 /// wake-ups); by default one worker per core.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    match std::env::var("BURROW_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
+    match std::env::var("BURROW_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
         None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     }
 }

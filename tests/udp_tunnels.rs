@@ -43,12 +43,18 @@ fn v4(public: &str) -> SocketAddr {
 
 /// Sends `payload` and waits for one reply, retrying a few times (UDP may lose datagrams).
 async fn request(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    request_counting_retries(socket, to, payload).await.0
+}
+
+/// Like [`request`], also returning how many times the datagram had to be sent again.
+async fn request_counting_retries(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> (Vec<u8>, u32) {
     let mut buf = vec![0u8; 65536];
-    for _ in 0..5 {
+    for retries in 0..5 {
         socket.send_to(payload, to).await.unwrap();
         if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
-            return buf[..n].to_vec();
+            return (buf[..n].to_vec(), retries);
         }
+        eprintln!("no reply from {to} within 2 s; resending");
     }
     panic!("no reply from {to} after 5 tries");
 }

@@ -174,8 +174,21 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
     };
     let target = context.target.as_str();
     if header.kind == crate::wire::StreamKind::Udp {
-        let flow = crate::udp::UdpFlow::accept(stream, &header, context.datagrams.as_ref(), context.udp_stats.clone());
-        crate::udp::serve_udp_target(flow, target, context.udp_idle, &context.udp_stats).await;
+        let Some((socket, sender)) = crate::udp::connect_target(target).await else {
+            return;
+        };
+        let sink = crate::udp::Sink::Socket {
+            socket: sender,
+            peer: None,
+        };
+        let flow = crate::udp::UdpFlow::accept(
+            stream,
+            &header,
+            context.datagrams.as_ref(),
+            sink,
+            context.udp_stats.clone(),
+        );
+        crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
         return;
     }
     let mut upstream = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {

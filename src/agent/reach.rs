@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::session::{self, SessionEnd};
@@ -93,11 +93,11 @@ pub async fn run(
     };
 
     let result = if info.protocol == Protocol::Udp {
-        let socket = UdpSocket::bind(&local).await.map_err(bind_error)?;
+        let socket = bind_udp(&local).await.map_err(bind_error)?;
         on_ready(&info, socket.local_addr().map_err(bind_error)?);
         let keeper = start_keeper(parts);
         let stats = config.udp_stats.clone();
-        let open: FlowOpener = Arc::new(move |client| {
+        let open: FlowOpener = Arc::new(move |client, sink| {
             let (route, stats) = (route_rx.clone(), stats.clone());
             Box::pin(async move {
                 let route = current_route(route).await?;
@@ -106,6 +106,7 @@ pub async fn run(
                     route.datagrams.as_ref(),
                     route.tunnel,
                     client.to_string(),
+                    sink,
                     stats,
                 );
                 flow.await
@@ -113,13 +114,7 @@ pub async fn run(
                     .ok()
             })
         });
-        let served = serve_udp_socket(
-            Arc::new(socket),
-            open,
-            config.udp,
-            config.udp_stats.clone(),
-            shutdown.clone(),
-        );
+        let served = serve_udp_socket(socket, open, config.udp, config.udp_stats.clone(), shutdown.clone());
         let result = tokio::select! {
             _ = served => Ok(()),
             fatal = fatal_rx.recv() => fatal.map_or(Ok(()), Err),
@@ -158,6 +153,17 @@ pub async fn run(
         result
     };
     result
+}
+
+/// A non-blocking std UDP socket bound at `local` (a name is resolved first).
+async fn bind_udp(local: &str) -> std::io::Result<std::net::UdpSocket> {
+    let addr = tokio::net::lookup_host(local)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// Dials, says hello and resolves the tunnel.

@@ -14,7 +14,7 @@ use super::Shared;
 use crate::mux::MuxStream;
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
-use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, UdpFlow, UdpLimits, UdpStats};
+use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
 use crate::wire::{self, StreamHeader, StreamKind};
 
 /// A reach agent must name its tunnel this quickly after opening a stream.
@@ -39,14 +39,14 @@ pub fn spawn_public_listener(
         PublicSocket::Udp(socket) => {
             let open: FlowOpener = {
                 let (tunnel, stats, wait) = (tunnel.clone(), context.udp_stats.clone(), context.visitor_wait);
-                Arc::new(move |client| {
+                Arc::new(move |client, sink| {
                     let (tunnel, stats) = (tunnel.clone(), stats.clone());
-                    Box::pin(async move { open_flow_to_member(&tunnel, client.to_string(), wait, stats).await })
+                    Box::pin(async move { open_flow_to_member(&tunnel, client.to_string(), sink, wait, stats).await })
                 })
             };
             let limits = context.udp;
             tokio::spawn(serve_udp_socket(
-                Arc::new(socket),
+                socket,
                 open,
                 limits,
                 context.udp_stats,
@@ -83,9 +83,15 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
 }
 
 /// Opens a UDP flow to a member of `tunnel` for client `peer`.
-async fn open_flow_to_member(tunnel: &Tunnel, peer: String, wait: Duration, stats: Arc<UdpStats>) -> Option<UdpFlow> {
+async fn open_flow_to_member(
+    tunnel: &Tunnel,
+    peer: String,
+    sink: Sink,
+    wait: Duration,
+    stats: Arc<UdpStats>,
+) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
-    match UdpFlow::open(&member.opener, member.datagrams.as_ref(), tunnel.id, peer, stats).await {
+    match UdpFlow::open(&member.opener, member.datagrams.as_ref(), tunnel.id, peer, sink, stats).await {
         Ok(flow) => Some(flow),
         Err(e) => {
             tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a UDP flow to the agent failed");
@@ -159,8 +165,9 @@ pub async fn serve_reach_stream(
         StreamKind::Tcp => serve_visitor(tunnel, stream, header.peer, shared.config.visitor_wait).await,
         StreamKind::Udp => {
             let stats = shared.udp_stats.clone();
-            let from_reach = UdpFlow::accept(stream, &header, datagrams.as_ref(), stats.clone());
-            if let Some(to_agent) = open_flow_to_member(&tunnel, header.peer, shared.config.visitor_wait, stats).await {
+            let from_reach = UdpFlow::accept(stream, &header, datagrams.as_ref(), Sink::Queue, stats.clone());
+            let to_agent = open_flow_to_member(&tunnel, header.peer, Sink::Queue, shared.config.visitor_wait, stats);
+            if let Some(to_agent) = to_agent.await {
                 splice_flows(from_reach, to_agent, shared.config.udp.idle_timeout).await;
             }
         }

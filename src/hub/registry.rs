@@ -465,7 +465,8 @@ impl Registry {
 /// A bound public port, handed to the hub's data plane.
 pub enum PublicSocket {
     Tcp(tokio::net::TcpListener),
-    Udp(tokio::net::UdpSocket),
+    /// Non-blocking; the data plane registers it with the runtime.
+    Udp(std::net::UdpSocket),
 }
 
 /// Binds a public port. TCP gets a deep accept queue: std's default backlog (128) overflowed
@@ -475,7 +476,7 @@ fn bind_public(ip: IpAddr, port: u16, udp: bool) -> std::io::Result<PublicSocket
     if udp {
         let socket = std::net::UdpSocket::bind(addr)?;
         socket.set_nonblocking(true)?;
-        return Ok(PublicSocket::Udp(tokio::net::UdpSocket::from_std(socket)?));
+        return Ok(PublicSocket::Udp(socket));
     }
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?

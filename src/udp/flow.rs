@@ -1,15 +1,22 @@
 //! One UDP flow (one client address) over an agent↔hub connection: a stream carries its
 //! header, its end, and any datagram too large for a QUIC DATAGRAM frame (or every datagram
 //! on TLS/TCP transports); QUIC DATAGRAM frames carry the rest without head-of-line blocking.
+//!
+//! Arriving datagrams are handed to the flow's [`Sink`] by whichever task received them (the
+//! connection's datagram router or the stream reader). A socket sink sends them on at once,
+//! without waking another task: the request/response rate of a UDP tunnel is bound by
+//! wake-ups per datagram.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::UdpStats;
 use crate::mux::{MuxError, MuxStream, Opener};
@@ -17,8 +24,8 @@ use crate::types::TunnelId;
 use crate::wire::datagram::{self, MAX_UDP_PAYLOAD};
 use crate::wire::{StreamHeader, StreamKind};
 
-/// Datagrams queued per flow in each direction before new ones are dropped (UDP semantics:
-/// a slow consumer loses datagrams instead of growing a buffer).
+/// Datagrams queued per flow before new ones are dropped (UDP semantics: a slow consumer
+/// loses datagrams instead of growing a buffer).
 const FLOW_QUEUE: usize = 256;
 /// Datagrams that arrive before their flow's stream are held this long, this many per flow,
 /// for at most this many flows.
@@ -26,19 +33,86 @@ const PENDING_FOR: Duration = Duration::from_secs(2);
 const PENDING_PER_FLOW: usize = 16;
 const PENDING_FLOWS: usize = 1024;
 
-/// What a flow receives: a datagram with its sequence number, or the end of the flow.
-enum Inbound {
-    Datagram(u64, Bytes),
-    End,
+/// Where a flow's arriving datagrams go.
+pub enum Sink {
+    /// Straight out of a non-blocking UDP socket: to `peer`, or to its connected address.
+    /// A std socket on purpose: tokio's `try_send` refuses until the reactor has seen the
+    /// socket writable, which silently lost the first datagram of every new flow.
+    Socket {
+        socket: Arc<std::net::UdpSocket>,
+        peer: Option<SocketAddr>,
+    },
+    /// Into a queue read with [`UdpFlow::recv`] (the hub splicing two flows).
+    Queue,
+}
+
+enum Delivery {
+    Socket {
+        socket: Arc<std::net::UdpSocket>,
+        peer: Option<SocketAddr>,
+    },
+    Queue(mpsc::Sender<Bytes>),
+}
+
+/// The part of a flow that receiving tasks share.
+struct FlowState {
+    delivery: Delivery,
+    /// One past the highest sequence number delivered; older datagrams arrived late.
+    next_expected: AtomicU64,
+    /// Milliseconds since `epoch` of the last datagram either way, for idle expiry.
+    last_activity: AtomicU64,
+    epoch: Instant,
+    ended: AtomicBool,
+    ended_notify: Notify,
+    stats: Arc<UdpStats>,
+}
+
+impl FlowState {
+    fn touch(&self) {
+        self.last_activity
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    fn deliver(&self, seq: u64, payload: Bytes) {
+        if self.next_expected.fetch_max(seq + 1, Ordering::AcqRel) > seq {
+            self.stats.drop_reordered.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let sent = match &self.delivery {
+            Delivery::Socket {
+                socket,
+                peer: Some(peer),
+            } => socket.send_to(&payload, *peer).is_ok(),
+            Delivery::Socket { socket, peer: None } => socket.send(&payload).is_ok(),
+            Delivery::Queue(tx) => tx.try_send(payload.clone()).is_ok(),
+        };
+        if sent {
+            self.touch();
+            self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        } else {
+            self.stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.ended_notify.notify_waiters();
+    }
 }
 
 /// Datagrams that overtook their flow's stream: when the first arrived, and (seq, payload).
-type HeldDatagrams = (tokio::time::Instant, Vec<(u64, Bytes)>);
+type HeldDatagrams = (Instant, Vec<(u64, Bytes)>);
 
 /// Routes the QUIC DATAGRAM frames of one connection to their flows.
 pub struct DatagramRouter {
     conn: quinn::Connection,
-    flows: Mutex<HashMap<u64, mpsc::Sender<Inbound>>>,
+    flows: Mutex<HashMap<u64, Arc<FlowState>>>,
     pending: Mutex<HashMap<u64, HeldDatagrams>>,
     next_flow: AtomicU64,
     stats: Arc<UdpStats>,
@@ -69,13 +143,9 @@ impl DatagramRouter {
             self.stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let sender = self.flows.lock().expect("router lock").get(&flow).cloned();
-        match sender {
-            Some(tx) => {
-                if tx.try_send(Inbound::Datagram(seq, payload)).is_err() {
-                    self.stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        let state = self.flows.lock().expect("router lock").get(&flow).cloned();
+        match state {
+            Some(state) => state.deliver(seq, payload),
             None => self.hold(flow, seq, payload),
         }
     }
@@ -83,7 +153,7 @@ impl DatagramRouter {
     /// Keeps a datagram that overtook its flow's stream, within tight bounds.
     fn hold(&self, flow: u64, seq: u64, payload: Bytes) {
         let mut pending = self.pending.lock().expect("router lock");
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         pending.retain(|_, (since, _)| now.duration_since(*since) < PENDING_FOR);
         if pending.len() >= PENDING_FLOWS && !pending.contains_key(&flow) {
             self.stats.drop_unknown_flow.fetch_add(1, Ordering::Relaxed);
@@ -97,12 +167,14 @@ impl DatagramRouter {
         }
     }
 
-    fn register(&self, flow: u64, tx: mpsc::Sender<Inbound>) {
+    fn register(&self, flow: u64, state: Arc<FlowState>) {
         let held = self.pending.lock().expect("router lock").remove(&flow);
-        for (seq, payload) in held.map(|(_, v)| v).unwrap_or_default() {
-            let _ = tx.try_send(Inbound::Datagram(seq, payload));
+        let mut held = held.map(|(_, v)| v).unwrap_or_default();
+        held.sort_by_key(|(seq, _)| *seq);
+        for (seq, payload) in held {
+            state.deliver(seq, payload);
         }
-        self.flows.lock().expect("router lock").insert(flow, tx);
+        self.flows.lock().expect("router lock").insert(flow, state);
     }
 
     fn unregister(&self, flow: u64) {
@@ -110,17 +182,52 @@ impl DatagramRouter {
     }
 }
 
+/// A cheap handle to watch a flow's end and idleness from another task.
+#[derive(Clone)]
+pub struct FlowWatch(Arc<FlowState>);
+
+impl FlowWatch {
+    /// Resolves once the peer has ended the flow (its stream closed).
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.0.ended_notify.notified();
+            if self.0.ended.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Time since the last datagram in either direction.
+    pub fn idle_for(&self) -> Duration {
+        self.0.idle_for()
+    }
+
+    /// Resolves when the flow ends or has been idle for `limit`; true when it expired.
+    pub async fn expired_or_ended(&self, limit: Duration) -> bool {
+        loop {
+            let left = limit.saturating_sub(self.idle_for());
+            if left.is_zero() {
+                self.0.stats.flows_expired.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            tokio::select! {
+                _ = self.ended() => return false,
+                _ = tokio::time::sleep(left) => {}
+            }
+        }
+    }
+}
+
 /// One end of a UDP flow. Dropping it ends the flow for the peer too.
 pub struct UdpFlow {
     id: u64,
     next_seq: u64,
-    /// Highest sequence number delivered; anything at or below it arrived late and is dropped.
-    delivered: Option<u64>,
     router: Option<Arc<DatagramRouter>>,
     to_stream: mpsc::Sender<Bytes>,
-    inbound: mpsc::Receiver<Inbound>,
-    stats: Arc<UdpStats>,
-    tasks: [tokio::task::AbortHandle; 2],
+    state: Arc<FlowState>,
+    queue: Option<mpsc::Receiver<Bytes>>,
+    reader: tokio::task::AbortHandle,
 }
 
 impl Drop for UdpFlow {
@@ -128,8 +235,8 @@ impl Drop for UdpFlow {
         if let Some(router) = &self.router {
             router.unregister(self.id);
         }
-        // The writer task finishes the stream when its channel closes; the reader is stopped.
-        self.tasks[0].abort();
+        // The writer task finishes the stream once `to_stream` is dropped.
+        self.reader.abort();
     }
 }
 
@@ -140,6 +247,7 @@ impl UdpFlow {
         router: Option<&Arc<DatagramRouter>>,
         tunnel: TunnelId,
         peer: String,
+        sink: Sink,
         stats: Arc<UdpStats>,
     ) -> Result<Self, MuxError> {
         let id = router.map_or(0, |r| r.next_flow.fetch_add(1, Ordering::Relaxed));
@@ -151,7 +259,7 @@ impl UdpFlow {
             flow: id,
         };
         stream.write_all(&header.encode()).await?;
-        Ok(Self::start(id, stream, router.cloned(), stats))
+        Ok(Self::start(id, stream, router.cloned(), sink, stats))
     }
 
     /// The accepting side, once the stream header has been read.
@@ -159,17 +267,38 @@ impl UdpFlow {
         stream: MuxStream,
         header: &StreamHeader,
         router: Option<&Arc<DatagramRouter>>,
+        sink: Sink,
         stats: Arc<UdpStats>,
     ) -> Self {
-        Self::start(header.flow, stream, router.cloned(), stats)
+        Self::start(header.flow, stream, router.cloned(), sink, stats)
     }
 
-    fn start(id: u64, stream: MuxStream, router: Option<Arc<DatagramRouter>>, stats: Arc<UdpStats>) -> Self {
-        let (in_tx, inbound) = mpsc::channel(FLOW_QUEUE);
+    fn start(
+        id: u64,
+        stream: MuxStream,
+        router: Option<Arc<DatagramRouter>>,
+        sink: Sink,
+        stats: Arc<UdpStats>,
+    ) -> Self {
+        let (delivery, queue) = match sink {
+            Sink::Socket { socket, peer } => (Delivery::Socket { socket, peer }, None),
+            Sink::Queue => {
+                let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+                (Delivery::Queue(tx), Some(rx))
+            }
+        };
+        let state = Arc::new(FlowState {
+            delivery,
+            next_expected: AtomicU64::new(0),
+            last_activity: AtomicU64::new(0),
+            epoch: Instant::now(),
+            ended: AtomicBool::new(false),
+            ended_notify: Notify::new(),
+            stats,
+        });
         let (to_stream, mut out_rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let reader_stats = stats.clone();
-        let stream_in = in_tx.clone();
+        let reader_state = state.clone();
         let read_task = tokio::spawn(async move {
             loop {
                 let mut prefix = [0u8; 4];
@@ -177,7 +306,7 @@ impl UdpFlow {
                     break;
                 }
                 let Ok(len) = datagram::frame_body_len(prefix) else {
-                    reader_stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
+                    reader_state.stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
                     break;
                 };
                 let mut body = vec![0u8; len];
@@ -185,21 +314,16 @@ impl UdpFlow {
                     break;
                 }
                 match datagram::decode_frame_body(Bytes::from(body)) {
-                    Ok((seq, payload)) => {
-                        // Stream frames wait for room: the stream itself is the backpressure.
-                        if stream_in.send(Inbound::Datagram(seq, payload)).await.is_err() {
-                            return;
-                        }
-                    }
+                    Ok((seq, payload)) => reader_state.deliver(seq, payload),
                     Err(_) => {
-                        reader_stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
+                        reader_state.stats.drop_malformed.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                 }
             }
-            let _ = stream_in.send(Inbound::End).await;
+            reader_state.end();
         });
-        let write_task = tokio::spawn(async move {
+        tokio::spawn(async move {
             while let Some(frame) = out_rx.recv().await {
                 if writer.write_all(&frame).await.is_err() {
                     return;
@@ -208,76 +332,66 @@ impl UdpFlow {
             let _ = writer.shutdown().await;
         });
         if let Some(router) = &router {
-            router.register(id, in_tx);
+            router.register(id, state.clone());
         }
         Self {
             id,
             next_seq: 0,
-            delivered: None,
             router,
             to_stream,
-            inbound,
-            stats,
-            tasks: [read_task.abort_handle(), write_task.abort_handle()],
+            state,
+            queue,
+            reader: read_task.abort_handle(),
         }
+    }
+
+    pub fn watch(&self) -> FlowWatch {
+        FlowWatch(self.state.clone())
     }
 
     /// Sends one datagram; never waits. Returns false when it had to be dropped.
     pub fn send(&mut self, payload: &[u8]) -> bool {
+        let stats = &self.state.stats;
         if payload.len() > MAX_UDP_PAYLOAD {
-            self.stats.drop_too_large.fetch_add(1, Ordering::Relaxed);
+            stats.drop_too_large.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(router) = &self.router {
-            let fits = router
+        let via_datagram = self
+            .router
+            .as_ref()
+            .filter(|r| r.conn.max_datagram_size().is_some_and(|max| payload.len() + 16 <= max));
+        let sent = match via_datagram {
+            Some(router) => router
                 .conn
-                .max_datagram_size()
-                .is_some_and(|max| payload.len() + 16 <= max);
-            if fits {
-                return match router
-                    .conn
-                    .send_datagram(datagram::encode_datagram(self.id, seq, payload))
-                {
-                    Ok(()) => self.count_out(payload.len()),
-                    Err(_) => {
-                        self.stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
-                        false
-                    }
-                };
-            }
+                .send_datagram(datagram::encode_datagram(self.id, seq, payload))
+                .is_ok(),
+            None => self.to_stream.try_send(datagram::encode_frame(seq, payload)).is_ok(),
+        };
+        if sent {
+            self.state.touch();
+            stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        } else {
+            stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
         }
-        match self.to_stream.try_send(datagram::encode_frame(seq, payload)) {
-            Ok(()) => self.count_out(payload.len()),
-            Err(_) => {
-                self.stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        sent
     }
 
-    fn count_out(&self, len: usize) -> bool {
-        self.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
-        true
-    }
-
-    /// The next datagram in order, or `None` once the peer ended the flow.
+    /// For a [`Sink::Queue`] flow: the next datagram in order, or `None` once the peer ended
+    /// the flow. A socket-sink flow delivers by itself and returns `None` here at its end.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        loop {
-            match self.inbound.recv().await? {
-                Inbound::End => return None,
-                Inbound::Datagram(seq, payload) => {
-                    if self.delivered.is_some_and(|last| seq <= last) {
-                        self.stats.drop_reordered.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    self.delivered = Some(seq);
-                    self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                    self.stats.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    return Some(payload);
-                }
+        let watch = self.watch();
+        match &mut self.queue {
+            Some(queue) => tokio::select! {
+                biased;
+                datagram = queue.recv() => datagram,
+                _ = watch.ended() => queue.try_recv().ok(),
+            },
+            None => {
+                watch.ended().await;
+                None
             }
         }
     }

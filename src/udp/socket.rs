@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use super::flow::Sink;
 use super::{UdpFlow, UdpStats};
 use crate::shutdown::Shutdown;
 use crate::wire::datagram::MAX_UDP_PAYLOAD;
 
-/// Opens the flow for a new client address; `None` when no route exists now.
-pub type FlowOpener = Arc<dyn Fn(SocketAddr) -> Pin<Box<dyn Future<Output = Option<UdpFlow>> + Send>> + Send + Sync>;
+/// Opens the flow for a new client address, whose replies go to the given sink; `None` when
+/// no route exists now.
+pub type FlowOpener =
+    Arc<dyn Fn(SocketAddr, Sink) -> Pin<Box<dyn Future<Output = Option<UdpFlow>> + Send>> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct UdpLimits {
@@ -39,18 +40,43 @@ impl Default for UdpLimits {
     }
 }
 
-/// Datagrams from one client waiting for its flow (while it opens, or if it is slow).
-const CLIENT_QUEUE: usize = 256;
+/// Datagrams from one client held while its flow opens.
+const OPENING_QUEUE: usize = 64;
+
+enum Client {
+    Opening(Vec<Bytes>),
+    Open(UdpFlow),
+}
+
+type Clients = Arc<Mutex<HashMap<SocketAddr, Client>>>;
 
 /// Serves a client-facing UDP socket until shutdown: each client address gets its own flow.
+/// Datagrams go into the flow from this loop directly, and replies leave the socket from the
+/// task that received them, so a request/response crosses no extra task.
+///
+/// `socket` must be non-blocking; a clone of it sends the replies.
 pub async fn serve_udp_socket(
-    socket: Arc<UdpSocket>,
+    socket: std::net::UdpSocket,
     open: FlowOpener,
     limits: UdpLimits,
     stats: Arc<UdpStats>,
     shutdown: Shutdown,
 ) {
-    let flows: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>> = Arc::default();
+    let clients: Clients = Arc::default();
+    let sender = match socket.try_clone() {
+        Ok(sender) => Arc::new(sender),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot clone the UDP socket");
+            return;
+        }
+    };
+    let socket = match UdpSocket::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the UDP socket");
+            return;
+        }
+    };
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
     loop {
         let received = tokio::select! {
@@ -65,133 +91,123 @@ pub async fn serve_udp_socket(
                 continue;
             }
         };
-        let payload = Bytes::copy_from_slice(&buf[..len]);
-        let existing = flows.lock().expect("flows lock").get(&client).cloned();
-        if let Some(tx) = existing {
-            if tx.try_send(payload).is_err() {
-                stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
-            }
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let payload = &buf[..len];
         {
-            let mut flows = flows.lock().expect("flows lock");
-            if flows.len() >= limits.max_flows {
-                stats.drop_flow_limit.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let mut map = clients.lock().expect("clients lock");
+            let count = map.len();
+            match map.get_mut(&client) {
+                Some(Client::Open(flow)) => {
+                    flow.send(payload);
+                    continue;
+                }
+                Some(Client::Opening(held)) => {
+                    if held.len() < OPENING_QUEUE {
+                        held.push(Bytes::copy_from_slice(payload));
+                    } else {
+                        stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                None if count >= limits.max_flows => {
+                    stats.drop_flow_limit.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                None => {
+                    map.insert(client, Client::Opening(vec![Bytes::copy_from_slice(payload)]));
+                }
             }
-            let _ = tx.try_send(payload);
-            flows.insert(client, tx);
         }
         stats.flows_opened.fetch_add(1, Ordering::Relaxed);
-        let (socket, open, flows, stats) = (socket.clone(), open.clone(), flows.clone(), stats.clone());
+        let (socket, open, clients) = (sender.clone(), open.clone(), clients.clone());
         tokio::spawn(async move {
-            if let Some(flow) = open(client).await {
-                carry_client(&socket, client, rx, flow, limits.idle_timeout, &stats).await;
+            let sink = Sink::Socket {
+                socket,
+                peer: Some(client),
+            };
+            if let Some(mut flow) = open(client, sink).await {
+                let watch = flow.watch();
+                {
+                    let mut map = clients.lock().expect("clients lock");
+                    if let Some(Client::Opening(held)) = map.remove(&client) {
+                        for payload in held {
+                            flow.send(&payload);
+                        }
+                    }
+                    map.insert(client, Client::Open(flow));
+                }
+                watch.expired_or_ended(limits.idle_timeout).await;
             }
-            flows.lock().expect("flows lock").remove(&client);
+            // Dropping the flow (with the entry) closes its stream.
+            clients.lock().expect("clients lock").remove(&client);
         });
     }
 }
 
-async fn carry_client(
-    socket: &UdpSocket,
-    client: SocketAddr,
-    mut from_client: mpsc::Receiver<Bytes>,
-    mut flow: UdpFlow,
-    idle: Duration,
-    stats: &UdpStats,
-) {
-    let mut deadline = Instant::now() + idle;
-    loop {
-        tokio::select! {
-            payload = from_client.recv() => match payload {
-                Some(payload) => {
-                    flow.send(&payload);
-                    deadline = Instant::now() + idle;
-                }
-                None => return,
-            },
-            reply = flow.recv() => match reply {
-                Some(reply) => {
-                    let _ = socket.send_to(&reply, client).await;
-                    deadline = Instant::now() + idle;
-                }
-                None => return,
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                stats.flows_expired.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-    }
-}
-
 /// The expose side of a flow: a socket connected to the target, so replies come back here.
-pub async fn serve_udp_target(mut flow: UdpFlow, target: &str, idle: Duration, stats: &UdpStats) {
-    let addr = match tokio::net::lookup_host(target).await.ok().and_then(|mut a| a.next()) {
-        Some(addr) => addr,
-        None => {
-            tracing::warn!(target, "cannot resolve the UDP target");
-            return;
-        }
+/// Returns the socket to receive on and a clone to use as the flow's sink, or `None` if the
+/// target is unusable.
+pub async fn connect_target(target: &str) -> Option<(UdpSocket, Arc<std::net::UdpSocket>)> {
+    let Some(addr) = tokio::net::lookup_host(target).await.ok().and_then(|mut a| a.next()) else {
+        tracing::warn!(target, "cannot resolve the UDP target");
+        return None;
     };
     let bind: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
         ([0u16; 8], 0).into()
     };
-    let socket = match UdpSocket::bind(bind).await {
-        Ok(socket) => socket,
+    let connected = std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(addr).map(|_| s))
+        .and_then(|s| s.set_nonblocking(true).map(|_| s))
+        .and_then(|s| s.try_clone().map(|sender| (s, sender)))
+        .and_then(|(s, sender)| UdpSocket::from_std(s).map(|s| (s, Arc::new(sender))));
+    match connected {
+        Ok(pair) => Some(pair),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot bind a UDP socket toward the target");
-            return;
-        }
-    };
-    if let Err(e) = socket.connect(addr).await {
-        tracing::warn!(target, error = %e, "cannot connect the UDP socket to the target");
-        return;
-    }
-    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
-    let mut deadline = Instant::now() + idle;
-    loop {
-        tokio::select! {
-            datagram = flow.recv() => match datagram {
-                Some(datagram) => {
-                    // A refused send (nothing listening yet) is UDP loss, not the end.
-                    let _ = socket.send(&datagram).await;
-                    deadline = Instant::now() + idle;
-                }
-                None => return,
-            },
-            received = socket.recv(&mut buf) => {
-                if let Ok(len) = received {
-                    flow.send(&buf[..len]);
-                    deadline = Instant::now() + idle;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                stats.flows_expired.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+            tracing::warn!(target, error = %e, "cannot set up a UDP socket toward the target");
+            None
         }
     }
 }
 
-/// The hub between a `reach` agent's flow and the exposing agent's flow.
+/// Carries the target's replies into the flow until it ends or idles out. Datagrams toward
+/// the target leave through the flow's socket sink.
+pub async fn serve_udp_target(mut flow: UdpFlow, socket: UdpSocket, idle: Duration) {
+    let watch = flow.watch();
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    let expiry = watch.expired_or_ended(idle);
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            received = socket.recv(&mut buf) => {
+                // A refused earlier send (nothing listening yet) is UDP loss, not the end.
+                if let Ok(len) = received {
+                    flow.send(&buf[..len]);
+                }
+            }
+            _ = &mut expiry => return,
+        }
+    }
+}
+
+/// The hub between a `reach` agent's flow and the exposing agent's flow (both queue sinks).
 pub async fn splice_flows(mut a: UdpFlow, mut b: UdpFlow, idle: Duration) {
-    let mut deadline = Instant::now() + idle;
+    let (watch_a, watch_b) = (a.watch(), b.watch());
     loop {
         tokio::select! {
             datagram = a.recv() => match datagram {
-                Some(d) => { b.send(&d); deadline = Instant::now() + idle; }
+                Some(d) => { b.send(&d); }
                 None => return,
             },
             datagram = b.recv() => match datagram {
-                Some(d) => { a.send(&d); deadline = Instant::now() + idle; }
+                Some(d) => { a.send(&d); }
                 None => return,
             },
-            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tokio::time::sleep(idle) => {
+                if watch_a.idle_for() >= idle && watch_b.idle_for() >= idle {
+                    return;
+                }
+            }
         }
     }
 }
