@@ -189,6 +189,7 @@ async fn dig_resolves_through_the_tunnel() {
         let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut dnsmasq = tokio::process::Command::new("dnsmasq")
         .args([
             "--no-daemon",
@@ -202,39 +203,55 @@ async fn dig_resolves_through_the_tunnel() {
             "--user=root",
         ])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let dig = |server: SocketAddr| async move {
+        let output = tokio::process::Command::new("dig")
+            .args([
+                &format!("@{}", server.ip()),
+                "-p",
+                &server.port().to_string(),
+                "burrow.test",
+                "A",
+                "+short",
+                "+tries=5",
+                "+time=1",
+            ])
+            .output()
+            .await
+            .unwrap();
+        (
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    // Readiness: dnsmasq answers directly before the tunnel is tried.
+    let direct: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (answer, _) = dig(direct).await;
+    assert_eq!(
+        answer,
+        "10.1.2.3",
+        "dnsmasq did not answer directly; its log:\n{}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+
     let hub = TestHub::start(&[]).await;
     let mut agent = hub.expose(
         "quic",
         "alice",
-        &format!("127.0.0.1:{port}"),
+        &direct.to_string(),
         &["--name", "dns", "--protocol", "udp", "--public"],
     );
     let public = v4(&str_of(&agent.ready().await, "public_address"));
-    // dnsmasq may still be starting: dig retries on its own (+tries).
-    let output = tokio::process::Command::new("dig")
-        .args([
-            &format!("@{}", public.ip()),
-            "-p",
-            &public.port().to_string(),
-            "burrow.test",
-            "A",
-            "+short",
-            "+tries=5",
-            "+time=1",
-        ])
-        .output()
-        .await
-        .unwrap();
-    let answer = String::from_utf8_lossy(&output.stdout);
+    let (answer, stderr) = dig(public).await;
     assert_eq!(
-        answer.trim(),
+        answer,
         "10.1.2.3",
-        "dig stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "through the tunnel; dig stderr: {stderr}\nagent stderr: {}\nhub stderr: {}",
+        agent.stderr_text(),
+        hub.proc.stderr_text()
     );
     let _ = dnsmasq.kill().await;
 }
