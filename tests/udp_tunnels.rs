@@ -185,28 +185,6 @@ async fn dig_resolves_through_the_tunnel() {
         eprintln!("skipping: dnsmasq or dig not installed");
         return;
     }
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut dnsmasq = tokio::process::Command::new("dnsmasq")
-        .args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            &format!("--port={port}"),
-            "--address=/burrow.test/10.1.2.3",
-            "--user=root",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     let dig = |server: SocketAddr| async move {
         let output = tokio::process::Command::new("dig")
             .args([
@@ -227,15 +205,46 @@ async fn dig_resolves_through_the_tunnel() {
             String::from_utf8_lossy(&output.stderr).to_string(),
         )
     };
-    // Readiness: dnsmasq answers directly before the tunnel is tried.
-    let direct: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (answer, _) = dig(direct).await;
-    assert_eq!(
-        answer,
-        "10.1.2.3",
-        "dnsmasq did not answer directly; its log:\n{}",
-        std::fs::read_to_string(log.path()).unwrap_or_default()
-    );
+    // dnsmasq needs the port free for both UDP and TCP; ports below the ephemeral range avoid
+    // the other tests' outgoing connections. Readiness: dnsmasq answers directly.
+    let mut started = None;
+    let mut logs = String::new();
+    for attempt in 0..10u16 {
+        let port = 19000 + (std::process::id() as u16 % 500) * 2 + attempt * 97 % 1000;
+        let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if !free {
+            continue;
+        }
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut dnsmasq = tokio::process::Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                &format!("--port={port}"),
+                "--address=/burrow.test/10.1.2.3",
+                "--user=root",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let direct: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        if dig(direct).await.0 == "10.1.2.3" {
+            started = Some((dnsmasq, direct));
+            break;
+        }
+        let _ = dnsmasq.kill().await;
+        logs.push_str(&std::fs::read_to_string(log.path()).unwrap_or_default());
+    }
+    let Some((mut dnsmasq, direct)) = started else {
+        panic!("dnsmasq never answered; its logs:\n{logs}")
+    };
 
     let hub = TestHub::start(&[]).await;
     let mut agent = hub.expose(
