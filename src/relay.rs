@@ -1,7 +1,11 @@
 //! The hot path: copy bytes both ways between two streams, carrying half-close, with
 //! backpressure (a slow reader stalls only its own direction) and byte counts.
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
 /// Buffer per direction. Large reads amortise syscalls and frame overhead; the buffer is the
 /// only data held per direction, so memory per relayed connection is bounded by it.
@@ -23,6 +27,69 @@ where
 {
     let (a_to_b, b_to_a) = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await?;
     Ok(Transferred { a_to_b, b_to_a })
+}
+
+/// Relays between a TCP connection and a multiplexed stream, moving `Bytes` chunks: data
+/// read from the socket is handed to the transport without another copy, and chunks from
+/// the transport are written straight to the socket. No buffer is held while the connection
+/// is idle: one is allocated only once the socket is readable.
+pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> std::io::Result<Transferred> {
+    let (tcp_read, mut tcp_write) = tcp.into_split();
+    let (mut mux_read, mut mux_write) = stream.into_split();
+    let up = async {
+        let mut total = 0u64;
+        loop {
+            tcp_read.readable().await?;
+            let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+            match tcp_read.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    mux_write.finish()?;
+                    return Ok(total);
+                }
+                Ok(n) => {
+                    total += n as u64;
+                    mux_write.send(buf.freeze()).await?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let down = async {
+        let total = copy_chunks(&mut mux_read, &mut tcp_write).await?;
+        tcp_write.shutdown().await?;
+        Ok::<_, std::io::Error>(total)
+    };
+    let (a_to_b, b_to_a) = tokio::try_join!(up, down)?;
+    Ok(Transferred { a_to_b, b_to_a })
+}
+
+async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    while let Some(chunk) = from.chunk().await? {
+        total += chunk.len() as u64;
+        to.write_all(&chunk).await?;
+    }
+    Ok(total)
+}
+
+/// Relays between two multiplexed streams (the hub joining a `reach` agent's stream to an
+/// exposing agent's): chunks pass through without being copied.
+pub async fn relay_streams(a: MuxStream, b: MuxStream) -> std::io::Result<Transferred> {
+    let (mut a_read, mut a_write) = a.into_split();
+    let (mut b_read, mut b_write) = b.into_split();
+    let (a_to_b, b_to_a) = tokio::try_join!(forward(&mut a_read, &mut b_write), forward(&mut b_read, &mut a_write))?;
+    Ok(Transferred { a_to_b, b_to_a })
+}
+
+async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    while let Some(chunk) = from.chunk().await? {
+        total += chunk.len() as u64;
+        to.send(chunk).await?;
+    }
+    to.finish()?;
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -107,9 +107,17 @@ async fn plaintext_agents_need_allow_plaintext() {
 /// With UDP to the hub black-holed, `--transport auto` falls back to TLS within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_transport_falls_back_to_tls_when_udp_is_blocked() {
-    // Hold the UDP side of a port and never answer: QUIC packets to it vanish.
-    let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = blackhole.local_addr().unwrap().port();
+    // Hold the UDP side of a port and never answer: QUIC packets to it vanish. The port must
+    // also be free for TCP (the hub's main port); below the ephemeral range other tests'
+    // outgoing connections cannot hold it.
+    let (blackhole, port) = (0..200u16)
+        .map(|i| 19500 + (std::process::id() as u16 % 100) * 4 + i * 7 % 400)
+        .find_map(|port| {
+            let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).ok()?;
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some((udp, port))
+        })
+        .expect("a port free for UDP and TCP");
     let data = tempfile::tempdir().unwrap();
     let mut hub = Proc::spawn(&[
         "hub".into(),

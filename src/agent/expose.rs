@@ -191,7 +191,7 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
         return;
     }
-    let mut upstream = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
+    let upstream = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             tracing::warn!(target, peer = %header.peer, error = %e, "cannot connect to the target");
@@ -203,7 +203,7 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         }
     };
     let _ = upstream.set_nodelay(true);
-    if let Err(e) = crate::relay::relay(&mut stream, &mut upstream).await {
+    if let Err(e) = crate::relay::relay_tcp(upstream, stream).await {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
     }
 }

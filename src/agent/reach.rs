@@ -251,7 +251,7 @@ async fn keep_connected(
 }
 
 /// One local connection: open a stream to the tunnel and relay.
-async fn carry(mut tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>) {
+async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>) {
     let Some(Route { opener, tunnel, .. }) = current_route(route).await else {
         tracing::warn!(%peer, "no connection to the hub; dropping local connection");
         return;
@@ -272,7 +272,7 @@ async fn carry(mut tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Opti
     if stream.write_all(&header.encode()).await.is_err() {
         return;
     }
-    if let Err(e) = crate::relay::relay(&mut tcp, &mut stream).await {
+    if let Err(e) = crate::relay::relay_tcp(tcp, stream).await {
         tracing::debug!(%peer, error = %e, "relay ended with an error");
     }
 }

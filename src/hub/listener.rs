@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{public, session, Shared};
@@ -98,17 +98,18 @@ async fn sniff_stream(stream: &mut TcpStream) -> std::io::Result<(Verdict, Bytes
 }
 
 /// Routes a visitor of `<name>.<domain>` to that public tunnel, bytes untouched.
-async fn route_by_name<T>(shared: &Arc<Shared>, io: T, peer: SocketAddr, host: &str, http: bool)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn route_by_name(shared: &Arc<Shared>, io: Replay<TcpStream>, peer: SocketAddr, host: &str, http: bool) {
     let suffix = format!(".{}", shared.config.domain);
     let tunnel = host
         .strip_suffix(&suffix)
         .and_then(|label| label.parse().ok())
         .and_then(|name| shared.registry.public_by_name(&name));
     match tunnel {
-        Some(tunnel) => public::serve_visitor(tunnel, io, peer.to_string(), shared.config.visitor_wait).await,
+        Some(tunnel) => {
+            let (sniffed, tcp) = io.into_parts();
+            let visitor = public::Visitor::Routed { sniffed, tcp };
+            public::serve_visitor(tunnel, visitor, peer.to_string(), shared.config.visitor_wait).await
+        }
         None if http => not_found(io, &format!("no tunnel is published at {host}")).await,
         None => tracing::debug!(%peer, host, "TLS for an unknown name; closing"),
     }

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
+use crate::relay::{relay_streams, relay_tcp};
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -70,7 +71,7 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
                 let tunnel = tunnel.clone();
                 let wait = context.visitor_wait;
                 tokio::spawn(async move {
-                    serve_visitor(tunnel, stream, peer.to_string(), wait).await;
+                    serve_visitor(tunnel, Visitor::Tcp(stream), peer.to_string(), wait).await;
                     drop(guard);
                 });
             }
@@ -101,10 +102,17 @@ async fn open_flow_to_member(
 }
 
 /// Carries one visitor connection to a member of `tunnel`.
-pub async fn serve_visitor<T>(tunnel: Arc<Tunnel>, mut visitor: T, peer: String, wait: Duration)
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
+/// Where a visitor's bytes come from.
+pub enum Visitor {
+    /// A connection to the tunnel's public port.
+    Tcp(TcpStream),
+    /// A connection routed by name on the main port: the bytes read while sniffing come first.
+    Routed { sniffed: bytes::BytesMut, tcp: TcpStream },
+    /// A stream from a `reach` agent.
+    Reach(MuxStream),
+}
+
+pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         return;
@@ -126,7 +134,14 @@ where
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
-    let result = crate::relay::relay(&mut visitor, &mut stream).await;
+    let result = match visitor {
+        Visitor::Tcp(tcp) => relay_tcp(tcp, stream).await,
+        Visitor::Routed { sniffed, tcp } => match stream.write_all(&sniffed).await {
+            Ok(()) => relay_tcp(tcp, stream).await,
+            Err(e) => Err(e),
+        },
+        Visitor::Reach(reach) => relay_streams(reach, stream).await,
+    };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(moved) => {
@@ -162,7 +177,7 @@ pub async fn serve_reach_stream(
     };
     let _guard = shared.shutdown.track();
     match header.kind {
-        StreamKind::Tcp => serve_visitor(tunnel, stream, header.peer, shared.config.visitor_wait).await,
+        StreamKind::Tcp => serve_visitor(tunnel, Visitor::Reach(stream), header.peer, shared.config.visitor_wait).await,
         StreamKind::Udp => {
             let stats = shared.udp_stats.clone();
             let from_reach = UdpFlow::accept(stream, &header, datagrams.as_ref(), Sink::Queue, stats.clone());

@@ -138,26 +138,6 @@ enum Recv {
     Done,
 }
 
-/// One HTTP/2 stream as an `AsyncRead + AsyncWrite` byte stream.
-pub struct H2Stream {
-    send: SendStream<Bytes>,
-    recv: Recv,
-    /// The unread rest of the last DATA frame; at most one frame is held per stream.
-    pending: Bytes,
-    send_closed: bool,
-}
-
-impl H2Stream {
-    fn new(send: SendStream<Bytes>, recv: Recv) -> Self {
-        Self {
-            send,
-            recv,
-            pending: Bytes::new(),
-            send_closed: false,
-        }
-    }
-}
-
 fn to_io(e: h2::Error) -> io::Error {
     if e.is_io() {
         return e.into_io().expect("checked is_io");
@@ -165,60 +145,67 @@ fn to_io(e: h2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, e)
 }
 
-impl AsyncRead for H2Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+/// The receiving half of an HTTP/2 stream: DATA frames as they arrive, without copying.
+pub struct H2Recv {
+    recv: Recv,
+    /// Bytes of a frame not yet consumed through `AsyncRead` (e.g. after a header was read).
+    pending: Bytes,
+}
+
+impl H2Recv {
+    /// The next chunk of data, or `None` at end of stream.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.pending.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
+        }
         loop {
-            if !this.pending.is_empty() {
-                let n = this.pending.len().min(buf.remaining());
-                buf.put_slice(&this.pending[..n]);
-                this.pending.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match &mut this.recv {
+            match &mut self.recv {
                 Recv::Pending(response) => {
                     let response = ready!(Pin::new(response).poll(cx)).map_err(to_io)?;
-                    this.recv = Recv::Ready(response.into_body());
+                    self.recv = Recv::Ready(response.into_body());
                 }
                 Recv::Ready(body) => match ready!(body.poll_data(cx)) {
                     Some(Ok(data)) => {
                         // Window credit goes back as soon as a frame is taken off h2's queue:
-                        // this stream holds at most one frame, so buffering stays bounded.
+                        // the consumer holds at most one frame, so buffering stays bounded.
                         let _ = body.flow_control().release_capacity(data.len());
-                        this.pending = data;
+                        if !data.is_empty() {
+                            return Poll::Ready(Ok(Some(data)));
+                        }
                     }
                     Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-                    None => this.recv = Recv::Done,
+                    None => self.recv = Recv::Done,
                 },
-                Recv::Done => return Poll::Ready(Ok(())),
+                Recv::Done => return Poll::Ready(Ok(None)),
             }
         }
     }
+
+    pub async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
 }
 
-use std::future::Future;
+/// The sending half of an HTTP/2 stream.
+pub struct H2Send {
+    send: SendStream<Bytes>,
+    closed: bool,
+}
 
-impl AsyncWrite for H2Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if this.send_closed {
+impl H2Send {
+    /// Waits for send capacity (flow-control credit) for up to `want` bytes.
+    fn poll_capacity_for(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let want = buf.len().min(MAX_WRITE);
-        this.send.reserve_capacity(want);
+        let want = want.min(MAX_WRITE);
+        self.send.reserve_capacity(want);
         loop {
-            let available = this.send.capacity();
+            let available = self.send.capacity();
             if available > 0 {
-                let n = available.min(want);
-                this.send
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(to_io)?;
-                return Poll::Ready(Ok(n));
+                return Poll::Ready(Ok(available.min(want)));
             }
-            match ready!(this.send.poll_capacity(cx)) {
+            match ready!(self.send.poll_capacity(cx)) {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
                 None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
@@ -226,17 +213,84 @@ impl AsyncWrite for H2Stream {
         }
     }
 
+    /// Sends `data` as it is (no copy), in as many frames as flow control requires.
+    pub async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = std::future::poll_fn(|cx| self.poll_capacity_for(cx, data.len())).await?;
+            self.send.send_data(data.split_to(n), false).map_err(to_io)?;
+        }
+        Ok(())
+    }
+
+    /// Half-closes: the peer reads end of stream.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if !self.closed {
+            self.closed = true;
+            self.send.reserve_capacity(0);
+            self.send.send_data(Bytes::new(), true).map_err(to_io)?;
+        }
+        Ok(())
+    }
+}
+
+/// One HTTP/2 stream as an `AsyncRead + AsyncWrite` byte stream, or split into halves.
+pub struct H2Stream {
+    send: H2Send,
+    recv: H2Recv,
+}
+
+impl H2Stream {
+    fn new(send: SendStream<Bytes>, recv: Recv) -> Self {
+        Self {
+            send: H2Send { send, closed: false },
+            recv: H2Recv {
+                recv,
+                pending: Bytes::new(),
+            },
+        }
+    }
+
+    pub fn into_split(self) -> (H2Recv, H2Send) {
+        (self.recv, self.send)
+    }
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let recv = &mut self.get_mut().recv;
+        if recv.pending.is_empty() {
+            match ready!(recv.poll_chunk(cx))? {
+                Some(data) => recv.pending = data,
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let n = recv.pending.len().min(buf.remaining());
+        buf.put_slice(&recv.pending[..n]);
+        recv.pending.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+use std::future::Future;
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let send = &mut self.get_mut().send;
+        let n = ready!(send.poll_capacity_for(cx, buf.len()))?;
+        send.send
+            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+            .map_err(to_io)?;
+        Poll::Ready(Ok(n))
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.send_closed {
-            this.send_closed = true;
-            this.send.reserve_capacity(0);
-            this.send.send_data(Bytes::new(), true).map_err(to_io)?;
-        }
-        Poll::Ready(Ok(()))
+        Poll::Ready(self.get_mut().send.finish())
     }
 }

@@ -74,6 +74,62 @@ impl AsyncWrite for MuxStream {
     }
 }
 
+/// Largest chunk taken from a QUIC stream at once.
+const MAX_CHUNK: usize = 256 * 1024;
+
+impl MuxStream {
+    /// Splits into halves that move data as `Bytes` chunks, without copying through a buffer.
+    pub fn into_split(self) -> (MuxRecv, MuxSend) {
+        match self {
+            MuxStream::Quic { send, recv } => (MuxRecv::Quic(recv), MuxSend::Quic(send)),
+            MuxStream::H2(s) => {
+                let (recv, send) = s.into_split();
+                (MuxRecv::H2(recv), MuxSend::H2(send))
+            }
+        }
+    }
+}
+
+/// The receiving half of a [`MuxStream`].
+pub enum MuxRecv {
+    Quic(quinn::RecvStream),
+    H2(h2::H2Recv),
+}
+
+impl MuxRecv {
+    /// The next chunk as the transport delivered it, or `None` at end of stream.
+    pub async fn chunk(&mut self) -> io::Result<Option<bytes::Bytes>> {
+        match self {
+            MuxRecv::Quic(recv) => Ok(recv.read_chunk(MAX_CHUNK, true).await?.map(|c| c.bytes)),
+            MuxRecv::H2(recv) => recv.chunk().await,
+        }
+    }
+}
+
+/// The sending half of a [`MuxStream`].
+pub enum MuxSend {
+    Quic(quinn::SendStream),
+    H2(h2::H2Send),
+}
+
+impl MuxSend {
+    /// Sends a chunk without copying it; waits for flow-control credit (backpressure).
+    pub async fn send(&mut self, data: bytes::Bytes) -> io::Result<()> {
+        match self {
+            MuxSend::Quic(send) => send.write_chunk(data).await.map_err(io::Error::from),
+            MuxSend::H2(send) => send.send(data).await,
+        }
+    }
+
+    /// Half-closes the stream.
+    pub fn finish(&mut self) -> io::Result<()> {
+        match self {
+            MuxSend::Quic(send) => send.finish().map_err(io::Error::other),
+            MuxSend::H2(send) => send.finish(),
+        }
+    }
+}
+
 /// Starts new data streams toward the peer. Cheap to clone.
 #[derive(Clone)]
 pub enum Opener {
