@@ -207,9 +207,18 @@ impl TestHub {
     }
 }
 
+/// A listener for target services with a deep accept queue: tokio's default backlog (1024)
+/// overflowed under the 1000-stream burst while the test runtime was busy, and the kernel
+/// reset connections it could not queue.
+fn target_listener() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(4096).unwrap()
+}
+
 /// An echo server: every connection gets its bytes back, and EOF after the client's EOF.
 pub async fn echo_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = target_listener();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -225,7 +234,7 @@ pub async fn echo_server() -> String {
 
 /// A server that answers each connection with `tag` and closes: tells which target served.
 pub async fn tag_server(tag: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = target_listener();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -241,7 +250,7 @@ pub async fn tag_server(tag: &'static str) -> String {
 /// A sink that reads until EOF, then replies with the SHA-256 (hex) and length of what it
 /// read, and closes. Proves half-close travels: it can only answer after the client's EOF.
 pub async fn hashing_sink() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = target_listener();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -271,7 +280,7 @@ pub async fn hashing_sink() -> String {
 /// A server that writes as fast as the connection accepts, counting bytes accepted by the
 /// kernel, so a test can see how much a stalled reader lets pile up.
 pub async fn firehose_server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = target_listener();
     let addr = listener.local_addr().unwrap().to_string();
     let written = Arc::new(AtomicU64::new(0));
     let counter = written.clone();
