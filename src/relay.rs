@@ -65,10 +65,42 @@ pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> std::io::Result<Tra
 }
 
 async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> std::io::Result<u64> {
+    use futures_util::FutureExt;
     let mut total = 0u64;
-    while let Some(chunk) = from.chunk().await? {
-        total += chunk.len() as u64;
-        to.write_all(&chunk).await?;
+    while let Some(first) = from.chunk().await? {
+        // QUIC hands over packet-sized chunks: gather whatever else is already there (up to
+        // one relay buffer) so the socket sees one write instead of dozens of small ones.
+        let mut gathered = Vec::new();
+        let mut size = first.len();
+        let mut ended = false;
+        while size < RELAY_BUFFER {
+            match from.chunk().now_or_never() {
+                Some(Ok(Some(more))) => {
+                    size += more.len();
+                    gathered.push(more);
+                }
+                Some(Ok(None)) => {
+                    ended = true;
+                    break;
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        total += size as u64;
+        if gathered.is_empty() {
+            to.write_all(&first).await?;
+        } else {
+            let mut joined = BytesMut::with_capacity(size);
+            joined.extend_from_slice(&first);
+            for more in &gathered {
+                joined.extend_from_slice(more);
+            }
+            to.write_all(&joined).await?;
+        }
+        if ended {
+            break;
+        }
     }
     Ok(total)
 }

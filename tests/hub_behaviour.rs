@@ -110,7 +110,7 @@ async fn auto_transport_falls_back_to_tls_when_udp_is_blocked() {
     // Hold the UDP side of a port and never answer: QUIC packets to it vanish. The port must
     // also be free for TCP (the hub's main port); below the ephemeral range other tests'
     // outgoing connections cannot hold it.
-    let (blackhole, port) = (0..200u16)
+    let (_blackhole, port) = (0..200u16)
         .map(|i| 19500 + (std::process::id() as u16 % 100) * 4 + i * 7 % 400)
         .find_map(|port| {
             let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).ok()?;
