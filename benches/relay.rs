@@ -1,6 +1,6 @@
-//! Relay throughput: the copy loop alone (in-memory pair), the copy loop between loopback
-//! sockets, and whole tunnels (hub + expose agent in-process, visitor on the public port)
-//! over each transport.
+//! Relay throughput: the relay between a loopback socket and an HTTP/2 stream over an
+//! in-memory pipe, and whole tunnels (hub + expose agent in-process, visitor on the public
+//! port) over each transport.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
 use burrow::hub::{Hub, HubConfig};
-use burrow::types::{AgentId, Protocol, Secret, TransportKind};
+use burrow::types::{AgentId, Secret, TransportKind};
 use burrow::wire::TunnelSpec;
 
 const PAYLOAD: usize = 16 << 20;
@@ -54,56 +54,36 @@ async fn push(addr: &str, payload: &[u8]) {
     s.read_exact(&mut ack).await.unwrap();
 }
 
-fn relay_in_memory(c: &mut Criterion) {
+/// The relay's hot path without a network between hub and agent: a loopback TCP visitor,
+/// `relay_tcp`, and an HTTP/2 stream over an in-memory pipe whose far end discards.
+fn relay_to_h2_in_memory(c: &mut Criterion) {
     let rt = runtime();
     let payload = Arc::new(vec![0x5au8; PAYLOAD]);
     let mut group = c.benchmark_group("relay");
     group.throughput(Throughput::Bytes(PAYLOAD as u64)).sample_size(10);
-    group.bench_function("in_memory_duplex", |b| {
+    group.bench_function("tcp_to_h2_in_memory", |b| {
         b.to_async(&rt).iter(|| {
             let payload = payload.clone();
             async move {
-                let (mut client, mut a) = tokio::io::duplex(256 * 1024);
-                let (mut b_side, mut server) = tokio::io::duplex(256 * 1024);
-                let relay = tokio::spawn(async move { burrow::relay::relay(&mut a, &mut b_side).await });
+                let (mut visitor, relay_side, near, mut far) = burrow::relay::h2_pair_and_tcp().await;
+                let relay = tokio::spawn(burrow::relay::relay_tcp(relay_side, near));
                 let reader = tokio::spawn(async move {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut total = 0;
-                    while let Ok(n) = server.read(&mut buf).await {
+                    while let Ok(n) = far.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
                         total += n;
                     }
+                    let _ = far.shutdown().await;
                     total
                 });
-                client.write_all(&payload).await.unwrap();
-                client.shutdown().await.unwrap();
+                visitor.write_all(&payload).await.unwrap();
+                visitor.shutdown().await.unwrap();
                 assert_eq!(reader.await.unwrap(), PAYLOAD);
-                drop(client);
                 let _ = relay.await;
             }
-        })
-    });
-    group.bench_function("loopback_sockets", |b| {
-        let (front, _guard) = rt.block_on(async {
-            let sink = discard_server().await;
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let front = listener.local_addr().unwrap().to_string();
-            let guard = tokio::spawn(async move {
-                while let Ok((mut visitor, _)) = listener.accept().await {
-                    let sink = sink.clone();
-                    tokio::spawn(async move {
-                        let mut upstream = TcpStream::connect(&sink).await.unwrap();
-                        let _ = burrow::relay::relay(&mut visitor, &mut upstream).await;
-                    });
-                }
-            });
-            (front, guard)
-        });
-        b.to_async(&rt).iter(|| {
-            let (payload, front) = (payload.clone(), front.clone());
-            async move { push(&front, &payload).await }
         })
     });
     group.finish();
@@ -135,13 +115,8 @@ async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
     };
     let spec = TunnelSpec {
         name: Some("bench".parse().unwrap()),
-        protocol: Protocol::Tcp,
-        target: sink,
         public: true,
-        hub_port: None,
-        pool: false,
-        shared_all: false,
-        metadata: Default::default(),
+        ..TunnelSpec::tcp(sink)
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);
@@ -185,5 +160,5 @@ fn relay_through_tunnel(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, relay_in_memory, relay_through_tunnel);
+criterion_group!(benches, relay_to_h2_in_memory, relay_through_tunnel);
 criterion_main!(benches);

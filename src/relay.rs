@@ -2,13 +2,13 @@
 //! backpressure (a slow reader stalls only its own direction) and byte counts.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
-/// Buffer per direction. Large reads amortise syscalls and frame overhead; the buffer is the
-/// only data held per direction, so memory per relayed connection is bounded by it.
+/// Largest read from a socket (and largest gathered write to one). Large reads amortise
+/// syscalls and frame overhead; a buffer of this size exists only while data is in flight.
 pub const RELAY_BUFFER: usize = 64 * 1024;
 
 /// Bytes moved by one relay, per direction.
@@ -16,17 +16,6 @@ pub const RELAY_BUFFER: usize = 64 * 1024;
 pub struct Transferred {
     pub a_to_b: u64,
     pub b_to_a: u64,
-}
-
-/// Relays until both directions have ended. An end of stream on one side becomes a
-/// write-shutdown (half-close) on the other; the opposite direction keeps flowing.
-pub async fn relay<A, B>(a: &mut A, b: &mut B) -> std::io::Result<Transferred>
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    let (a_to_b, b_to_a) = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await?;
-    Ok(Transferred { a_to_b, b_to_a })
 }
 
 /// Relays between a TCP connection and a multiplexed stream, moving `Bytes` chunks: data
@@ -124,38 +113,66 @@ async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// An HTTP/2 connection over an in-memory pipe with one data stream open, and a connected
+/// TCP pair on loopback: the pieces of a relay without a network between hub and agent. For
+/// tests and benches.
+pub async fn h2_pair_and_tcp() -> (TcpStream, TcpStream, MuxStream, MuxStream) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (client, server) = tokio::join!(crate::mux::h2::client(a, "memory"), crate::mux::h2::server(b, "memory"));
+    let (client, mut server) = (client.expect("h2 client"), server.expect("h2 server"));
+    let near = client.opener.expect("client opens").open().await.expect("open stream");
+    // The far side sees the stream once something is written on it.
+    let far = server.acceptor.as_mut().expect("server accepts").accept();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (visitor, accepted) = tokio::join!(
+        TcpStream::connect(listener.local_addr().expect("addr")),
+        listener.accept()
+    );
+    let (visitor, relay_side) = (visitor.expect("connect"), accepted.expect("accept").0);
+    // The connections' driver tasks keep running while `near` and `far` are alive.
+    let mut near = near;
+    near.write_all(b"\0").await.expect("first byte");
+    let mut far = far.await.expect("stream arrives");
+    let mut first = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut far, &mut first)
+        .await
+        .expect("first byte arrives");
+    (visitor, relay_side, near, far)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
-    async fn relays_both_ways_and_carries_half_close() {
-        let (mut client, mut relay_a) = tokio::io::duplex(1024);
-        let (mut relay_b, mut server) = tokio::io::duplex(1024);
-        let relay_task = tokio::spawn(async move { relay(&mut relay_a, &mut relay_b).await });
+    async fn relays_tcp_to_a_stream_both_ways_and_carries_half_close() {
+        let (mut visitor, relay_side, near, mut far) = h2_pair_and_tcp().await;
+        let relay_task = tokio::spawn(relay_tcp(relay_side, near));
 
-        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = payload.clone();
-        let writer = tokio::spawn(async move {
-            client.write_all(&sent).await.unwrap();
-            client.shutdown().await.unwrap();
-            let mut reply = Vec::new();
-            client.read_to_end(&mut reply).await.unwrap();
-            reply
-        });
+        let (mut visitor_read, mut visitor_write) = visitor.split();
+        let writer = async {
+            visitor_write.write_all(&sent).await.unwrap();
+            visitor_write.shutdown().await.unwrap();
+        };
         let mut received = Vec::new();
-        server.read_to_end(&mut received).await.unwrap();
-        assert_eq!(received, payload, "client's bytes arrive intact, then EOF");
-        // The server can still answer after the client half-closed.
-        server.write_all(b"done").await.unwrap();
-        server.shutdown().await.unwrap();
-        assert_eq!(writer.await.unwrap(), b"done");
+        let reader = far.read_to_end(&mut received);
+        let (_, read) = tokio::join!(writer, reader);
+        read.unwrap();
+        assert_eq!(received, payload, "visitor's bytes arrive intact, then end of stream");
+        // The far side can still answer after the visitor half-closed.
+        far.write_all(b"done").await.unwrap();
+        far.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        visitor_read.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"done");
         let moved = relay_task.await.unwrap().unwrap();
         assert_eq!(
             moved,
             Transferred {
-                a_to_b: 100_000,
+                a_to_b: 300_000,
                 b_to_a: 4
             }
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use burrow::agent::{session, AgentConfig};
 use burrow::hub::{Hub, HubConfig};
-use burrow::types::{AgentId, Protocol, Secret, TransportKind, TunnelId};
+use burrow::types::{AgentId, Secret, TransportKind, TunnelId};
 use burrow::wire::{Role, StreamHeader, StreamKind, TunnelSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -75,13 +75,7 @@ async fn streams_naming_another_users_private_tunnel_are_dropped() {
 
     let spec = TunnelSpec {
         name: Some("alice-private".parse().unwrap()),
-        protocol: Protocol::Tcp,
-        target,
-        public: false,
-        hub_port: None,
-        pool: false,
-        shared_all: false,
-        metadata: Default::default(),
+        ..TunnelSpec::tcp(target)
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
@@ -59,27 +60,15 @@ pub fn spawn_public_listener(
 }
 
 async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: PublicContext) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = context.shutdown.draining() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let guard = context.shutdown.track();
-                let tunnel = tunnel.clone();
-                let wait = context.visitor_wait;
-                tokio::spawn(async move {
-                    serve_visitor(tunnel, Visitor::Tcp(stream), peer.to_string(), wait).await;
-                    drop(guard);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(tunnel = %tunnel.id, error = %e, "public port accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    while let Some((stream, peer)) = accept_until_draining(&listener, &context.shutdown, "public port").await {
+        let _ = stream.set_nodelay(true);
+        let guard = context.shutdown.track();
+        let tunnel = tunnel.clone();
+        let wait = context.visitor_wait;
+        tokio::spawn(async move {
+            serve_visitor(tunnel, Visitor::Tcp(stream), peer.to_string(), wait).await;
+            drop(guard);
+        });
     }
 }
 

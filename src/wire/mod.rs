@@ -92,6 +92,22 @@ pub struct TunnelSpec {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl TunnelSpec {
+    /// A private TCP tunnel to `target` with a generated name; adjust with struct update.
+    pub fn tcp(target: impl Into<String>) -> Self {
+        Self {
+            name: None,
+            protocol: Protocol::Tcp,
+            target: target.into(),
+            public: false,
+            hub_port: None,
+            pool: false,
+            shared_all: false,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
 /// What the hub tells an agent about a tunnel it registered or resolved.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TunnelInfo {
