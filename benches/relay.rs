@@ -112,6 +112,7 @@ async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
         shutdown_timeout: Duration::from_secs(1),
         udp: Default::default(),
         udp_stats: Default::default(),
+        lanes: 0,
     };
     let spec = TunnelSpec {
         name: Some("bench".parse().unwrap()),

@@ -202,6 +202,7 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
             max_flows: args.udp_max_flows,
         },
         udp_stats: Default::default(),
+        lanes: 0,
     })
 }
 
@@ -243,7 +244,10 @@ fn connection_string(target: &str, protocol: crate::types::Protocol, address: &s
 }
 
 async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
-    let config = agent_config(&args.agent)?;
+    let config = AgentConfig {
+        lanes: args.lanes,
+        ..agent_config(&args.agent)?
+    };
     if args.forward_proxy {
         return Err(not_built("--forward-proxy"));
     }

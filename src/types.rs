@@ -200,6 +200,41 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Admits a dedicated data connection (a lane) to one agent session: 16 random bytes the hub
+/// hands out in its welcome. Whoever holds it can offer connections to that session, so it is
+/// a secret: redacted in Debug and logs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaneToken(pub [u8; 16]);
+
+impl LaneToken {
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Debug for LaneToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LaneToken(xxxxx)")
+    }
+}
+
+impl Serialize for LaneToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for LaneToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bytes = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        let bytes: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a lane token is 16 bytes"))?;
+        Ok(Self(bytes))
+    }
+}
+
 /// What a tunnel carries. `Auto` classifies each connection (TLS, HTTP or plain TCP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

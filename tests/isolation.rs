@@ -23,6 +23,7 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
         shutdown_timeout: Duration::from_secs(1),
         udp: Default::default(),
         udp_stats: Default::default(),
+        lanes: 0,
     }
 }
 

@@ -32,6 +32,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
         shutdown_timeout: Duration::from_secs(1),
         udp: Default::default(),
         udp_stats: Default::default(),
+        lanes: 0,
     };
 
     let mut conn = session::dial(&agent, Role::Expose).await.unwrap();

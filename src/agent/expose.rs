@@ -87,12 +87,12 @@ async fn connect_once(
         ..
     } = session::dial(config, Role::Expose).await?;
     let registered = async {
-        session::hello(config, &mut control, Role::Expose).await?;
+        let lane_token = session::hello(config, &mut control, Role::Expose).await?;
         write_frame(&mut control, &AgentMsg::Register { spec: spec.clone() })
             .await
             .map_err(|e| AgentError::Transient(format!("registering: {e}")))?;
         match session::request_reply(&mut control).await? {
-            HubMsg::Registered { tunnel } => Ok(tunnel),
+            HubMsg::Registered { tunnel } => Ok((tunnel, lane_token)),
             HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
             other => Err(AgentError::Transient(format!(
                 "unexpected answer to register: {other:?}"
@@ -100,8 +100,8 @@ async fn connect_once(
         }
     }
     .await;
-    let info = match registered {
-        Ok(info) => info,
+    let (info, lane_token) = match registered {
+        Ok(registered) => registered,
         Err(e) => {
             lifetime.close("agent giving up");
             return Err(e);
@@ -117,6 +117,16 @@ async fn connect_once(
         tracing::info!(tunnel = %info.id, name = %info.name, transport, "tunnel ready");
         on_ready(&info);
     }
+    let lanes_at = match (lane_token, config.transport) {
+        (Some(token), crate::types::TransportKind::Tcp) if config.lanes > 0 => match session::resolve(config).await {
+            Ok(hub) => Some((hub, token)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no lanes: cannot resolve the hub");
+                None
+            }
+        },
+        _ => None,
+    };
     let Some(acceptor) = acceptor else {
         return Err(AgentError::Transient("transport offers no incoming streams".into()));
     };
@@ -133,16 +143,30 @@ async fn connect_once(
         udp_idle: config.udp.idle_timeout,
         udp_stats: config.udp_stats.clone(),
     };
-    let server = tokio::spawn(serve_streams(acceptor, Arc::new(context), shutdown.clone()));
+    let context = Arc::new(context);
+    let lanes = lanes_at.map(|(hub, token)| {
+        tokio::spawn(super::lanes::keep_lanes(
+            hub,
+            token,
+            config.lanes,
+            context.clone(),
+            lifetime.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let server = tokio::spawn(serve_streams(acceptor, context, shutdown.clone()));
     let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout).await;
     server.abort();
+    if let Some(lanes) = lanes {
+        lanes.abort();
+    }
     lifetime.close("session over");
     Ok(end)
 }
 
 /// What serving one stream from the hub needs.
-struct StreamContext {
-    target: String,
+pub(super) struct StreamContext {
+    pub(super) target: String,
     datagrams: Option<Arc<crate::udp::DatagramRouter>>,
     udp_idle: Duration,
     udp_stats: Arc<crate::udp::UdpStats>,
@@ -191,19 +215,29 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
         return;
     }
-    let upstream = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            tracing::warn!(target, peer = %header.peer, error = %e, "cannot connect to the target");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(target, peer = %header.peer, "connecting to the target timed out");
-            return;
-        }
+    let Some(upstream) = connect_target(target, &header.peer).await else {
+        return;
     };
-    let _ = upstream.set_nodelay(true);
     if let Err(e) = crate::relay::relay_tcp(upstream, stream).await {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
+    }
+}
+
+/// Connects to the exposed service for visitor `peer`; failures are logged (the visitor's
+/// connection is then closed by the caller dropping its stream).
+pub(super) async fn connect_target(target: &str, peer: &str) -> Option<TcpStream> {
+    match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Some(tcp)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(target, peer, error = %e, "cannot connect to the target");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(target, peer, "connecting to the target timed out");
+            None
+        }
     }
 }

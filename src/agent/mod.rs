@@ -3,6 +3,7 @@
 //! the hello; both roles reconnect with backoff when the connection drops.
 
 pub mod expose;
+mod lanes;
 pub mod reach;
 pub mod session;
 
@@ -27,6 +28,8 @@ pub struct AgentConfig {
     /// Idle expiry and flow bound for UDP flows this agent serves.
     pub udp: crate::udp::UdpLimits,
     pub udp_stats: Arc<crate::udp::UdpStats>,
+    /// `expose` over plain TCP: idle lanes kept dialed (`--lanes`); 0 disables them.
+    pub lanes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -50,7 +50,7 @@ pub async fn dial(config: &AgentConfig, role: Role) -> Result<MuxConn, AgentErro
     }
 }
 
-async fn resolve(config: &AgentConfig) -> Result<std::net::SocketAddr, AgentError> {
+pub(super) async fn resolve(config: &AgentConfig) -> Result<std::net::SocketAddr, AgentError> {
     let (host, port) = split_host_port(&config.hub)?;
     tokio::net::lookup_host((host, port))
         .await
@@ -119,8 +119,12 @@ where
     conn.map_err(|e| AgentError::Transient(format!("HTTP/2 set-up: {e}")))
 }
 
-/// Sends the hello and waits for the hub's verdict.
-pub async fn hello(config: &AgentConfig, control: &mut MuxStream, role: Role) -> Result<(), AgentError> {
+/// Sends the hello and waits for the hub's verdict: the lane token it offers, if any.
+pub async fn hello(
+    config: &AgentConfig,
+    control: &mut MuxStream,
+    role: Role,
+) -> Result<Option<crate::types::LaneToken>, AgentError> {
     let hello = Hello {
         version: PROTOCOL_VERSION,
         user: config.user.clone(),
@@ -132,7 +136,7 @@ pub async fn hello(config: &AgentConfig, control: &mut MuxStream, role: Role) ->
         .await
         .map_err(|e| transient("sending hello")(e.to_string()))?;
     match request_reply(control).await? {
-        HubMsg::Welcome { .. } => Ok(()),
+        HubMsg::Welcome { lane_token, .. } => Ok(lane_token),
         HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
         other => Err(AgentError::Transient(format!("unexpected answer to hello: {other:?}"))),
     }

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::{public, session, Shared};
 use crate::shutdown::Shutdown;
 use crate::sniff::{self, Replay, Verdict};
+use crate::wire::ConnKind;
 
 /// A client that has not identified itself within this time is dropped.
 const SNIFF_DEADLINE: Duration = Duration::from_secs(5);
@@ -77,11 +78,19 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             return;
         }
     };
-    let io = Replay::new(buf, stream);
+    let mut io = Replay::new(buf, stream);
     match verdict {
-        Verdict::PlainAgent => session::serve_stream_agent(shared, io, peer, "tcp").await,
+        Verdict::PlainAgent => match session::read_preface(&mut io, peer).await {
+            Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, io, peer, "tcp", role).await,
+            Some(ConnKind::Lane) => shared.lanes.admit(io, peer).await,
+            None => {}
+        },
         Verdict::Tls { agent: true, .. } => match shared.tls.accept(io).await {
-            Ok(tls) => session::serve_stream_agent(shared, tls, peer, "tls").await,
+            Ok(mut tls) => match session::read_preface(&mut tls, peer).await {
+                Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, tls, peer, "tls", role).await,
+                Some(ConnKind::Lane) => tracing::debug!(%peer, "lanes are plain TCP only; closing"),
+                None => {}
+            },
             Err(e) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
         },
         Verdict::Tls { sni: Some(host), .. } => route_by_name(&shared, io, peer, &host, false).await,

@@ -1,6 +1,7 @@
 //! The hub role: the main port (agents and routed visitors), per-tunnel public ports, the
 //! registry of tunnels and the persistent store, composed and started by [`Hub::start`].
 
+pub mod lanes;
 mod listener;
 mod public;
 pub mod registry;
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     pub shutdown: Shutdown,
     pub next_session: AtomicU64,
     pub udp_stats: Arc<crate::udp::UdpStats>,
+    /// Idle lanes of plain-TCP `expose` sessions, by token.
+    pub lanes: lanes::LaneBook,
 }
 
 /// A running hub.
@@ -157,6 +160,7 @@ impl Hub {
             shutdown: shutdown.clone(),
             next_session: AtomicU64::new(1),
             udp_stats,
+            lanes: lanes::LaneBook::default(),
         });
         let restored = shared.registry.restore().await?;
         if restored > 0 {

@@ -13,7 +13,7 @@ use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
-use crate::relay::{relay_streams, relay_tcp};
+use crate::relay::{relay_sockets, relay_streams, relay_tcp, Transferred};
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -106,6 +106,10 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         return;
     };
+    if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
+        serve_visitor_on_lane(&tunnel, visitor, peer, lane).await;
+        return;
+    }
     let mut stream = match member.opener.open().await {
         Ok(stream) => stream,
         Err(e) => {
@@ -132,6 +136,40 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         Visitor::Reach(reach) => relay_streams(reach, stream).await,
     };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
+    account(&tunnel, &peer, result);
+}
+
+/// Carries a visitor on a lane: header, then socket-to-socket splicing (or, for a `reach`
+/// visitor, its multiplexed stream relayed onto the lane).
+async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, mut lane: TcpStream) {
+    let header = StreamHeader {
+        kind: StreamKind::Tcp,
+        tunnel: tunnel.id,
+        peer: peer.clone(),
+        flow: 0,
+    };
+    let mut first = header.encode();
+    if let Visitor::Routed { sniffed, .. } = &visitor {
+        first.extend_from_slice(sniffed);
+    }
+    if lane.write_all(&first).await.is_err() {
+        return;
+    }
+    tunnel.jobs.fetch_add(1, Ordering::Relaxed);
+    tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
+    let result = match visitor {
+        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay_sockets(tcp, lane).await,
+        Visitor::Reach(reach) => relay_tcp(lane, reach).await.map(|moved| Transferred {
+            a_to_b: moved.b_to_a,
+            b_to_a: moved.a_to_b,
+        }),
+    };
+    tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
+    account(tunnel, &peer, result);
+}
+
+/// Adds a finished visitor's bytes to the tunnel's counters (`a_to_b` = visitor to agent).
+fn account(tunnel: &Tunnel, peer: &str, result: std::io::Result<Transferred>) {
     match result {
         Ok(moved) => {
             tunnel.bytes_in.fetch_add(moved.a_to_b, Ordering::Relaxed);

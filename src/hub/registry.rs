@@ -30,6 +30,8 @@ pub struct Member {
     pub opener: Opener,
     /// Routes QUIC datagrams of UDP flows on this member's connection (QUIC only).
     pub datagrams: Option<Arc<crate::udp::DatagramRouter>>,
+    /// Idle lanes this member's agent has dialed (plain-TCP agents only).
+    pub lanes: Option<Arc<super::lanes::LanePool>>,
     /// Messages to the agent's control stream (e.g. "you were replaced").
     pub control: mpsc::UnboundedSender<HubMsg>,
 }
@@ -62,6 +64,8 @@ pub struct Tunnel {
     pub jobs: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Connections carried on lanes rather than multiplexed streams, since the hub started.
+    pub lane_visitors: AtomicU64,
 }
 
 struct TunnelState {
@@ -80,6 +84,12 @@ impl Tunnel {
 
     pub fn member_count(&self) -> usize {
         self.state.lock().expect("tunnel lock").members.len()
+    }
+
+    /// The lane pools of the members that have one.
+    pub fn lane_pools(&self) -> Vec<Arc<super::lanes::LanePool>> {
+        let state = self.state.lock().expect("tunnel lock");
+        state.members.iter().filter_map(|m| m.lanes.clone()).collect()
     }
 
     /// Whether `user` may reach this tunnel through a `reach` agent.
@@ -315,6 +325,7 @@ impl Registry {
             jobs: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            lane_visitors: AtomicU64::new(0),
         });
         if let Some(listener) = listener {
             let handle = (self.spawn_public)(tunnel.clone(), listener);

@@ -14,38 +14,45 @@ use super::registry::{Member, SessionId};
 use super::Shared;
 use crate::mux::{self, MuxConn};
 use crate::wire::io::{read_frame, write_frame};
-use crate::wire::{AgentMsg, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
+use crate::wire::{AgentMsg, ConnKind, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
 
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// Preface plus HTTP/2 handshake; a real agent needs one round trip.
 const SETUP_DEADLINE: Duration = Duration::from_secs(5);
 
-/// A TLS or plain-TCP agent: reads the preface and role byte, then runs HTTP/2 with the hub
-/// as the client for `expose` agents (it opens the streams) and the server for `reach`.
-pub async fn serve_stream_agent<T>(shared: Arc<Shared>, mut io: T, peer: SocketAddr, transport: &'static str)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// Reads the preface and the byte after it that says what the connection is, bounded in time.
+pub async fn read_preface<T: AsyncRead + Unpin>(io: &mut T, peer: SocketAddr) -> Option<ConnKind> {
     let mut preface = [0u8; PREFACE.len() + 1];
     match tokio::time::timeout(SETUP_DEADLINE, io.read_exact(&mut preface)).await {
         Ok(Ok(_)) if &preface[..PREFACE.len()] == PREFACE => {}
         _ => {
             tracing::debug!(%peer, "agent preface missing or malformed");
-            return;
+            return None;
         }
     }
+    let kind = ConnKind::from_byte(preface[PREFACE.len()]);
+    if kind.is_none() {
+        tracing::debug!(%peer, "unknown connection kind after the preface");
+    }
+    kind
+}
+
+/// A TLS or plain-TCP agent after its preface: runs HTTP/2 with the hub as the client for
+/// `expose` agents (it opens the streams) and the server for `reach`.
+pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, transport: &'static str, role: Role)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let setup = async {
-        match Role::from_byte(preface[PREFACE.len()]) {
-            Some(Role::Expose) => Some(mux::h2::client(io, transport).await),
-            Some(Role::Reach) => Some(mux::h2::server(io, transport).await),
-            None => None,
+        match role {
+            Role::Expose => mux::h2::client(io, transport).await,
+            Role::Reach => mux::h2::server(io, transport).await,
         }
     };
     // A peer that sends the preface and then stalls or garbles HTTP/2 is dropped here.
     match tokio::time::timeout(SETUP_DEADLINE, setup).await {
-        Ok(Some(Ok(conn))) => serve_agent(shared, conn, peer, transport == "tcp").await,
-        Ok(Some(Err(e))) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
-        Ok(None) => tracing::debug!(%peer, "unknown agent role byte"),
+        Ok(Ok(conn)) => serve_agent(shared, conn, peer, transport == "tcp").await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
         Err(_) => tracing::debug!(%peer, "HTTP/2 set-up with agent timed out"),
     }
 }
@@ -75,10 +82,15 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
         lifetime.close("refused");
         return;
     }
+    // Lanes are plain TCP end to end (spliced, never re-encrypted), so only plain-TCP agents
+    // that serve tunnels get them.
+    let lanes = (plaintext && hello.role == Role::Expose).then(|| shared.lanes.open());
+    let _close_lanes = lanes.as_ref().map(|(token, _)| CloseLanes(&shared.lanes, *token));
     if write_frame(
         &mut control,
         &HubMsg::Welcome {
             hub_version: env!("CARGO_PKG_VERSION").into(),
+            lane_token: lanes.as_ref().map(|(token, _)| *token),
         },
     )
     .await
@@ -141,6 +153,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
                         agent_id: hello.agent_id,
                         opener: opener.clone(),
                         datagrams: datagrams.clone(),
+                        lanes: lanes.as_ref().map(|(_, pool)| pool.clone()),
                         control: out_tx.clone(),
                     };
                     match shared.registry.register(&hello.user, spec, member).await {
@@ -187,6 +200,15 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
     shared.registry.session_ended(session);
     writer.abort();
     lifetime.close("session ended");
+}
+
+/// Closes a session's lanes however the session ends.
+struct CloseLanes<'a>(&'a super::lanes::LaneBook, crate::types::LaneToken);
+
+impl Drop for CloseLanes<'_> {
+    fn drop(&mut self) {
+        self.0.close(self.1);
+    }
 }
 
 /// Why an agent's hello is refused, if it is.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AgentId, Protocol, Secret, TunnelId, TunnelName, UserName};
+use crate::types::{AgentId, LaneToken, Protocol, Secret, TunnelId, TunnelName, UserName};
 
 /// Bumped on any incompatible change to the messages below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -59,11 +59,27 @@ impl Role {
             Role::Reach => b'R',
         }
     }
+}
+
+/// What a connection that sent the [`PREFACE`] is, from the byte after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnKind {
+    /// An agent's multiplexed connection (control stream plus data streams).
+    Agent(Role),
+    /// A lane: a dedicated data connection offered by an `expose` agent, followed by its
+    /// 16-byte [`LaneToken`](crate::types::LaneToken). It then carries one forwarded
+    /// connection, headed by a [`StreamHeader`], with no multiplexer in between.
+    Lane,
+}
+
+impl ConnKind {
+    pub const LANE_BYTE: u8 = b'L';
 
     pub fn from_byte(b: u8) -> Option<Self> {
         match b {
-            b'E' => Some(Role::Expose),
-            b'R' => Some(Role::Reach),
+            b'E' => Some(ConnKind::Agent(Role::Expose)),
+            b'R' => Some(ConnKind::Agent(Role::Reach)),
+            Self::LANE_BYTE => Some(ConnKind::Lane),
             _ => None,
         }
     }
@@ -162,11 +178,26 @@ pub enum AgentMsg {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HubMsg {
-    Welcome { hub_version: String },
-    Refused { code: RefuseCode, message: String },
-    Registered { tunnel: TunnelInfo },
-    Resolved { tunnel: TunnelInfo },
-    StopTunnel { id: TunnelId, reason: String },
+    Welcome {
+        hub_version: String,
+        /// Offered to plain-TCP `expose` agents: dial lanes with it (see [`ConnKind::Lane`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lane_token: Option<LaneToken>,
+    },
+    Refused {
+        code: RefuseCode,
+        message: String,
+    },
+    Registered {
+        tunnel: TunnelInfo,
+    },
+    Resolved {
+        tunnel: TunnelInfo,
+    },
+    StopTunnel {
+        id: TunnelId,
+        reason: String,
+    },
     Pong,
 }
 

@@ -7,6 +7,10 @@ use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
+mod splice;
+
+pub use splice::relay_sockets;
+
 /// Largest read from a socket (and largest gathered write to one). Large reads amortise
 /// syscalls and frame overhead; a buffer of this size exists only while data is in flight.
 pub const RELAY_BUFFER: usize = 64 * 1024;

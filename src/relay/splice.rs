@@ -1,0 +1,129 @@
+//! Zero-copy relay between two TCP sockets: splice(2) moves bytes socket → pipe → socket
+//! inside the kernel, so they never enter user space. Used where a forwarded connection runs
+//! on a lane (a dedicated plain-TCP data connection) on both the hub and the agent.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::{splice, OFlag, SpliceFFlags};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::{Transferred, RELAY_BUFFER};
+
+/// Most bytes moved by one splice call: the default pipe capacity (16 pages).
+const SPLICE_CHUNK: usize = 64 * 1024;
+
+/// Relays both ways between `a` and `b` until both directions have ended, carrying
+/// half-close (EOF on one side shuts down writing on the other). Backpressure is the
+/// kernel's: nothing more is read in a direction until what was read has been written.
+pub async fn relay_sockets(a: TcpStream, b: TcpStream) -> io::Result<Transferred> {
+    let (a_read, mut a_write) = a.into_split();
+    let (b_read, mut b_write) = b.into_split();
+    let (a_to_b, b_to_a) = tokio::try_join!(pump(&a_read, &mut b_write), pump(&b_read, &mut a_write))?;
+    Ok(Transferred { a_to_b, b_to_a })
+}
+
+/// One direction. It starts by copying through a buffer, which costs two syscalls per
+/// message, and switches to splicing once a read fills the whole buffer: measured on
+/// loopback, splice moves bulk data with about a third less CPU but makes small
+/// request/response traffic slower (peers.sh HTTP: 29k req/s spliced vs 37k copied).
+/// No buffer or pipe is held while the connection is idle.
+async fn pump(from: &OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u64> {
+    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+    let mut total = 0u64;
+    loop {
+        from.as_ref().readable().await?;
+        let moved = match &pipe {
+            None => copy_once(from, to).await,
+            Some(pipe) => splice_once(from, to, pipe).await,
+        };
+        match moved {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                if pipe.is_none() && n == RELAY_BUFFER {
+                    pipe = Some(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    to.shutdown().await?;
+    Ok(total)
+}
+
+/// Reads what is there (up to one relay buffer) and writes it out; `Ok(0)` at end of file.
+async fn copy_once(from: &OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<usize> {
+    // Uninitialised capacity: zeroing 64 KiB per small message showed in HTTP req/s.
+    let mut buf = bytes::BytesMut::with_capacity(RELAY_BUFFER);
+    let n = from.try_read_buf(&mut buf)?;
+    to.write_all(&buf[..n]).await?;
+    Ok(n)
+}
+
+/// Moves what is there (up to one pipe's capacity) into the pipe and on to `to`.
+async fn splice_once(
+    from: &OwnedReadHalf,
+    to: &OwnedWriteHalf,
+    (pipe_out, pipe_in): &(OwnedFd, OwnedFd),
+) -> io::Result<usize> {
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let n = from.as_ref().try_io(Interest::READABLE, || {
+        splice(from.as_ref(), None, pipe_in, None, SPLICE_CHUNK, flags).map_err(io::Error::from)
+    })?;
+    let mut left = n;
+    while left > 0 {
+        left -= to
+            .as_ref()
+            .async_io(Interest::WRITABLE, || {
+                splice(pipe_out, None, to.as_ref(), None, left, flags).map_err(io::Error::from)
+            })
+            .await?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    async fn connected_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn carries_bytes_both_ways_and_half_close() {
+        // left client ⇄ [relay between left server and right client] ⇄ right server
+        let (mut left, left_inner) = connected_pair().await;
+        let (right_inner, mut right) = connected_pair().await;
+        let relay = tokio::spawn(relay_sockets(left_inner, right_inner));
+
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            left.write_all(&sent).await.unwrap();
+            left.shutdown().await.unwrap();
+            let mut reply = Vec::new();
+            left.read_to_end(&mut reply).await.unwrap();
+            reply
+        });
+        let mut received = Vec::new();
+        right.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, payload, "bytes arrive intact and EOF follows them");
+        // The other direction is still open after the half-close.
+        right.write_all(b"reply after half-close").await.unwrap();
+        right.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"reply after half-close");
+        let moved = relay.await.unwrap().unwrap();
+        assert_eq!(moved.a_to_b, payload.len() as u64);
+        assert_eq!(moved.b_to_a, 22);
+    }
+}

@@ -1,0 +1,125 @@
+//! Lanes: on `--transport tcp` an `expose` agent keeps dedicated data connections dialed to
+//! the hub; visitors are spliced onto them (and the lane replaced), with the multiplexed
+//! connection as the fallback. Hub and agent run in-process so the test can see which path a
+//! connection took.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use burrow::agent::AgentConfig;
+use burrow::hub::{Hub, HubConfig};
+use burrow::shutdown::Shutdown;
+use burrow::types::{AgentId, Secret, TransportKind};
+use burrow::wire::TunnelSpec;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn hub() -> (Hub, tempfile::TempDir) {
+    burrow::tls::install_crypto_provider();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf());
+    config.users = vec![("alice".parse().unwrap(), Secret::new("alice-key"))];
+    config.allow_plaintext = true;
+    let base = 24000 + (std::process::id() % 100) as u16 * 10;
+    config.port_range = (base, base + 9);
+    (Hub::start(config).await.unwrap(), data)
+}
+
+fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
+    AgentConfig {
+        hub: hub.listen.to_string(),
+        user: "alice".parse().unwrap(),
+        access_key: Secret::new("alice-key"),
+        agent_id: AgentId::random(),
+        transport: TransportKind::Tcp,
+        tls: None,
+        shutdown_timeout: Duration::from_secs(1),
+        udp: Default::default(),
+        udp_stats: Default::default(),
+        lanes,
+    }
+}
+
+/// Starts `expose` for `target` and returns the tunnel's public address and id.
+async fn expose(hub: &Hub, lanes: usize, target: &str, shutdown: &Shutdown) -> (String, burrow::types::TunnelId) {
+    let spec = TunnelSpec {
+        name: Some("bulk".parse().unwrap()),
+        public: true,
+        ..TunnelSpec::tcp(target)
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    let config = agent(hub, lanes);
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        burrow::agent::expose::run(config, spec, shutdown, move |info| {
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(info.clone());
+            }
+        })
+        .await
+    });
+    let info = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
+    (info.public_address.unwrap(), info.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
+    let (hub, _data) = hub().await;
+    let sink = hashing_sink().await;
+    let shutdown = Shutdown::new();
+    let (public, id) = expose(&hub, 2, &sink, &shutdown).await;
+    let tunnel = hub.registry().get(id).unwrap();
+    let pools = tunnel.lane_pools();
+    assert_eq!(pools.len(), 1, "a plain-TCP agent gets a lane pool");
+    tokio::time::timeout(WAIT, pools[0].wait_idle(2)).await.unwrap();
+
+    // 8 MiB up, half-close, and the target's answer (the hash) back on the same lane.
+    let upload = random_bytes(8 << 20);
+    let reply = round_trip(&public, &upload).await;
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("{} {}", sha256_hex(&upload), upload.len())
+    );
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 1, "it went over a lane");
+    assert_eq!(tunnel.bytes_in.load(Ordering::Relaxed), upload.len() as u64);
+
+    // The used lane is replaced, and several visitors at once are all carried intact, more
+    // than there are lanes: the rest fall back to the multiplexed connection.
+    tokio::time::timeout(WAIT, pools[0].wait_idle(2)).await.unwrap();
+    let mut visitors = Vec::new();
+    for i in 0..6 {
+        let public = public.clone();
+        visitors.push(tokio::spawn(async move {
+            let data = random_bytes((1 << 20) + i);
+            let reply = round_trip(&public, &data).await;
+            assert_eq!(
+                String::from_utf8(reply).unwrap(),
+                format!("{} {}", sha256_hex(&data), data.len())
+            );
+        }));
+    }
+    for v in visitors {
+        v.await.unwrap();
+    }
+    let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+    assert!((3..=7).contains(&on_lanes), "{on_lanes} visitors used lanes");
+    shutdown.begin();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_lanes_everything_is_multiplexed() {
+    let (hub, _data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (public, id) = expose(&hub, 0, &echo, &shutdown).await;
+    let data = random_bytes(1 << 20);
+    assert_eq!(round_trip(&public, &data).await, data);
+    let tunnel = hub.registry().get(id).unwrap();
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 0);
+    assert!(tunnel.lane_pools()[0].idle() == 0);
+    shutdown.begin();
+}
