@@ -10,9 +10,12 @@ cd "$(dirname "$0")/.."
 transport=${1:-tcp}; conns=${2:-10000}; tunnels=${3:-100}
 bin=$PWD/target/release/burrow
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
-ulimit -n $((conns * 2 + 1000))
+ulimit -n "$(ulimit -Hn)"  # every process here holds at most CONNS + a few descriptors
 work=$(mktemp -d); pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {  # agents are started inside $(...), so their pids are only in files
+  kill "${pids[@]}" $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true
+  wait 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 py=scripts/footprint.py
@@ -26,7 +29,7 @@ expose() {  # NAME TARGET [extra...] ; prints the public address
   local name=$1 target=$2; shift 2
   "$bin" expose "$target" --hub 127.0.0.1:25443 --transport "$transport" "${ca[@]}" -u fp -k fp-key \
     --public --protocol tcp --name "$name" --json --log-level warn "$@" > "$work/$name.out" &
-  pids+=($!); echo $! > "$work/$name.pid"
+  echo $! > "$work/$name.pid"
   until grep -q ready "$work/$name.out" 2>/dev/null; do sleep 0.05; done
   sed -E 's/.*"public_address":"([^"]+)".*/\1/' "$work/$name.out"
 }
@@ -42,6 +45,12 @@ echo "latency tunnel: $tunnel"
 p99() { sed -E 's/.*p99_us=([0-9.]+).*/\1/' <<< "$1"; }
 awk -v d="$(p99 "$direct")" -v t="$(p99 "$tunnel")" 'BEGIN {printf "added p99: %.1f us\n", t - d}'
 
+hub_before=$(rss $hub)
+for i in $(seq 1 "$tunnels"); do expose "t$i" 127.0.0.1:25007 --lanes 0 > /dev/null; done
+hub_after=$(rss $hub)
+awk -v b="$hub_before" -v a="$hub_after" -v n="$tunnels" \
+  'BEGIN {printf "hub RSS: %d kB -> %d kB with %d more agents, one tunnel each: %.1f kB per tunnel (and its agent connection)\n", b, a, n, (a - b) / n}'
+
 before=$(( $(rss $hub) + $(rss $agent) ))
 exec 3> >(python3 $py hold "$public" "$conns" > "$work/hold.out")
 until grep -q held "$work/hold.out" 2>/dev/null; do sleep 0.2; done
@@ -49,9 +58,3 @@ after=$(( $(rss $hub) + $(rss $agent) ))
 echo "hub+agent RSS: ${before} kB idle, ${after} kB with $(cat "$work/hold.out")"
 awk -v b="$before" -v a="$after" -v n="$conns" 'BEGIN {printf "per idle connection: %.2f kB\n", (a - b) / n}'
 exec 3>&-
-
-hub_before=$(rss $hub)
-for i in $(seq 1 "$tunnels"); do expose "t$i" 127.0.0.1:25007 --lanes 0 > /dev/null; done
-hub_after=$(rss $hub)
-awk -v b="$hub_before" -v a="$hub_after" -v n="$tunnels" \
-  'BEGIN {printf "hub RSS: %d kB -> %d kB with %d more agents, one tunnel each: %.1f kB per tunnel (and its agent connection)\n", b, a, n, (a - b) / n}'

@@ -12,7 +12,7 @@ use super::{Acceptor, Lifetime, MuxConn, MuxError, MuxStream, Opener};
 /// loopback bulk transfers, and keep-alives so idle agents stay connected through NATs.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(8192u32.into())
+    t.max_concurrent_bidi_streams(32768u32.into())
         .max_concurrent_uni_streams(0u32.into())
         .stream_receive_window((2u32 * 1024 * 1024).into())
         .receive_window((16u32 * 1024 * 1024).into())
