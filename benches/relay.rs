@@ -1,7 +1,7 @@
 //! Relay throughput: the relay between a loopback socket and an HTTP/2 stream over an
-//! in-memory pipe, and whole tunnels (hub + expose agent in-process, visitor on the public
-//! port) over each transport.
-
+//! in-memory pipe, the lane relay between two loopback sockets, and whole tunnels (hub +
+//! expose agent in-process, visitor on the public port) over each transport, with and
+//! without lanes on plain TCP.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,17 +86,35 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
             }
         })
     });
+    // The lane relay: socket to socket, copying until bulk, then spliced.
+    group.bench_function("sockets_spliced", |b| {
+        b.to_async(&rt).iter(|| {
+            let payload = payload.clone();
+            async move {
+                let sink = discard_server().await;
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let entry = listener.local_addr().unwrap().to_string();
+                let relay = tokio::spawn(async move {
+                    let (visitor_side, _) = listener.accept().await.unwrap();
+                    let target_side = TcpStream::connect(sink).await.unwrap();
+                    burrow::relay::relay_sockets(visitor_side, target_side).await.unwrap()
+                });
+                push(&entry, &payload).await;
+                assert_eq!(relay.await.unwrap().a_to_b, PAYLOAD as u64);
+            }
+        })
+    });
     group.finish();
 }
 
 /// Starts a hub and an expose agent in-process; returns the tunnel's public address.
-async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
+async fn tunnel(transport: TransportKind, lanes: usize, slot: u16, data: &std::path::Path) -> String {
     burrow::tls::install_crypto_provider();
     let sink = discard_server().await;
     let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.to_path_buf());
     config.users = vec![("bench".parse().unwrap(), Secret::new("bench-key"))];
     config.allow_plaintext = true;
-    let base = 24000 + (std::process::id() % 50) as u16 * 20 + transport as u16 * 4;
+    let base = 24000 + (std::process::id() % 50) as u16 * 20 + slot * 4;
     config.port_range = (base, base + 3);
     let hub = Hub::start(config).await.unwrap();
     let agent = burrow::agent::AgentConfig {
@@ -112,7 +130,7 @@ async fn tunnel(transport: TransportKind, data: &std::path::Path) -> String {
         shutdown_timeout: Duration::from_secs(1),
         udp: Default::default(),
         udp_stats: Default::default(),
-        lanes: 0,
+        lanes,
     };
     let spec = TunnelSpec {
         name: Some("bench".parse().unwrap()),
@@ -143,13 +161,15 @@ fn relay_through_tunnel(c: &mut Criterion) {
         .throughput(Throughput::Bytes(PAYLOAD as u64))
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
-    for (name, transport) in [
-        ("tcp", TransportKind::Tcp),
-        ("tls", TransportKind::Tls),
-        ("quic", TransportKind::Quic),
-    ] {
+    let variants = [
+        ("tcp", TransportKind::Tcp, 0),
+        ("tcp_lanes", TransportKind::Tcp, 4),
+        ("tls", TransportKind::Tls, 0),
+        ("quic", TransportKind::Quic, 0),
+    ];
+    for (slot, (name, transport, lanes)) in variants.into_iter().enumerate() {
         let data = tempfile::tempdir().unwrap();
-        let public = rt.block_on(tunnel(transport, data.path()));
+        let public = rt.block_on(tunnel(transport, lanes, slot as u16, data.path()));
         group.bench_with_input(BenchmarkId::new("upload_16MiB", name), &public, |b, public| {
             b.to_async(&rt).iter(|| {
                 let payload = payload.clone();

@@ -2,8 +2,7 @@
 //! backpressure (a slow reader stalls only its own direction) and byte counts.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
@@ -28,20 +27,24 @@ pub struct Transferred {
 /// the transport are written straight to the socket. No buffer is held while the connection
 /// is idle: one is allocated only once the socket is readable.
 pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> std::io::Result<Transferred> {
-    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let (tcp_read, mut tcp_write) = tcp.into_split();
     let (mut mux_read, mut mux_write) = stream.into_split();
     let up = async {
         let mut total = 0u64;
         loop {
-            match read_when_ready(&mut tcp_read).await? {
-                None => {
+            tcp_read.readable().await?;
+            let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+            match tcp_read.try_read_buf(&mut buf) {
+                Ok(0) => {
                     mux_write.finish()?;
                     return Ok(total);
                 }
-                Some(buf) => {
-                    total += buf.len() as u64;
+                Ok(n) => {
+                    total += n as u64;
                     mux_write.send(buf.freeze()).await?;
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
         }
     };
@@ -52,19 +55,6 @@ pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> std::io::Result<Tra
     };
     let (a_to_b, b_to_a) = tokio::try_join!(up, down)?;
     Ok(Transferred { a_to_b, b_to_a })
-}
-
-/// Waits until `socket` is readable, then reads what is there into a fresh buffer (`None` at
-/// end of file). The buffer exists only once data is waiting, so idle connections hold none.
-/// Reading through `AsyncRead` (not `try_read`) matters: tokio clears readiness after a
-/// short read, which saves the extra `read` that would only return `EAGAIN` per message.
-pub(crate) async fn read_when_ready(socket: &mut OwnedReadHalf) -> std::io::Result<Option<BytesMut>> {
-    socket.as_ref().readable().await?;
-    let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
-    match socket.read_buf(&mut buf).await? {
-        0 => Ok(None),
-        _ => Ok(Some(buf)),
-    }
 }
 
 async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> std::io::Result<u64> {
