@@ -1,6 +1,7 @@
-//! Zero-copy relay between two TCP sockets: splice(2) moves bytes socket → pipe → socket
-//! inside the kernel, so they never enter user space. Used where a forwarded connection runs
-//! on a lane (a dedicated plain-TCP data connection) on both the hub and the agent.
+//! The relay between two TCP sockets, used where a forwarded connection runs on a lane (a
+//! dedicated plain-TCP data connection) on both the hub and the agent: small messages are
+//! copied, bulk data is moved with splice(2) socket → pipe → socket inside the kernel, so it
+//! never enters user space.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -30,7 +31,7 @@ pub async fn relay_sockets(a: TcpStream, b: TcpStream) -> io::Result<Transferred
 /// message, and switches to splicing once a read fills the whole buffer: measured on
 /// loopback, splice moves bulk data with about a third less CPU but makes small
 /// request/response traffic slower (peers.sh HTTP: 29k req/s spliced vs 37k copied).
-/// No buffer or pipe is held while the connection is idle.
+/// An idle connection holds no buffer, and no pipe until it has once moved bulk data.
 async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u64> {
     let mut total = 0u64;
     // Copying until the first full buffer.
