@@ -123,3 +123,38 @@ async fn without_lanes_everything_is_multiplexed() {
     assert!(tunnel.lane_pools()[0].idle() == 0);
     shutdown.begin();
 }
+
+/// Lane offers with wrong tokens, or that say nothing after the preface, are closed by the
+/// hub (the stalled one after its deadline) and park nothing, while a real visitor's bytes go
+/// through intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_lanes_are_closed_and_disturb_nobody() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (hub, _data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (public, id) = expose(&hub, 2, &echo, &shutdown).await;
+    let pools = hub.registry().get(id).unwrap().lane_pools();
+    tokio::time::timeout(WAIT, pools[0].wait_idle(2)).await.unwrap();
+
+    let mut bogus = Vec::new();
+    for i in 0..50u8 {
+        let mut lane = tokio::net::TcpStream::connect(hub.listen).await.unwrap();
+        let mut offer = burrow::wire::PREFACE.to_vec();
+        offer.push(burrow::wire::ConnKind::LANE_BYTE);
+        if i > 0 {
+            offer.extend_from_slice(&[i; 16]); // a token no session has; lane 0 sends none
+        }
+        lane.write_all(&offer).await.unwrap();
+        bogus.push(lane);
+    }
+    let data = random_bytes(2 << 20);
+    assert_eq!(round_trip(&public, &data).await, data);
+    for mut lane in bogus {
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(WAIT, lane.read(&mut buf)).await.unwrap();
+        assert!(matches!(closed, Ok(0) | Err(_)), "the hub closes a bogus lane");
+    }
+    assert!(pools[0].idle() <= 2, "bogus lanes were not parked");
+    shutdown.begin();
+}
