@@ -50,8 +50,9 @@ impl FromStr for TunnelId {
         if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(bad());
         }
-        let bytes = hex::decode(s).map_err(|_| bad())?;
-        Ok(Self(bytes.try_into().map_err(|_| bad())?))
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| bad())?;
+        Ok(Self(bytes))
     }
 }
 
@@ -227,10 +228,9 @@ impl Serialize for LaneToken {
 impl<'de> Deserialize<'de> for LaneToken {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let bytes = hex::decode(&s).map_err(serde::de::Error::custom)?;
-        let bytes: [u8; 16] = bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("a lane token is 16 bytes"))?;
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(&s, &mut bytes)
+            .map_err(|e| serde::de::Error::custom(format!("a lane token is 32 hex digits: {e}")))?;
         Ok(Self(bytes))
     }
 }
@@ -303,5 +303,16 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "xxxxx xxxxx");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn lane_tokens_round_trip_as_hex_and_redact_themselves() {
+        let token = LaneToken::random();
+        let json = serde_json::to_string(&token).unwrap();
+        assert_eq!(json, format!("\"{}\"", hex::encode(token.0)));
+        assert_eq!(serde_json::from_str::<LaneToken>(&json).unwrap(), token);
+        assert!(serde_json::from_str::<LaneToken>("\"abcd\"").is_err(), "too short");
+        assert!(serde_json::from_str::<LaneToken>(&format!("\"{}zz\"", &json[1..31])).is_err());
+        assert_eq!(format!("{token:?}"), "LaneToken(xxxxx)");
     }
 }

@@ -90,7 +90,6 @@ async fn open_flow_to_member(
     }
 }
 
-/// Carries one visitor connection to a member of `tunnel`.
 /// Where a visitor's bytes come from.
 pub enum Visitor {
     /// A connection to the tunnel's public port.
@@ -101,13 +100,22 @@ pub enum Visitor {
     Reach(MuxStream),
 }
 
+/// Carries one visitor connection to a member of `tunnel`: on an idle lane of that member if
+/// there is one, else on a new multiplexed stream.
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         return;
     };
+    let header = StreamHeader {
+        kind: StreamKind::Tcp,
+        tunnel: tunnel.id,
+        peer: peer.clone(),
+        flow: 0,
+    }
+    .encode();
     if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
-        serve_visitor_on_lane(&tunnel, visitor, peer, lane).await;
+        serve_visitor_on_lane(&tunnel, visitor, peer, header, lane).await;
         return;
     }
     let mut stream = match member.opener.open().await {
@@ -117,13 +125,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
             return;
         }
     };
-    let header = StreamHeader {
-        kind: StreamKind::Tcp,
-        tunnel: tunnel.id,
-        peer: peer.clone(),
-        flow: 0,
-    };
-    if stream.write_all(&header.encode()).await.is_err() {
+    if stream.write_all(&header).await.is_err() {
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
@@ -139,16 +141,16 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
     account(&tunnel, &peer, result);
 }
 
-/// Carries a visitor on a lane: header, then socket-to-socket splicing (or, for a `reach`
-/// visitor, its multiplexed stream relayed onto the lane).
-async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, mut lane: TcpStream) {
-    let header = StreamHeader {
-        kind: StreamKind::Tcp,
-        tunnel: tunnel.id,
-        peer: peer.clone(),
-        flow: 0,
-    };
-    let mut first = header.encode();
+/// Carries a visitor on a lane: the encoded stream header (with a routed visitor's sniffed
+/// bytes in the same write), then socket-to-socket splicing (or, for a `reach` visitor, its
+/// multiplexed stream relayed onto the lane).
+async fn serve_visitor_on_lane(
+    tunnel: &Tunnel,
+    visitor: Visitor,
+    peer: String,
+    mut first: Vec<u8>,
+    mut lane: TcpStream,
+) {
     if let Visitor::Routed { sniffed, .. } = &visitor {
         first.extend_from_slice(sniffed);
     }
