@@ -85,6 +85,15 @@ async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
         format!("{} {}", sha256_hex(&upload), upload.len())
     );
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 1, "it went over a lane");
+    // The hub adds a connection's bytes when its relay ends, which can be just after the
+    // visitor has read its reply and EOF.
+    tokio::time::timeout(WAIT, async {
+        while tunnel.jobs.load(Ordering::Relaxed) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the visitor's relay ends");
     assert_eq!(tunnel.bytes_in.load(Ordering::Relaxed), upload.len() as u64);
 
     // The used lane is replaced, and several visitors at once are all carried intact, more
