@@ -249,16 +249,20 @@ async fn dig_resolves_through_the_tunnel() {
         panic!("dnsmasq never answered; its logs:\n{logs}")
     };
 
-    let hub = TestHub::start(&[]).await;
-    let (agent, ready) = expose_public_udp(&hub, "quic", &direct.to_string(), "dns").await;
-    let public = v4(&str_of(&ready, "public_address"));
-    let (answer, stderr) = dig(public).await;
-    assert_eq!(
-        answer,
-        "10.1.2.3",
-        "through the tunnel; dig stderr: {stderr}\nagent stderr: {}\nhub stderr: {}",
-        agent.stderr_text(),
-        hub.proc.stderr_text()
-    );
+    let hub = TestHub::start(&["--allow-plaintext"]).await;
+    // QUIC carries the query as a DATAGRAM frame; plain TCP on a lane (or on the multiplexed
+    // connection while no lane is dialed yet).
+    for transport in ["quic", "tcp"] {
+        let (agent, ready) = expose_public_udp(&hub, transport, &direct.to_string(), &format!("dns-{transport}")).await;
+        let public = v4(&str_of(&ready, "public_address"));
+        let (answer, stderr) = dig(public).await;
+        assert_eq!(
+            answer,
+            "10.1.2.3",
+            "through the {transport} tunnel; dig stderr: {stderr}\nagent stderr: {}\nhub stderr: {}",
+            agent.stderr_text(),
+            hub.proc.stderr_text()
+        );
+    }
     let _ = dnsmasq.kill().await;
 }

@@ -198,21 +198,16 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
     };
     let target = context.target.as_str();
     if header.kind == crate::wire::StreamKind::Udp {
-        let Some((socket, sender)) = crate::udp::connect_target(target).await else {
-            return;
-        };
-        let sink = crate::udp::Sink::Socket {
-            socket: sender,
-            peer: None,
-        };
-        let flow = crate::udp::UdpFlow::accept(
-            stream,
-            &header,
-            context.datagrams.as_ref(),
-            sink,
-            context.udp_stats.clone(),
-        );
-        crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
+        serve_udp_flow(context, |sink, stats| {
+            Some(crate::udp::UdpFlow::accept(
+                stream,
+                &header,
+                context.datagrams.as_ref(),
+                sink,
+                stats,
+            ))
+        })
+        .await;
         return;
     }
     let Some(upstream) = connect_target(target, &header.peer).await else {
@@ -220,6 +215,25 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
     };
     if let Err(e) = crate::relay::relay_tcp(upstream, stream).await {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
+    }
+}
+
+/// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it
+/// up): a socket connected to the target, whose replies go back until the flow ends or idles
+/// out.
+pub(super) async fn serve_udp_flow(
+    context: &StreamContext,
+    carry: impl FnOnce(crate::udp::Sink, Arc<crate::udp::UdpStats>) -> Option<crate::udp::UdpFlow>,
+) {
+    let Some((socket, sender)) = crate::udp::connect_target(&context.target).await else {
+        return;
+    };
+    let sink = crate::udp::Sink::Socket {
+        socket: sender,
+        peer: None,
+    };
+    if let Some(flow) = carry(sink, context.udp_stats.clone()) {
+        crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Lanes on the agent: a few idle plain-TCP data connections kept dialed to the hub so a
 //! visitor can be spliced straight through (see `hub/lanes.rs`). Each lane carries one
-//! forwarded connection and is then replaced; the multiplexed connection stays the fallback
-//! and carries everything else (UDP, control).
+//! forwarded connection or UDP flow and is then replaced; the multiplexed connection stays
+//! the fallback and carries everything else (control, `reach` flows).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,11 +11,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::expose::{connect_target, StreamContext};
+use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
+use crate::udp::UdpFlow;
 use crate::wire::io::read_stream_header;
 use crate::wire::{ConnKind, StreamKind, PREFACE};
 
@@ -102,17 +103,24 @@ async fn serve_lane(
     };
     let _ = not_idle.send(());
     let header = match header {
-        Ok(header) if header.kind == StreamKind::Tcp => header,
-        Ok(_) => {
-            tracing::debug!("the hub sent a non-TCP stream on a lane; closing it");
-            return;
-        }
+        Ok(header) => header,
         Err(e) => {
             tracing::debug!(error = %e, "lane closed before use");
             return;
         }
     };
     let _guard = shutdown.track();
+    if header.kind == StreamKind::Udp {
+        serve_udp_flow(&context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
+            Ok(flow) => Some(flow),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
+                None
+            }
+        })
+        .await;
+        return;
+    }
     let Some(upstream) = connect_target(&context.target, &header.peer).await else {
         return;
     };

@@ -186,6 +186,11 @@ impl Hub {
     pub fn registry(&self) -> &Arc<Registry> {
         &self.shared.registry
     }
+
+    /// Counters of every UDP flow through this hub.
+    pub fn udp_stats(&self) -> &Arc<crate::udp::UdpStats> {
+        &self.shared.udp_stats
+    }
 }
 
 /// The certificate under `<data-dir>/certs/`, generated on first start for the domain, its

@@ -72,7 +72,8 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
     }
 }
 
-/// Opens a UDP flow to a member of `tunnel` for client `peer`.
+/// Opens a UDP flow to a member of `tunnel` for client `peer`: on an idle lane of that
+/// member if there is one, else on a multiplexed stream.
 async fn open_flow_to_member(
     tunnel: &Tunnel,
     peer: String,
@@ -81,6 +82,28 @@ async fn open_flow_to_member(
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
+    if let Some(mut lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
+        let header = StreamHeader {
+            kind: StreamKind::Udp,
+            tunnel: tunnel.id,
+            peer,
+            flow: 0,
+        };
+        let opened = match lane.write_all(&header.encode()).await {
+            Ok(()) => UdpFlow::on_lane(lane, sink, stats),
+            Err(e) => Err(e),
+        };
+        return match opened {
+            Ok(flow) => {
+                tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
+                Some(flow)
+            }
+            Err(e) => {
+                tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a UDP flow on a lane failed");
+                None
+            }
+        };
+    }
     match UdpFlow::open(&member.opener, member.datagrams.as_ref(), tunnel.id, peer, sink, stats).await {
         Ok(flow) => Some(flow),
         Err(e) => {

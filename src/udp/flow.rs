@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::lane::LaneOut;
 use super::UdpStats;
 use crate::mux::{MuxError, MuxStream, Opener};
 use crate::types::TunnelId;
@@ -55,7 +56,7 @@ enum Delivery {
 }
 
 /// The part of a flow that receiving tasks share.
-struct FlowState {
+pub(super) struct FlowState {
     delivery: Delivery,
     /// One past the highest sequence number delivered; older datagrams arrived late.
     next_expected: AtomicU64,
@@ -64,10 +65,31 @@ struct FlowState {
     epoch: Instant,
     ended: AtomicBool,
     ended_notify: Notify,
-    stats: Arc<UdpStats>,
+    pub(super) stats: Arc<UdpStats>,
 }
 
 impl FlowState {
+    /// A flow's shared state delivering into `sink`, and the queue to read for a queue sink.
+    pub(super) fn new(sink: Sink, stats: Arc<UdpStats>) -> (Arc<Self>, Option<mpsc::Receiver<Bytes>>) {
+        let (delivery, queue) = match sink {
+            Sink::Socket { socket, peer } => (Delivery::Socket { socket, peer }, None),
+            Sink::Queue => {
+                let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+                (Delivery::Queue(tx), Some(rx))
+            }
+        };
+        let state = Arc::new(FlowState {
+            delivery,
+            next_expected: AtomicU64::new(0),
+            last_activity: AtomicU64::new(0),
+            epoch: Instant::now(),
+            ended: AtomicBool::new(false),
+            ended_notify: Notify::new(),
+            stats,
+        });
+        (state, queue)
+    }
+
     fn touch(&self) {
         self.last_activity
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -78,7 +100,7 @@ impl FlowState {
         self.epoch.elapsed().saturating_sub(last)
     }
 
-    fn deliver(&self, seq: u64, payload: Bytes) {
+    pub(super) fn deliver(&self, seq: u64, payload: Bytes) {
         if self.next_expected.fetch_max(seq + 1, Ordering::AcqRel) > seq {
             self.stats.drop_reordered.fetch_add(1, Ordering::Relaxed);
             return;
@@ -100,7 +122,7 @@ impl FlowState {
         }
     }
 
-    fn end(&self) {
+    pub(super) fn end(&self) {
         self.ended.store(true, Ordering::Release);
         self.ended_notify.notify_waiters();
     }
@@ -219,12 +241,20 @@ impl FlowWatch {
     }
 }
 
+/// Where a flow's outgoing datagrams go when not as QUIC datagrams.
+enum Outbound {
+    /// Frames for the task writing the flow's multiplexed stream.
+    Stream(mpsc::Sender<Bytes>),
+    /// Frames written straight into the flow's own lane.
+    Lane(Arc<LaneOut>),
+}
+
 /// One end of a UDP flow. Dropping it ends the flow for the peer too.
 pub struct UdpFlow {
     id: u64,
     next_seq: u64,
     router: Option<Arc<DatagramRouter>>,
-    to_stream: mpsc::Sender<Bytes>,
+    out: Outbound,
     state: Arc<FlowState>,
     queue: Option<mpsc::Receiver<Bytes>>,
     reader: tokio::task::AbortHandle,
@@ -235,7 +265,11 @@ impl Drop for UdpFlow {
         if let Some(router) = &self.router {
             router.unregister(self.id);
         }
-        // The writer task finishes the stream once `to_stream` is dropped.
+        // A stream's writer task finishes the stream once its sender is dropped; a lane is
+        // closed here, as its reading task also holds it.
+        if let Outbound::Lane(lane) = &self.out {
+            lane.close();
+        }
         self.reader.abort();
     }
 }
@@ -280,22 +314,7 @@ impl UdpFlow {
         sink: Sink,
         stats: Arc<UdpStats>,
     ) -> Self {
-        let (delivery, queue) = match sink {
-            Sink::Socket { socket, peer } => (Delivery::Socket { socket, peer }, None),
-            Sink::Queue => {
-                let (tx, rx) = mpsc::channel(FLOW_QUEUE);
-                (Delivery::Queue(tx), Some(rx))
-            }
-        };
-        let state = Arc::new(FlowState {
-            delivery,
-            next_expected: AtomicU64::new(0),
-            last_activity: AtomicU64::new(0),
-            epoch: Instant::now(),
-            ended: AtomicBool::new(false),
-            ended_notify: Notify::new(),
-            stats,
-        });
+        let (state, queue) = FlowState::new(sink, stats);
         let (to_stream, mut out_rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
         let (mut reader, mut writer) = tokio::io::split(stream);
         let reader_state = state.clone();
@@ -338,11 +357,27 @@ impl UdpFlow {
             id,
             next_seq: 0,
             router,
-            to_stream,
+            out: Outbound::Stream(to_stream),
             state,
             queue,
             reader: read_task.abort_handle(),
         }
+    }
+
+    /// A flow carried on a lane of its own, its stream header already sent (or read).
+    pub fn on_lane(lane: tokio::net::TcpStream, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
+        let (out, lane) = LaneOut::split(lane)?;
+        let (state, queue) = FlowState::new(sink, stats);
+        let reader = tokio::spawn(super::lane::drive(lane, out.clone(), state.clone()));
+        Ok(Self {
+            id: 0,
+            next_seq: 0,
+            router: None,
+            out: Outbound::Lane(out),
+            state,
+            queue,
+            reader: reader.abort_handle(),
+        })
     }
 
     pub fn watch(&self) -> FlowWatch {
@@ -367,7 +402,13 @@ impl UdpFlow {
                 .conn
                 .send_datagram(datagram::encode_datagram(self.id, seq, payload))
                 .is_ok(),
-            None => self.to_stream.try_send(datagram::encode_frame(seq, payload)).is_ok(),
+            None => {
+                let frame = datagram::encode_frame(seq, payload);
+                match &self.out {
+                    Outbound::Stream(to_stream) => to_stream.try_send(frame).is_ok(),
+                    Outbound::Lane(lane) => lane.send(&frame),
+                }
+            }
         };
         if sent {
             self.state.touch();

@@ -1,8 +1,9 @@
-//! UDP tunnels: flows over the multiplexer (`flow.rs`) and the sockets at either end
-//! (`socket.rs`): a public or local UDP socket fanning out to one flow per client address,
+//! UDP tunnels: flows over the multiplexer (`flow.rs`) or on a lane of their own
+//! (`lane.rs`), and the sockets at either end (`socket.rs`): a public or local UDP socket fanning out to one flow per client address,
 //! and the expose side's connected socket toward the target.
 
 mod flow;
+mod lane;
 mod socket;
 
 use std::sync::atomic::AtomicU64;

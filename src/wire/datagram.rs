@@ -86,6 +86,20 @@ pub fn decode_frame_body(mut body: Bytes) -> Result<(u64, Bytes), DatagramError>
     Ok((seq, body))
 }
 
+/// Takes the first whole frame off the front of `buf` (bytes read from a stream or lane):
+/// `None` until all of it has arrived.
+pub fn take_frame(buf: &mut BytesMut) -> Result<Option<(u64, Bytes)>, DatagramError> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = frame_body_len(*prefix)?;
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    buf.advance(4);
+    decode_frame_body(buf.split_to(len).freeze()).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +132,28 @@ mod tests {
         assert_eq!(len, frame.len() - 4);
         let (seq, back) = decode_frame_body(frame.slice(4..)).unwrap();
         assert_eq!((seq, back.len()), (u64::MAX >> 2, MAX_UDP_PAYLOAD));
+    }
+
+    #[test]
+    fn frames_are_taken_whole_from_a_byte_stream() {
+        let mut stream = BytesMut::new();
+        stream.extend_from_slice(&encode_frame(1, b"first"));
+        stream.extend_from_slice(&encode_frame(2, &[7u8; 300]));
+        let mut buf = BytesMut::new();
+        let mut taken = Vec::new();
+        // Byte by byte: a frame comes out only once all of it is there.
+        for b in stream.iter() {
+            buf.extend_from_slice(&[*b]);
+            while let Some(frame) = take_frame(&mut buf).unwrap() {
+                taken.push(frame);
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(taken.len(), 2);
+        assert_eq!((taken[0].0, &taken[0].1[..]), (1, &b"first"[..]));
+        assert_eq!((taken[1].0, taken[1].1.len()), (2, 300));
+        let mut oversized = BytesMut::from(&(MAX_FRAME_BODY as u32 + 1).to_be_bytes()[..]);
+        assert!(take_frame(&mut oversized).is_err());
     }
 
     #[test]
