@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -28,6 +28,8 @@ use crate::wire::{StreamHeader, StreamKind};
 /// Datagrams queued per flow before new ones are dropped (UDP semantics: a slow consumer
 /// loses datagrams instead of growing a buffer).
 const FLOW_QUEUE: usize = 256;
+/// Bytes a lane flow keeps allocated for held frames between bursts.
+const HELD_CAPACITY: usize = 16 << 10;
 /// Datagrams that arrive before their flow's stream are held this long, this many per flow,
 /// for at most this many flows.
 const PENDING_FOR: Duration = Duration::from_secs(2);
@@ -245,8 +247,16 @@ impl FlowWatch {
 enum Outbound {
     /// Frames for the task writing the flow's multiplexed stream.
     Stream(mpsc::Sender<Bytes>),
-    /// Frames written straight into the flow's own lane.
-    Lane(Arc<LaneOut>),
+    /// Frames written straight into the flow's own lane; `held` collects a burst of them
+    /// (see [`UdpFlow::hold`]) for one write.
+    Lane { lane: Arc<LaneOut>, held: HeldFrames },
+}
+
+#[derive(Default)]
+struct HeldFrames {
+    frames: BytesMut,
+    datagrams: u64,
+    payload_bytes: u64,
 }
 
 /// One end of a UDP flow. Dropping it ends the flow for the peer too.
@@ -267,7 +277,7 @@ impl Drop for UdpFlow {
         }
         // A stream's writer task finishes the stream once its sender is dropped; a lane is
         // closed here, as its reading task also holds it.
-        if let Outbound::Lane(lane) = &self.out {
+        if let Outbound::Lane { lane, .. } = &self.out {
             lane.close();
         }
         self.reader.abort();
@@ -373,7 +383,10 @@ impl UdpFlow {
             id: 0,
             next_seq: 0,
             router: None,
-            out: Outbound::Lane(out),
+            out: Outbound::Lane {
+                lane: out,
+                held: HeldFrames::default(),
+            },
             state,
             queue,
             reader: reader.abort_handle(),
@@ -386,6 +399,12 @@ impl UdpFlow {
 
     /// Sends one datagram; never waits. Returns false when it had to be dropped.
     pub fn send(&mut self, payload: &[u8]) -> bool {
+        self.hold(payload) && self.release()
+    }
+
+    /// Like [`send`](Self::send), except that a flow on a lane holds the datagram until
+    /// [`release`](Self::release), so that a burst read from a socket leaves in one write.
+    pub fn hold(&mut self, payload: &[u8]) -> bool {
         let stats = &self.state.stats;
         if payload.len() > MAX_UDP_PAYLOAD {
             stats.drop_too_large.fetch_add(1, Ordering::Relaxed);
@@ -402,13 +421,15 @@ impl UdpFlow {
                 .conn
                 .send_datagram(datagram::encode_datagram(self.id, seq, payload))
                 .is_ok(),
-            None => {
-                let frame = datagram::encode_frame(seq, payload);
-                match &self.out {
-                    Outbound::Stream(to_stream) => to_stream.try_send(frame).is_ok(),
-                    Outbound::Lane(lane) => lane.send(&frame),
+            None => match &mut self.out {
+                Outbound::Stream(to_stream) => to_stream.try_send(datagram::encode_frame(seq, payload)).is_ok(),
+                Outbound::Lane { held, .. } => {
+                    datagram::put_frame(&mut held.frames, seq, payload);
+                    held.datagrams += 1;
+                    held.payload_bytes += payload.len() as u64;
+                    return true; // counted when released
                 }
-            }
+            },
         };
         if sent {
             self.state.touch();
@@ -417,6 +438,32 @@ impl UdpFlow {
         } else {
             stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
         }
+        sent
+    }
+
+    /// Writes the datagrams held on a lane; false when they had to be dropped.
+    pub fn release(&mut self) -> bool {
+        let Outbound::Lane { lane, held } = &mut self.out else {
+            return true;
+        };
+        if held.datagrams == 0 {
+            return true;
+        }
+        let stats = &self.state.stats;
+        let sent = lane.send(&held.frames);
+        if sent {
+            self.state.touch();
+            stats.datagrams_out.fetch_add(held.datagrams, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(held.payload_bytes, Ordering::Relaxed);
+        } else {
+            stats.drop_queue_full.fetch_add(held.datagrams, Ordering::Relaxed);
+        }
+        held.frames.clear();
+        if held.frames.capacity() > HELD_CAPACITY {
+            held.frames = BytesMut::new(); // a large datagram passed; idle flows stay small
+        }
+        held.datagrams = 0;
+        held.payload_bytes = 0;
         sent
     }
 

@@ -78,69 +78,115 @@ pub async fn serve_udp_socket(
         }
     };
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    // Clients whose flows hold datagrams of the current burst.
+    let mut holding: Vec<SocketAddr> = Vec::with_capacity(BURST);
     loop {
-        let received = tokio::select! {
+        let mut received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
             _ = shutdown.draining() => return,
         };
-        let (len, client) = match received {
-            Ok(received) => received,
-            Err(e) => {
-                // ICMP errors for earlier sends surface here on some systems; not fatal.
-                tracing::debug!(error = %e, "UDP receive error");
-                continue;
-            }
-        };
-        let payload = &buf[..len];
-        {
-            let mut map = clients.lock().expect("clients lock");
-            let count = map.len();
-            match map.get_mut(&client) {
-                Some(Client::Open(flow)) => {
-                    flow.send(payload);
-                    continue;
-                }
-                Some(Client::Opening(held)) => {
-                    if held.len() < OPENING_QUEUE {
-                        held.push(Bytes::copy_from_slice(payload));
-                    } else {
-                        stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
+        for more in 1..=BURST {
+            match received {
+                Ok((len, client)) => {
+                    let opening = {
+                        let mut map = clients.lock().expect("clients lock");
+                        take_datagram(&mut map, client, &buf[..len], &limits, &stats, &mut holding)
+                    };
+                    if opening {
+                        stats.flows_opened.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(open_flow(client, sender.clone(), open.clone(), clients.clone(), limits));
                     }
-                    continue;
                 }
-                None if count >= limits.max_flows => {
-                    stats.drop_flow_limit.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                None => {
-                    map.insert(client, Client::Opening(vec![Bytes::copy_from_slice(payload)]));
-                }
+                // ICMP errors for earlier sends surface here on some systems; not fatal.
+                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+            }
+            if more == BURST {
+                break;
+            }
+            received = match socket.try_recv_from(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                other => other,
+            };
+        }
+        let mut map = clients.lock().expect("clients lock");
+        for client in holding.drain(..) {
+            if let Some(Client::Open(flow)) = map.get_mut(&client) {
+                flow.release();
             }
         }
-        stats.flows_opened.fetch_add(1, Ordering::Relaxed);
-        let (socket, open, clients) = (sender.clone(), open.clone(), clients.clone());
-        tokio::spawn(async move {
-            let sink = Sink::Socket {
-                socket,
-                peer: Some(client),
-            };
-            if let Some(mut flow) = open(client, sink).await {
-                let watch = flow.watch();
-                {
-                    let mut map = clients.lock().expect("clients lock");
-                    if let Some(Client::Opening(held)) = map.remove(&client) {
-                        for payload in held {
-                            flow.send(&payload);
-                        }
-                    }
-                    map.insert(client, Client::Open(flow));
-                }
-                watch.expired_or_ended(limits.idle_timeout).await;
-            }
-            // Dropping the flow (with the entry) closes its stream.
-            clients.lock().expect("clients lock").remove(&client);
-        });
     }
+}
+
+/// Datagrams read from a client-facing socket in one go before the flows they went to
+/// write them out: a burst of one flow leaves in one write.
+const BURST: usize = 32;
+
+/// Puts one client datagram into its flow (held until the burst ends), or into the queue of
+/// a flow being opened. True when the client is new and its flow must be opened.
+fn take_datagram(
+    map: &mut HashMap<SocketAddr, Client>,
+    client: SocketAddr,
+    payload: &[u8],
+    limits: &UdpLimits,
+    stats: &UdpStats,
+    holding: &mut Vec<SocketAddr>,
+) -> bool {
+    let count = map.len();
+    match map.get_mut(&client) {
+        Some(Client::Open(flow)) => {
+            if flow.hold(payload) && !holding.contains(&client) {
+                holding.push(client);
+            }
+            false
+        }
+        Some(Client::Opening(held)) => {
+            if held.len() < OPENING_QUEUE {
+                held.push(Bytes::copy_from_slice(payload));
+            } else {
+                stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            false
+        }
+        None if count >= limits.max_flows => {
+            stats.drop_flow_limit.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        None => {
+            map.insert(client, Client::Opening(vec![Bytes::copy_from_slice(payload)]));
+            true
+        }
+    }
+}
+
+/// Opens the flow of a new client, sends what it sent meanwhile, and keeps the flow until it
+/// ends or idles out.
+async fn open_flow(
+    client: SocketAddr,
+    socket: Arc<std::net::UdpSocket>,
+    open: FlowOpener,
+    clients: Clients,
+    limits: UdpLimits,
+) {
+    let sink = Sink::Socket {
+        socket,
+        peer: Some(client),
+    };
+    if let Some(mut flow) = open(client, sink).await {
+        let watch = flow.watch();
+        {
+            let mut map = clients.lock().expect("clients lock");
+            if let Some(Client::Opening(held)) = map.remove(&client) {
+                for payload in held {
+                    flow.hold(&payload);
+                }
+                flow.release();
+            }
+            map.insert(client, Client::Open(flow));
+        }
+        watch.expired_or_ended(limits.idle_timeout).await;
+    }
+    // Dropping the flow (with the entry) closes its stream.
+    clients.lock().expect("clients lock").remove(&client);
 }
 
 /// The expose side of a flow: a socket connected to the target, so replies come back here.
@@ -178,15 +224,24 @@ pub async fn serve_udp_target(mut flow: UdpFlow, socket: UdpSocket, idle: Durati
     let expiry = watch.expired_or_ended(idle);
     tokio::pin!(expiry);
     loop {
-        tokio::select! {
-            received = socket.recv(&mut buf) => {
-                // A refused earlier send (nothing listening yet) is UDP loss, not the end.
-                if let Ok(len) = received {
-                    flow.send(&buf[..len]);
-                }
-            }
+        let mut received = tokio::select! {
+            received = socket.recv(&mut buf) => received,
             _ = &mut expiry => return,
+        };
+        for more in 1..=BURST {
+            // A refused earlier send (nothing listening yet) is UDP loss, not the end.
+            if let Ok(len) = received {
+                flow.hold(&buf[..len]);
+            }
+            if more == BURST {
+                break;
+            }
+            received = match socket.try_recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                other => other,
+            };
         }
+        flow.release();
     }
 }
 

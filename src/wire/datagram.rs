@@ -62,13 +62,19 @@ pub fn decode_datagram(mut datagram: Bytes) -> Result<(u64, u64, Bytes), Datagra
 
 /// A stream frame carrying one datagram.
 pub fn encode_frame(seq: u64, payload: &[u8]) -> Bytes {
-    let mut body = BytesMut::with_capacity(payload.len() + 12);
-    body.put_u32(0); // length, patched below
-    put_varint(&mut body, seq);
-    body.extend_from_slice(payload);
-    let len = (body.len() - 4) as u32;
-    body[..4].copy_from_slice(&len.to_be_bytes());
-    body.freeze()
+    let mut frame = BytesMut::with_capacity(payload.len() + 12);
+    put_frame(&mut frame, seq, payload);
+    frame.freeze()
+}
+
+/// Appends a stream frame carrying one datagram to `buf`.
+pub fn put_frame(buf: &mut BytesMut, seq: u64, payload: &[u8]) {
+    let start = buf.len();
+    buf.put_u32(0); // length, patched below
+    put_varint(buf, seq);
+    buf.extend_from_slice(payload);
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Validates a frame length read from a stream before its body is allocated.
