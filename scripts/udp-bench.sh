@@ -7,12 +7,14 @@
 # bulk_cpu: steadier than the rates, which the load generator's own CPU use disturbs).
 # Usage: scripts/udp-bench.sh [TRANSPORT] [ROUNDS] [SECS]   (defaults: tcp 3 3)
 # Needs: cargo build --release; rathole on PATH for the comparison (skipped if missing).
-# Env: BURROW_LANES (agent lanes, default 4). Prints medians per tool and ratios to direct.
+# Env: BURROW_LANES (agent lanes, default 4); FLOOR=1 adds `floor`, a minimal blocking
+# two-process relay (examples/udpfloor.rs), for rr1 only: the most any hub + agent pair could
+# reach here. Prints medians per tool and ratios to direct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-tcp}; rounds=${2:-3}; secs=${3:-3}
 bin=$PWD/target/release/burrow
-cargo build --release --quiet --example udpload
+cargo build --release --quiet --example udpload --example udpfloor
 load=$PWD/target/release/examples/udpload
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
 work=$(mktemp -d /tmp/burrow-udp-bench.XXXXXX)
@@ -72,6 +74,12 @@ for svc in echo:$ECHO:26453 sink:$SINK:26454; do
   wait_line "$work/expose-$name.out" ready
 done
 tools+=("burrow-$transport"); rr_addr[burrow-$transport]=127.0.0.1:26453; bulk_addr[burrow-$transport]=127.0.0.1:26454
+if [[ ${FLOOR:-} == 1 ]]; then
+  floor=$PWD/target/release/examples/udpfloor
+  "$floor" hub 127.0.0.1:26455 127.0.0.1:26456 & pids+=($!)
+  for _ in $(seq 50); do "$floor" agent 127.0.0.1:26456 127.0.0.1:$ECHO 2>/dev/null & p=$!; sleep 0.1; kill -0 $p 2>/dev/null && break; done
+  pids+=($p); tools+=(floor); rr_addr[floor]=127.0.0.1:26455; procs[floor]=""
+fi
 sleep 1 # let agents dial their lanes
 
 value() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
@@ -92,6 +100,7 @@ for round in $(seq "$rounds"); do
   for tool in "${tools[@]}"; do
     "$load" rr "${rr_addr[$tool]}" 1 1 >/dev/null # warm-up: opens the flow
     measure "$tool" rr1 rate "$load" rr "${rr_addr[$tool]}" 1 "$secs"
+    [[ $tool == floor ]] && continue # one client only
     measure "$tool" rr16 rate "$load" rr "${rr_addr[$tool]}" 16 "$secs"
     measure "$tool" bulk mbit_s "$load" bulk "${bulk_addr[$tool]}" $SINK "$secs" 1200
   done
@@ -121,6 +130,10 @@ for t in tools:
         print(f"{t:<12} {m:<8} {st.median(vals):>10.0f} {units[m]:<10} {vs}   " + " ".join(f"{v:.0f}" for v in vals))
 if "rathole" in tools:
     b = [t for t in tools if t.startswith("burrow")][0]
+    if "floor" in tools:
+        for name in ("rathole", b):
+            per_round = [x / y for x, y in zip(by[(name, "rr1")], by[("floor", "rr1")]) if y]
+            print(f"{name} / floor rr1: median {st.median(per_round):.2f}")
     for m in units:
         if not by[(b, m)] or not by[("rathole", m)]:
             continue
