@@ -7,7 +7,8 @@
 //! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
 //! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure, and
 //!   splicing socket to socket on lanes (dedicated plain-TCP data connections, `hub/lanes.rs`).
-//! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) and their sockets.
+//! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) or a lane of
+//!   their own, and their sockets.
 //! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.
 //! - [`agent`]: dialing the hub, `expose` and `reach`, reconnection with backoff.
 //! - [`store`]: SQLite state (users, tunnel records) that survives restarts.
