@@ -29,7 +29,7 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
 
 /// Opens a reach stream as `config`'s user naming `tunnel`, sends a probe, returns the reply.
 async fn probe(config: &AgentConfig, tunnel: TunnelId) -> Vec<u8> {
-    let mut conn = session::dial(config, Role::Reach).await.unwrap();
+    let (mut conn, _) = session::dial(config, Role::Reach).await.unwrap();
     session::hello(config, &mut conn.control, Role::Reach).await.unwrap();
     let mut stream = conn.opener.as_ref().unwrap().open().await.unwrap();
     let header = StreamHeader {

@@ -35,7 +35,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
         lanes: 0,
     };
 
-    let mut conn = session::dial(&agent, Role::Expose).await.unwrap();
+    let (mut conn, _) = session::dial(&agent, Role::Expose).await.unwrap();
     session::hello(&agent, &mut conn.control, Role::Expose).await.unwrap();
     let mut ports = HashMap::new();
     for name in ["first", "second"] {

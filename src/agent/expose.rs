@@ -79,13 +79,16 @@ async fn connect_once(
     announced: &mut bool,
     backoff: &mut Backoff,
 ) -> Result<SessionEnd, AgentError> {
-    let MuxConn {
-        mut control,
-        acceptor,
-        lifetime,
-        transport,
-        ..
-    } = session::dial(config, Role::Expose).await?;
+    let (
+        MuxConn {
+            mut control,
+            acceptor,
+            lifetime,
+            transport,
+            ..
+        },
+        hub,
+    ) = session::dial(config, Role::Expose).await?;
     let registered = async {
         let lane_token = session::hello(config, &mut control, Role::Expose).await?;
         write_frame(&mut control, &AgentMsg::Register { spec: spec.clone() })
@@ -118,13 +121,7 @@ async fn connect_once(
         on_ready(&info);
     }
     let lanes_at = match (lane_token, config.transport) {
-        (Some(token), crate::types::TransportKind::Tcp) if config.lanes > 0 => match session::resolve(config).await {
-            Ok(hub) => Some((hub, token)),
-            Err(e) => {
-                tracing::debug!(error = %e, "no lanes: cannot resolve the hub");
-                None
-            }
-        },
+        (Some(token), crate::types::TransportKind::Tcp) if config.lanes > 0 => Some((hub, token)),
         _ => None,
     };
     let Some(acceptor) = acceptor else {

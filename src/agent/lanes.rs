@@ -78,7 +78,7 @@ async fn dial_lane(hub: SocketAddr, token: LaneToken) -> std::io::Result<TcpStre
         lane.set_nodelay(true)?;
         let mut hello = Vec::with_capacity(PREFACE.len() + 1 + token.0.len());
         hello.extend_from_slice(PREFACE);
-        hello.push(ConnKind::LANE_BYTE);
+        hello.push(ConnKind::Lane.byte());
         hello.extend_from_slice(&token.0);
         lane.write_all(&hello).await?;
         Ok(lane)

@@ -171,12 +171,15 @@ async fn connect_once(
     config: &AgentConfig,
     tunnel: &str,
 ) -> Result<(TunnelInfo, (Opener, MuxStream, Lifetime)), AgentError> {
-    let MuxConn {
-        mut control,
-        opener,
-        lifetime,
-        ..
-    } = session::dial(config, Role::Reach).await?;
+    let (
+        MuxConn {
+            mut control,
+            opener,
+            lifetime,
+            ..
+        },
+        _hub,
+    ) = session::dial(config, Role::Reach).await?;
     let resolved = async {
         session::hello(config, &mut control, Role::Reach).await?;
         write_frame(

@@ -1,5 +1,6 @@
 //! Dialing the hub over QUIC, TLS or plain TCP, and the hello that authenticates the agent.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -9,7 +10,7 @@ use super::{AgentConfig, AgentError};
 use crate::mux::{self, MuxConn, MuxStream};
 use crate::types::TransportKind;
 use crate::wire::io::{read_frame, write_frame};
-use crate::wire::{AgentMsg, Hello, HubMsg, Role, PREFACE, PROTOCOL_VERSION};
+use crate::wire::{AgentMsg, ConnKind, Hello, HubMsg, Role, PREFACE, PROTOCOL_VERSION};
 
 /// With `--transport auto`, how long QUIC gets before falling back to TLS over TCP.
 const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(3);
@@ -30,8 +31,10 @@ pub fn split_host_port(addr: &str) -> Result<(&str, u16), AgentError> {
     Ok((host, port.parse().map_err(|_| bad())?))
 }
 
-/// Connects to the hub with the configured transport and returns the multiplexed connection.
-pub async fn dial(config: &AgentConfig, role: Role) -> Result<MuxConn, AgentError> {
+/// Connects to the hub with the configured transport and returns the multiplexed connection
+/// and the address it reached (lanes must go to that same hub, not another of its name's
+/// addresses).
+pub async fn dial(config: &AgentConfig, role: Role) -> Result<(MuxConn, SocketAddr), AgentError> {
     match config.transport {
         TransportKind::Auto => match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
             Ok(Ok(conn)) => Ok(conn),
@@ -50,7 +53,7 @@ pub async fn dial(config: &AgentConfig, role: Role) -> Result<MuxConn, AgentErro
     }
 }
 
-pub(super) async fn resolve(config: &AgentConfig) -> Result<std::net::SocketAddr, AgentError> {
+async fn resolve(config: &AgentConfig) -> Result<SocketAddr, AgentError> {
     let (host, port) = split_host_port(&config.hub)?;
     tokio::net::lookup_host((host, port))
         .await
@@ -66,16 +69,17 @@ fn tls_config(config: &AgentConfig) -> Result<std::sync::Arc<rustls::ClientConfi
         .ok_or_else(|| AgentError::Config("this transport needs TLS settings".into()))
 }
 
-async fn dial_quic(config: &AgentConfig) -> Result<MuxConn, AgentError> {
+async fn dial_quic(config: &AgentConfig) -> Result<(MuxConn, SocketAddr), AgentError> {
     let addr = resolve(config).await?;
     let (host, _) = split_host_port(&config.hub)?;
-    tokio::time::timeout(CONNECT_DEADLINE, mux::quic::connect(tls_config(config)?, addr, host))
+    let conn = tokio::time::timeout(CONNECT_DEADLINE, mux::quic::connect(tls_config(config)?, addr, host))
         .await
         .map_err(|_| AgentError::Transient("QUIC connect timed out".into()))?
-        .map_err(|e| AgentError::Transient(format!("QUIC to {}: {e}", config.hub)))
+        .map_err(|e| AgentError::Transient(format!("QUIC to {}: {e}", config.hub)))?;
+    Ok((conn, addr))
 }
 
-async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<MuxConn, AgentError> {
+async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<(MuxConn, SocketAddr), AgentError> {
     let addr = resolve(config).await?;
     let tcp = tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(addr))
         .await
@@ -83,7 +87,7 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<MuxC
         .map_err(|e| transient(&format!("connecting to {addr}"))(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let mut preface = PREFACE.to_vec();
-    preface.push(role.byte());
+    preface.push(ConnKind::Agent(role).byte());
     if tls {
         let (host, _) = split_host_port(&config.hub)?;
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
@@ -96,13 +100,13 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<MuxC
         io.write_all(&preface)
             .await
             .map_err(|e| transient("writing preface")(e.to_string()))?;
-        h2_for_role(io, role, "tls").await
+        Ok((h2_for_role(io, role, "tls").await?, addr))
     } else {
         let mut io = tcp;
         io.write_all(&preface)
             .await
             .map_err(|e| transient("writing preface")(e.to_string()))?;
-        h2_for_role(io, role, "tcp").await
+        Ok((h2_for_role(io, role, "tcp").await?, addr))
     }
 }
 

@@ -75,13 +75,21 @@ pub enum ConnKind {
 impl ConnKind {
     pub const LANE_BYTE: u8 = b'L';
 
-    pub fn from_byte(b: u8) -> Option<Self> {
-        match b {
-            b'E' => Some(ConnKind::Agent(Role::Expose)),
-            b'R' => Some(ConnKind::Agent(Role::Reach)),
-            Self::LANE_BYTE => Some(ConnKind::Lane),
-            _ => None,
+    pub fn byte(self) -> u8 {
+        match self {
+            ConnKind::Agent(role) => role.byte(),
+            ConnKind::Lane => Self::LANE_BYTE,
         }
+    }
+
+    pub fn from_byte(b: u8) -> Option<Self> {
+        [
+            ConnKind::Agent(Role::Expose),
+            ConnKind::Agent(Role::Reach),
+            ConnKind::Lane,
+        ]
+        .into_iter()
+        .find(|kind| kind.byte() == b)
     }
 }
 
@@ -280,6 +288,20 @@ impl StreamHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_kinds_have_distinct_bytes_that_read_back() {
+        let kinds = [
+            ConnKind::Agent(Role::Expose),
+            ConnKind::Agent(Role::Reach),
+            ConnKind::Lane,
+        ];
+        for kind in kinds {
+            assert_eq!(ConnKind::from_byte(kind.byte()), Some(kind));
+        }
+        assert_eq!(ConnKind::from_byte(b'X'), None);
+        assert_eq!(ConnKind::from_byte(0), None);
+    }
 
     #[test]
     fn stream_header_round_trips() {
