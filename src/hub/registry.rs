@@ -64,7 +64,8 @@ pub struct Tunnel {
     pub jobs: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
-    /// Connections carried on lanes rather than multiplexed streams, since the hub started.
+    /// Connections and UDP flows carried on lanes rather than multiplexed streams, since the
+    /// hub started.
     pub lane_visitors: AtomicU64,
 }
 
