@@ -28,8 +28,9 @@ use crate::wire::{StreamHeader, StreamKind};
 /// Datagrams queued per flow before new ones are dropped (UDP semantics: a slow consumer
 /// loses datagrams instead of growing a buffer).
 const FLOW_QUEUE: usize = 256;
-/// Bytes a lane flow keeps allocated for held frames between bursts.
-const HELD_CAPACITY: usize = 16 << 10;
+/// Bytes of held frames a lane flow writes at once at most, and keeps allocated between
+/// bursts.
+const HELD_CAPACITY: usize = 64 << 10;
 /// Datagrams that arrive before their flow's stream are held this long, this many per flow,
 /// for at most this many flows.
 const PENDING_FOR: Duration = Duration::from_secs(2);
@@ -427,6 +428,9 @@ impl UdpFlow {
                     datagram::put_frame(&mut held.frames, seq, payload);
                     held.datagrams += 1;
                     held.payload_bytes += payload.len() as u64;
+                    if held.frames.len() >= HELD_CAPACITY {
+                        return self.release(); // a burst of large datagrams: write it now
+                    }
                     return true; // counted when released
                 }
             },

@@ -16,7 +16,9 @@ use super::flow::FlowState;
 use crate::wire::datagram::{self, MAX_FRAME_BODY};
 
 /// Frame bytes a lane holds while its socket is full; past this, datagrams are dropped (a
-/// slow peer loses datagrams instead of growing a buffer).
+/// slow peer loses datagrams instead of growing a buffer). The rest of a frame the socket
+/// took in part always goes in, so the backlog can pass this by one write (≤ 64 KiB of held
+/// frames plus one datagram).
 const BACKLOG_LIMIT: usize = 1 << 20;
 /// Room made in the read buffer before each read: one largest frame.
 const READ_CHUNK: usize = MAX_FRAME_BODY + 4;
