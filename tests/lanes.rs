@@ -148,12 +148,12 @@ async fn without_lanes_everything_is_multiplexed() {
 }
 
 /// Lane offers with wrong tokens, or that say nothing after the preface, are closed by the
-/// hub (the stalled one after its deadline) and park nothing, while a real visitor's bytes go
-/// through intact.
+/// hub (the stalled one after its token deadline, 300 ms here) and park nothing, while a real
+/// visitor's bytes go through intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bogus_lanes_are_closed_and_disturb_nobody() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (hub, _data) = hub().await;
+    let (hub, _data) = hub_with(|config| config.lane_token_deadline = Duration::from_millis(300)).await;
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
     let (public, id) = expose(&hub, 2, &echo, &shutdown).await;

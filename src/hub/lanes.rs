@@ -22,8 +22,9 @@ use crate::types::LaneToken;
 /// agent (authenticated, but maybe misbehaving) can hold open here.
 pub const MAX_IDLE_LANES: usize = 64;
 
-/// A lane must present its token this quickly after connecting.
-const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
+/// A lane must present its token this quickly after its preface, unless the hub's
+/// configuration says otherwise.
+pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The idle lanes of one agent session, oldest first.
 pub struct LanePool {
@@ -87,12 +88,25 @@ impl LanePool {
 }
 
 /// Every session's lane pool by token.
-#[derive(Default)]
 pub struct LaneBook {
     pools: Mutex<HashMap<LaneToken, Arc<LanePool>>>,
+    token_deadline: Duration,
+}
+
+impl Default for LaneBook {
+    fn default() -> Self {
+        Self::new(TOKEN_DEADLINE)
+    }
 }
 
 impl LaneBook {
+    pub fn new(token_deadline: Duration) -> Self {
+        Self {
+            pools: Mutex::default(),
+            token_deadline,
+        }
+    }
+
     /// A new token and its (empty) pool, for a session that starts.
     pub fn open(&self) -> (LaneToken, Arc<LanePool>) {
         let token = LaneToken::random();
@@ -113,7 +127,7 @@ impl LaneBook {
     /// session. Unknown tokens, slow or chatty lanes, and lanes over the cap are closed.
     pub async fn admit(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
         let mut token = [0u8; 16];
-        match tokio::time::timeout(TOKEN_DEADLINE, io.read_exact(&mut token)).await {
+        match tokio::time::timeout(self.token_deadline, io.read_exact(&mut token)).await {
             Ok(Ok(_)) => {}
             _ => {
                 tracing::debug!(%peer, "lane without a token; closing");

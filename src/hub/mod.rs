@@ -36,6 +36,8 @@ pub struct HubConfig {
     pub visitor_wait: Duration,
     /// Idle expiry and flow bound for UDP tunnels' public ports.
     pub udp: crate::udp::UdpLimits,
+    /// A lane must present its session's token this quickly after its preface.
+    pub lane_token_deadline: Duration,
 }
 
 impl HubConfig {
@@ -53,6 +55,7 @@ impl HubConfig {
             lease_grace: Duration::from_secs(60),
             visitor_wait: Duration::from_secs(5),
             udp: crate::udp::UdpLimits::default(),
+            lane_token_deadline: lanes::TOKEN_DEADLINE,
         }
     }
 }
@@ -152,6 +155,7 @@ impl Hub {
             };
             move |tunnel, socket| public::spawn_public_listener(tunnel, socket, context.clone())
         });
+        let lanes = lanes::LaneBook::new(config.lane_token_deadline);
         let shared = Arc::new(Shared {
             config,
             store,
@@ -160,7 +164,7 @@ impl Hub {
             shutdown: shutdown.clone(),
             next_session: AtomicU64::new(1),
             udp_stats,
-            lanes: lanes::LaneBook::default(),
+            lanes,
         });
         let restored = shared.registry.restore().await?;
         if restored > 0 {
