@@ -263,3 +263,64 @@ async fn udp_flows_ride_lanes_and_expiry_closes_them() {
     assert!(all_expired.await.is_ok(), "the hub counts the 5 expired flows");
     shutdown.begin();
 }
+
+/// A `reach` agent's UDP flow: multiplexed from that agent to the hub, then on a lane from
+/// the hub to the exposing agent; datagrams come back to the right local client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
+    use tokio::net::UdpSocket;
+    let (hub, _data) = hub().await;
+    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = target.recv_from(&mut buf).await {
+            let _ = target.send_to(&buf[..n], from).await;
+        }
+    });
+    let shutdown = Shutdown::new();
+    let spec = TunnelSpec {
+        protocol: burrow::types::Protocol::Udp,
+        ..TunnelSpec::tcp(target_addr)
+    };
+    let (_, id) = expose_spec(&hub, 2, spec, &shutdown).await;
+    let tunnel = hub.registry().get(id).unwrap();
+    tokio::time::timeout(WAIT, tunnel.lane_pools()[0].wait_idle(2))
+        .await
+        .unwrap();
+
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let reach_shutdown = shutdown.clone();
+    let config = agent(&hub, 0);
+    tokio::spawn(async move {
+        burrow::agent::reach::run(
+            config,
+            "bulk".into(),
+            "127.0.0.1:0".into(),
+            reach_shutdown,
+            move |_, local| {
+                let _ = ready_tx.send(local);
+            },
+        )
+        .await
+    });
+    let local = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
+
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(local).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    for payload in [b"first".to_vec(), vec![9u8; 30_000]] {
+        client.send(&payload).await.unwrap();
+        let n = tokio::time::timeout(WAIT, client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &payload[..]);
+    }
+    assert_eq!(
+        tunnel.lane_visitors.load(Ordering::Relaxed),
+        1,
+        "the hub's leg took a lane"
+    );
+    shutdown.begin();
+}
