@@ -8,8 +8,8 @@
 # Usage: scripts/udp-bench.sh [TRANSPORT] [ROUNDS] [SECS]   (defaults: tcp 3 3)
 # Needs: cargo build --release; rathole on PATH for the comparison (skipped if missing).
 # Env: BURROW_LANES (agent lanes, default 4); FLOOR=1 adds `floor`, a minimal blocking
-# two-process relay (examples/udpfloor.rs), for rr1 only: the most any hub + agent pair could
-# reach here. Prints medians per tool and ratios to direct.
+# two-process relay (examples/udpfloor.rs), for rr1 only: about the best a hub + agent pair
+# can do here. Prints medians per tool and ratios to direct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-tcp}; rounds=${2:-3}; secs=${3:-3}
