@@ -270,14 +270,7 @@ async fn udp_flows_ride_lanes_and_expiry_closes_them() {
 async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
     use tokio::net::UdpSocket;
     let (hub, _data) = hub().await;
-    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let target_addr = target.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = target.recv_from(&mut buf).await {
-            let _ = target.send_to(&buf[..n], from).await;
-        }
-    });
+    let target_addr = udp_echo_server().await;
     let shutdown = Shutdown::new();
     let spec = TunnelSpec {
         protocol: burrow::types::Protocol::Udp,

@@ -8,19 +8,6 @@ use std::time::Duration;
 use common::*;
 use tokio::net::UdpSocket;
 
-/// A UDP echo server.
-async fn udp_echo() -> String {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let _ = socket.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
-
 /// A UDP server that answers every datagram with the address it came from.
 async fn udp_whoami() -> String {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -74,7 +61,7 @@ async fn request_counting_retries(socket: &UdpSocket, to: SocketAddr, payload: &
 /// 50 clients at once, 20 datagrams each: every reply is the client's own datagram, whole.
 async fn concurrent_flows_get_their_own_replies(transport: &str) {
     let hub = TestHub::start(&["--allow-plaintext"]).await;
-    let echo = udp_echo().await;
+    let echo = udp_echo_server().await;
     let (_agent, ready) = expose_public_udp(&hub, transport, &echo, "dns").await;
     assert!(str_of(&ready, "connection_string").starts_with("udp://"), "{ready}");
     let public = v4(&str_of(&ready, "public_address"));
@@ -107,7 +94,7 @@ async fn concurrent_flows_get_their_own_replies(transport: &str) {
 /// exceed the path's datagram size and take the stream fallback.
 async fn large_datagrams_arrive_whole(transport: &str) {
     let hub = TestHub::start(&["--allow-plaintext"]).await;
-    let echo = udp_echo().await;
+    let echo = udp_echo_server().await;
     let (_agent, ready) = expose_public_udp(&hub, transport, &echo, "big").await;
     let public = v4(&str_of(&ready, "public_address"));
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -124,7 +111,7 @@ async fn large_datagrams_arrive_whole(transport: &str) {
 /// A private UDP tunnel reached through `reach`, which binds a local UDP socket.
 async fn reach_carries_udp(transport: &str) {
     let hub = TestHub::start(&["--allow-plaintext"]).await;
-    let echo = udp_echo().await;
+    let echo = udp_echo_server().await;
     let mut agent = hub.expose(transport, "alice", &echo, &["--name", "game", "--protocol", "udp"]);
     agent.ready().await;
     let mut reach = hub.reach(transport, "alice", "game", &[]);

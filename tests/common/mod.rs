@@ -232,6 +232,19 @@ pub async fn echo_server() -> String {
     addr
 }
 
+/// A UDP echo server: every datagram goes back to where it came from.
+pub async fn udp_echo_server() -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
 /// A server that answers each connection with `tag` and closes: tells which target served.
 pub async fn tag_server(tag: &'static str) -> String {
     let listener = target_listener();
