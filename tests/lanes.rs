@@ -6,9 +6,11 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use burrow::agent::AgentConfig;
+use burrow::hub::registry::Tunnel;
 use burrow::hub::{Hub, HubConfig};
 use burrow::shutdown::Shutdown;
 use burrow::types::{AgentId, Secret, TransportKind};
@@ -48,17 +50,23 @@ fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
     }
 }
 
-/// Starts `expose` for `target` and returns the tunnel's public address and id.
-async fn expose(hub: &Hub, lanes: usize, target: &str, shutdown: &Shutdown) -> (String, burrow::types::TunnelId) {
+/// Starts `expose` for a TCP `target`; see [`expose_spec`].
+async fn expose(hub: &Hub, lanes: usize, target: &str, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
     expose_spec(hub, lanes, TunnelSpec::tcp(target), shutdown).await
 }
 
-async fn expose_spec(
-    hub: &Hub,
-    lanes: usize,
-    spec: TunnelSpec,
-    shutdown: &Shutdown,
-) -> (String, burrow::types::TunnelId) {
+/// Starts `expose` for a UDP `target`; see [`expose_spec`].
+async fn expose_udp(hub: &Hub, lanes: usize, target: &str, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
+    let spec = TunnelSpec {
+        protocol: burrow::types::Protocol::Udp,
+        ..TunnelSpec::tcp(target)
+    };
+    expose_spec(hub, lanes, spec, shutdown).await
+}
+
+/// Starts `expose` of the public tunnel `bulk` and returns its public address and the hub's
+/// record of it, once the agent's `lanes` idle lanes are parked on the hub.
+async fn expose_spec(hub: &Hub, lanes: usize, spec: TunnelSpec, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
     let spec = TunnelSpec {
         name: Some("bulk".parse().unwrap()),
         public: true,
@@ -77,7 +85,13 @@ async fn expose_spec(
         .await
     });
     let info = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
-    (info.public_address.unwrap(), info.id)
+    let tunnel = hub.registry().get(info.id).unwrap();
+    if lanes > 0 {
+        let pools = tunnel.lane_pools();
+        assert_eq!(pools.len(), 1, "a plain-TCP agent gets a lane pool");
+        tokio::time::timeout(WAIT, pools[0].wait_idle(lanes)).await.unwrap();
+    }
+    (info.public_address.unwrap(), tunnel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,11 +99,8 @@ async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
     let (hub, _data) = hub().await;
     let sink = hashing_sink().await;
     let shutdown = Shutdown::new();
-    let (public, id) = expose(&hub, 2, &sink, &shutdown).await;
-    let tunnel = hub.registry().get(id).unwrap();
+    let (public, tunnel) = expose(&hub, 2, &sink, &shutdown).await;
     let pools = tunnel.lane_pools();
-    assert_eq!(pools.len(), 1, "a plain-TCP agent gets a lane pool");
-    tokio::time::timeout(WAIT, pools[0].wait_idle(2)).await.unwrap();
 
     // 8 MiB up, half-close, and the target's answer (the hash) back on the same lane.
     let upload = random_bytes(8 << 20);
@@ -138,10 +149,9 @@ async fn without_lanes_everything_is_multiplexed() {
     let (hub, _data) = hub().await;
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
-    let (public, id) = expose(&hub, 0, &echo, &shutdown).await;
+    let (public, tunnel) = expose(&hub, 0, &echo, &shutdown).await;
     let data = random_bytes(1 << 20);
     assert_eq!(round_trip(&public, &data).await, data);
-    let tunnel = hub.registry().get(id).unwrap();
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 0);
     assert!(tunnel.lane_pools()[0].idle() == 0);
     shutdown.begin();
@@ -156,9 +166,8 @@ async fn bogus_lanes_are_closed_and_disturb_nobody() {
     let (hub, _data) = hub_with(|config| config.lane_token_deadline = Duration::from_millis(300)).await;
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
-    let (public, id) = expose(&hub, 2, &echo, &shutdown).await;
-    let pools = hub.registry().get(id).unwrap().lane_pools();
-    tokio::time::timeout(WAIT, pools[0].wait_idle(2)).await.unwrap();
+    let (public, tunnel) = expose(&hub, 2, &echo, &shutdown).await;
+    let pools = tunnel.lane_pools();
 
     let mut bogus = Vec::new();
     for i in 0..50u8 {
@@ -202,15 +211,7 @@ async fn udp_flows_ride_lanes_and_expiry_closes_them() {
         }
     });
     let shutdown = Shutdown::new();
-    let spec = TunnelSpec {
-        protocol: burrow::types::Protocol::Udp,
-        ..TunnelSpec::tcp(target_addr)
-    };
-    let (public, id) = expose_spec(&hub, 2, spec, &shutdown).await;
-    let tunnel = hub.registry().get(id).unwrap();
-    tokio::time::timeout(WAIT, tunnel.lane_pools()[0].wait_idle(2))
-        .await
-        .unwrap();
+    let (public, tunnel) = expose_udp(&hub, 2, &target_addr, &shutdown).await;
 
     // Small datagrams from all clients at once; then each client's 60 KB datagram in turn, as
     // several at once could overflow a socket's receive buffer (real UDP loss, not burrow's).
@@ -272,15 +273,7 @@ async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
     let (hub, _data) = hub().await;
     let target_addr = udp_echo_server().await;
     let shutdown = Shutdown::new();
-    let spec = TunnelSpec {
-        protocol: burrow::types::Protocol::Udp,
-        ..TunnelSpec::tcp(target_addr)
-    };
-    let (_, id) = expose_spec(&hub, 2, spec, &shutdown).await;
-    let tunnel = hub.registry().get(id).unwrap();
-    tokio::time::timeout(WAIT, tunnel.lane_pools()[0].wait_idle(2))
-        .await
-        .unwrap();
+    let (_, tunnel) = expose_udp(&hub, 2, &target_addr, &shutdown).await;
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let reach_shutdown = shutdown.clone();
