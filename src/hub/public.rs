@@ -82,18 +82,8 @@ async fn open_flow_to_member(
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
-    if let Some(mut lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
-        let header = StreamHeader {
-            kind: StreamKind::Udp,
-            tunnel: tunnel.id,
-            peer,
-            flow: 0,
-        };
-        let opened = match lane.write_all(&header.encode()).await {
-            Ok(()) => UdpFlow::on_lane(lane, sink, stats),
-            Err(e) => Err(e),
-        };
-        return match opened {
+    if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
+        return match UdpFlow::open_on_lane(lane, tunnel.id, peer, sink, stats).await {
             Ok(flow) => {
                 tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
                 Some(flow)

@@ -260,6 +260,17 @@ struct HeldFrames {
     payload_bytes: u64,
 }
 
+/// The encoded header that starts a flow's stream or lane.
+fn flow_header(tunnel: TunnelId, peer: String, flow: u64) -> Vec<u8> {
+    StreamHeader {
+        kind: StreamKind::Udp,
+        tunnel,
+        peer,
+        flow,
+    }
+    .encode()
+}
+
 /// One end of a UDP flow. Dropping it ends the flow for the peer too.
 pub struct UdpFlow {
     id: u64,
@@ -297,14 +308,21 @@ impl UdpFlow {
     ) -> Result<Self, MuxError> {
         let id = router.map_or(0, |r| r.next_flow.fetch_add(1, Ordering::Relaxed));
         let mut stream = opener.open().await?;
-        let header = StreamHeader {
-            kind: StreamKind::Udp,
-            tunnel,
-            peer,
-            flow: id,
-        };
-        stream.write_all(&header.encode()).await?;
+        stream.write_all(&flow_header(tunnel, peer, id)).await?;
         Ok(Self::start(id, stream, router.cloned(), sink, stats))
+    }
+
+    /// Opens a flow toward the peer on `lane`, a lane of its own (no QUIC datagrams, so no
+    /// flow id).
+    pub async fn open_on_lane(
+        mut lane: tokio::net::TcpStream,
+        tunnel: TunnelId,
+        peer: String,
+        sink: Sink,
+        stats: Arc<UdpStats>,
+    ) -> std::io::Result<Self> {
+        lane.write_all(&flow_header(tunnel, peer, 0)).await?;
+        Self::on_lane(lane, sink, stats)
     }
 
     /// The accepting side, once the stream header has been read.
@@ -375,7 +393,7 @@ impl UdpFlow {
         }
     }
 
-    /// A flow carried on a lane of its own, its stream header already sent (or read).
+    /// A flow carried on a lane of its own, its stream header already sent or read.
     pub fn on_lane(lane: tokio::net::TcpStream, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
         let (out, lane) = LaneOut::split(lane)?;
         let (state, queue) = FlowState::new(sink, stats);
