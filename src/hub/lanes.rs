@@ -93,12 +93,6 @@ pub struct LaneBook {
     token_deadline: Duration,
 }
 
-impl Default for LaneBook {
-    fn default() -> Self {
-        Self::new(TOKEN_DEADLINE)
-    }
-}
-
 impl LaneBook {
     pub fn new(token_deadline: Duration) -> Self {
         Self {
@@ -172,7 +166,7 @@ mod tests {
     async fn lanes_are_admitted_only_with_a_known_token_and_dead_ones_are_skipped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = listener.local_addr().unwrap();
-        let book = LaneBook::default();
+        let book = LaneBook::new(TOKEN_DEADLINE);
         let (token, pool) = book.open();
 
         let (mut stranger, hub_side) = lane_pair(&listener).await;
