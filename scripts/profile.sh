@@ -2,6 +2,7 @@
 # Where a tunnel's CPU goes: perf profile of hub + agent during one bulk iperf3 stream.
 # Usage: scripts/profile.sh [TRANSPORT=quic] [SECONDS=8]    (needs perf, iperf3, a release build)
 # Prints the top symbols (self time) over both processes, and leaves perf.data in a temp dir.
+# PERF_CALLGRAPH="--call-graph dwarf" records call stacks through libc (memmove callers).
 # Ports used: 25201 (iperf3), 25443 (hub), 25400-25409 (public ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ ca=(); [[ $transport != tcp ]] && ca=(--ca "$work/hub/certs/ca.pem")
 until grep -q ready "$work/agent.out" 2>/dev/null; do sleep 0.1; done
 iperf3 -c 127.0.0.1 -p 25400 -t $((secs + 3)) > "$work/iperf.txt" &
 sleep 1.5  # past iperf3's start-up, into the steady state
-perf record -F 999 -g -o "$work/perf.data" -p "$hub,$agent" -- sleep "$secs" 2> /dev/null
+perf record -F 999 ${PERF_CALLGRAPH:--g} -o "$work/perf.data" -p "$hub,$agent" -- sleep "$secs" 2> /dev/null
 wait %iperf3 2>/dev/null || true
 grep -E "sender|receiver" "$work/iperf.txt" || true
 perf report -i "$work/perf.data" --no-children --sort comm,dso,symbol --stdio 2>/dev/null \

@@ -177,7 +177,7 @@ pub struct ExposeArgs {
     /// `all`: every user of the hub may reach this tunnel.
     #[arg(long, env = "BURROW_SHARED")]
     pub shared: Option<String>,
-    /// Plain-TCP transport only: dedicated data connections kept ready to the hub, each
+    /// TCP and TLS transports: dedicated data connections kept ready to the hub, each
     /// carrying one forwarded connection without the multiplexer; 0 disables them.
     #[arg(long, env = "BURROW_LANES", default_value = "4")]
     pub lanes: usize,

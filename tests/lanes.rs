@@ -1,7 +1,7 @@
-//! Lanes: on `--transport tcp` an `expose` agent keeps dedicated data connections dialed to
-//! the hub; visitors are spliced onto them (and the lane replaced), with the multiplexed
-//! connection as the fallback. Hub and agent run in-process so the test can see which path a
-//! connection took.
+//! Lanes: on `--transport tcp` and `tls` an `expose` agent keeps dedicated data connections
+//! dialed to the hub; visitors are relayed onto them (and the lane replaced), with the
+//! multiplexed connection as the fallback. Hub and agent run in-process so the test can see
+//! which path a connection took.
 
 mod common;
 
@@ -50,6 +50,16 @@ fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
     }
 }
 
+/// The same agent over TLS, trusting the CA the hub generated in `data`.
+fn tls_agent(hub: &Hub, data: &tempfile::TempDir, lanes: usize) -> AgentConfig {
+    let ca = data.path().join("certs").join(burrow::tls::CA_CERT);
+    AgentConfig {
+        transport: TransportKind::Tls,
+        tls: Some(burrow::tls::client_config(Some(&ca)).unwrap()),
+        ..agent(hub, lanes)
+    }
+}
+
 /// Starts `expose` for a TCP `target`; see [`expose_spec`].
 async fn expose(hub: &Hub, lanes: usize, target: &str, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
     expose_spec(hub, lanes, TunnelSpec::tcp(target), shutdown).await
@@ -64,9 +74,15 @@ async fn expose_udp(hub: &Hub, lanes: usize, target: &str, shutdown: &Shutdown) 
     expose_spec(hub, lanes, spec, shutdown).await
 }
 
-/// Starts `expose` of the public tunnel `bulk` and returns its public address and the hub's
-/// record of it, once the agent's `lanes` idle lanes are parked on the hub.
+/// Starts `expose` over plain TCP; see [`expose_with`].
 async fn expose_spec(hub: &Hub, lanes: usize, spec: TunnelSpec, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
+    expose_with(hub, agent(hub, lanes), spec, shutdown).await
+}
+
+/// Starts `expose` of the public tunnel `bulk` and returns its public address and the hub's
+/// record of it, once the agent's idle lanes are parked on the hub.
+async fn expose_with(hub: &Hub, config: AgentConfig, spec: TunnelSpec, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
+    let lanes = config.lanes;
     let spec = TunnelSpec {
         name: Some("bulk".parse().unwrap()),
         public: true,
@@ -74,7 +90,6 @@ async fn expose_spec(hub: &Hub, lanes: usize, spec: TunnelSpec, shutdown: &Shutd
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
-    let config = agent(hub, lanes);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         burrow::agent::expose::run(config, spec, shutdown, move |info| {
@@ -88,7 +103,7 @@ async fn expose_spec(hub: &Hub, lanes: usize, spec: TunnelSpec, shutdown: &Shutd
     let tunnel = hub.registry().get(info.id).unwrap();
     if lanes > 0 {
         let pools = tunnel.lane_pools();
-        assert_eq!(pools.len(), 1, "a plain-TCP agent gets a lane pool");
+        assert_eq!(pools.len(), 1, "a TCP or TLS agent gets a lane pool");
         tokio::time::timeout(WAIT, pools[0].wait_idle(lanes)).await.unwrap();
     }
     (info.public_address.unwrap(), tunnel)
@@ -308,5 +323,122 @@ async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
         1,
         "the hub's leg took a lane"
     );
+    shutdown.begin();
+}
+
+/// A TLS session's lanes are TLS connections too: a visitor's bytes cross one intact both
+/// ways with half-close, and the hub counts them; UDP flows stay on the multiplexed
+/// connection (they ride plain lanes only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_get_tls_lanes_for_tcp_visitors() {
+    let (hub, data) = hub().await;
+    let sink = hashing_sink().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), TunnelSpec::tcp(&sink), &shutdown).await;
+    let pool = &tunnel.lane_pools()[0];
+    assert_eq!(pool.kind(), burrow::hub::lanes::LaneKind::Tls);
+
+    let upload = random_bytes(8 << 20);
+    let reply = round_trip(&public, &upload).await;
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("{} {}", sha256_hex(&upload), upload.len())
+    );
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 1, "it went over a lane");
+    tokio::time::timeout(WAIT, async {
+        while tunnel.jobs.load(Ordering::Relaxed) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the visitor's relay ends");
+    assert_eq!(tunnel.bytes_in.load(Ordering::Relaxed), upload.len() as u64);
+    tokio::time::timeout(WAIT, pool.wait_idle(2))
+        .await
+        .expect("the used lane is replaced");
+
+    // Several at once, more than there are lanes: all intact.
+    let visitors = (0..6).map(|i| {
+        let public = public.clone();
+        async move {
+            let data = random_bytes((1 << 20) + i);
+            let reply = round_trip(&public, &data).await;
+            assert_eq!(
+                String::from_utf8(reply).unwrap(),
+                format!("{} {}", sha256_hex(&data), data.len())
+            );
+        }
+    });
+    futures_util::future::join_all(visitors).await;
+    assert!(tunnel.lane_visitors.load(Ordering::Relaxed) >= 3);
+    shutdown.begin();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flows_of_a_tls_session_stay_multiplexed() {
+    use tokio::net::UdpSocket;
+    let (hub, data) = hub().await;
+    let target = udp_echo_server().await;
+    let shutdown = Shutdown::new();
+    let spec = TunnelSpec {
+        protocol: burrow::types::Protocol::Udp,
+        ..TunnelSpec::tcp(&target)
+    };
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), spec, &shutdown).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(&public).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    for payload in [b"first".to_vec(), vec![3u8; 20_000]] {
+        client.send(&payload).await.unwrap();
+        let n = tokio::time::timeout(WAIT, client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &payload[..]);
+    }
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 0);
+    assert_eq!(tunnel.lane_pools()[0].idle(), 2, "no lane was taken");
+    shutdown.begin();
+}
+
+/// An agent keeps at most `MAX_BUSY_TLS_LANES` TLS lanes busy (each holds relay buffers):
+/// once that many carry connections it dials no replacement, so further visitors are
+/// multiplexed; when some finish, it dials again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_tls_lanes_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CAP: usize = 32; // burrow::agent's MAX_BUSY_TLS_LANES
+    let (hub, data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+
+    async fn hold(public: &str) -> tokio::net::TcpStream {
+        let mut visitor = tokio::net::TcpStream::connect(public).await.unwrap();
+        visitor.write_all(b"x").await.unwrap();
+        let mut got = [0u8; 1];
+        tokio::time::timeout(WAIT, visitor.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        visitor
+    }
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        tokio::time::timeout(WAIT, pool.wait_idle(1))
+            .await
+            .expect("a lane is idle");
+        held.push(hold(&public).await);
+    }
+    for _ in 0..8 {
+        held.push(hold(&public).await);
+    }
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), CAP as u64);
+    assert_eq!(pool.idle(), 0, "no lane was dialed beyond the cap");
+    held.truncate(CAP - 4); // closes the newest: the 8 multiplexed and 4 on lanes
+    tokio::time::timeout(WAIT, pool.wait_idle(1))
+        .await
+        .expect("with lanes free again the agent dials a replacement");
     shutdown.begin();
 }

@@ -120,8 +120,16 @@ async fn connect_once(
         tracing::info!(tunnel = %info.id, name = %info.name, transport, "tunnel ready");
         on_ready(&info);
     }
-    let lanes_at = match (lane_token, config.transport) {
-        (Some(token), crate::types::TransportKind::Tcp) if config.lanes > 0 => Some((hub, token)),
+    // Lanes are the session's own kind of connection: plain beside a plain-TCP session, TLS
+    // (with the same connector and server name) beside a TLS one.
+    let lanes_at = match (lane_token, transport) {
+        (Some(token), "tcp" | "tls") if config.lanes > 0 => Some(super::lanes::LaneDial {
+            hub,
+            token,
+            tls: (transport == "tls")
+                .then(|| session::tls_connector(config))
+                .transpose()?,
+        }),
         _ => None,
     };
     let Some(acceptor) = acceptor else {
@@ -141,10 +149,9 @@ async fn connect_once(
         udp_stats: config.udp_stats.clone(),
     };
     let context = Arc::new(context);
-    let lanes = lanes_at.map(|(hub, token)| {
+    let lanes = lanes_at.map(|dial| {
         tokio::spawn(super::lanes::keep_lanes(
-            hub,
-            token,
+            dial,
             config.lanes,
             context.clone(),
             lifetime.clone(),

@@ -1,15 +1,19 @@
-//! Lanes on the agent: a few idle plain-TCP data connections kept dialed to the hub so a
-//! visitor can be spliced straight through (see `hub/lanes.rs`). Each lane carries one
-//! forwarded connection or UDP flow and is then replaced; the multiplexed connection stays
-//! the fallback and carries everything else (control, `reach` flows).
+//! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
+//! like the session's own connection, so a visitor can be relayed on a connection of its own
+//! (see `hub/lanes.rs`). Each lane carries one forwarded connection (or, on a plain lane, one
+//! UDP flow) and is then replaced; the multiplexed connection stays the fallback and carries
+//! everything else (control, `reach` flows).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
@@ -18,35 +22,64 @@ use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
 use crate::udp::UdpFlow;
 use crate::wire::io::read_stream_header;
-use crate::wire::{ConnKind, StreamKind, PREFACE};
+use crate::wire::{ConnKind, StreamHeader, StreamKind, PREFACE};
 
 const DIAL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Busy TLS lanes one agent keeps at once. A TLS relay holds two 64 KiB buffers and rustls'
+/// record buffers while it runs (a spliced plain lane holds none), so beyond this many,
+/// connections take the multiplexed connection, whose per-stream cost is small.
+pub const MAX_BUSY_TLS_LANES: usize = 32;
+
+/// Where lanes go and what they are: the address the session reached, its lane token, and
+/// for a TLS session the connector and server name it used.
+pub struct LaneDial {
+    pub hub: SocketAddr,
+    pub token: LaneToken,
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+enum Lane {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// What a lane reports to [`keep_lanes`].
+enum LaneEvent {
+    /// It stopped being idle and carries a connection.
+    Taken,
+    /// It closed without being used, or finished carrying its connection.
+    Gone { was_busy: bool },
+}
 
 /// Keeps `count` idle lanes dialed until the session ends or the agent drains. Lanes that
 /// are carrying a connection then go on until it finishes; idle ones close.
 pub async fn keep_lanes(
-    hub: SocketAddr,
-    token: LaneToken,
+    dial: LaneDial,
     count: usize,
     context: Arc<StreamContext>,
     lifetime: Lifetime,
     shutdown: Shutdown,
 ) {
-    // Each lane reports once, when it stops being idle (used or closed).
-    let (not_idle_tx, mut not_idle) = mpsc::unbounded_channel::<()>();
-    let mut idle = 0usize;
+    let most_busy = if dial.tls.is_some() {
+        MAX_BUSY_TLS_LANES
+    } else {
+        usize::MAX
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel::<LaneEvent>();
+    let (mut idle, mut busy) = (0usize, 0usize);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut retry_at = None;
     loop {
-        while idle < count && retry_at.is_none() {
-            match dial_lane(hub, token).await {
+        while idle < count && busy < most_busy && retry_at.is_none() {
+            match dial_lane(&dial).await {
                 Ok(lane) => {
                     idle += 1;
                     backoff.reset();
                     tokio::spawn(serve_lane(
                         lane,
                         context.clone(),
-                        not_idle_tx.clone(),
+                        events_tx.clone(),
                         lifetime.clone(),
                         shutdown.clone(),
                     ));
@@ -64,7 +97,14 @@ pub async fn keep_lanes(
             }
         };
         tokio::select! {
-            Some(()) = not_idle.recv() => idle -= 1,
+            Some(event) = events.recv() => match event {
+                LaneEvent::Taken => {
+                    idle -= 1;
+                    busy += 1;
+                }
+                LaneEvent::Gone { was_busy: true } => busy -= 1,
+                LaneEvent::Gone { was_busy: false } => idle -= 1,
+            },
             _ = retry => retry_at = None,
             _ = lifetime.closed() => return,
             _ = shutdown.draining() => return,
@@ -72,59 +112,93 @@ pub async fn keep_lanes(
     }
 }
 
-async fn dial_lane(hub: SocketAddr, token: LaneToken) -> std::io::Result<TcpStream> {
-    let dial = async {
-        let mut lane = TcpStream::connect(hub).await?;
-        lane.set_nodelay(true)?;
-        let mut hello = Vec::with_capacity(PREFACE.len() + 1 + token.0.len());
-        hello.extend_from_slice(PREFACE);
-        hello.push(ConnKind::Lane.byte());
-        hello.extend_from_slice(&token.0);
-        lane.write_all(&hello).await?;
-        Ok(lane)
+async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
+    let mut hello = Vec::with_capacity(PREFACE.len() + 1 + dial.token.0.len());
+    hello.extend_from_slice(PREFACE);
+    hello.push(ConnKind::Lane.byte());
+    hello.extend_from_slice(&dial.token.0);
+    let connect = async {
+        let tcp = TcpStream::connect(dial.hub).await?;
+        tcp.set_nodelay(true)?;
+        match &dial.tls {
+            None => {
+                let mut tcp = tcp;
+                tcp.write_all(&hello).await?;
+                Ok(Lane::Plain(tcp))
+            }
+            Some((connector, name)) => {
+                let mut tls = connector.connect(name.clone(), tcp).await?;
+                tls.write_all(&hello).await?;
+                tls.flush().await?;
+                Ok(Lane::Tls(Box::new(tls)))
+            }
+        }
     };
-    tokio::time::timeout(DIAL_DEADLINE, dial)
+    tokio::time::timeout(DIAL_DEADLINE, connect)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Waits (idle) for the hub to send a stream header, then connects the target and splices.
+/// Waits (idle) for the hub to send a stream header, then connects the target and relays.
 async fn serve_lane(
-    mut lane: TcpStream,
+    mut lane: Lane,
     context: Arc<StreamContext>,
-    not_idle: mpsc::UnboundedSender<()>,
+    events: mpsc::UnboundedSender<LaneEvent>,
     lifetime: Lifetime,
     shutdown: Shutdown,
 ) {
     let header = tokio::select! {
-        header = read_stream_header(&mut lane) => header,
-        _ = lifetime.closed() => return,
-        _ = shutdown.draining() => return,
+        header = read_header(&mut lane) => header,
+        _ = lifetime.closed() => None,
+        _ = shutdown.draining() => None,
     };
-    let _ = not_idle.send(());
-    let header = match header {
-        Ok(header) => header,
-        Err(e) => {
-            tracing::debug!(error = %e, "lane closed before use");
+    let Some(header) = header else {
+        let _ = events.send(LaneEvent::Gone { was_busy: false });
+        return;
+    };
+    let _ = events.send(LaneEvent::Taken);
+    let _guard = shutdown.track();
+    carry(lane, header, &context).await;
+    let _ = events.send(LaneEvent::Gone { was_busy: true });
+}
+
+async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
+    let header = match lane {
+        Lane::Plain(tcp) => read_stream_header(tcp).await,
+        Lane::Tls(tls) => read_stream_header(tls).await,
+    };
+    header
+        .inspect_err(|e| tracing::debug!(error = %e, "lane closed before use"))
+        .ok()
+}
+
+async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) {
+    let lane = match (header.kind, lane) {
+        (StreamKind::Udp, Lane::Plain(lane)) => {
+            serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
+                Ok(flow) => Some(flow),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
+                    None
+                }
+            })
+            .await;
             return;
         }
+        (StreamKind::Udp, Lane::Tls(_)) => {
+            tracing::debug!("the hub sent a UDP flow on a TLS lane, which carries TCP only; closing");
+            return;
+        }
+        (StreamKind::Tcp, lane) => lane,
     };
-    let _guard = shutdown.track();
-    if header.kind == StreamKind::Udp {
-        serve_udp_flow(&context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
-            Ok(flow) => Some(flow),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
-                None
-            }
-        })
-        .await;
-        return;
-    }
     let Some(upstream) = connect_target(&context.target, &header.peer).await else {
         return;
     };
-    if let Err(e) = crate::relay::relay_sockets(upstream, lane).await {
+    let relayed = match lane {
+        Lane::Plain(lane) => crate::relay::relay_sockets(upstream, lane).await,
+        Lane::Tls(lane) => crate::relay::relay_io(upstream, lane).await,
+    };
+    if let Err(e) = relayed {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
     }
 }

@@ -28,7 +28,7 @@ pub struct AgentConfig {
     /// Idle expiry and flow bound for UDP flows this agent serves.
     pub udp: crate::udp::UdpLimits,
     pub udp_stats: Arc<crate::udp::UdpStats>,
-    /// `expose` over plain TCP: idle lanes kept dialed (`--lanes`); 0 disables them.
+    /// `expose` over TCP or TLS: idle lanes kept dialed (`--lanes`); 0 disables them.
     pub lanes: usize,
 }
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -69,6 +70,14 @@ fn tls_config(config: &AgentConfig) -> Result<std::sync::Arc<rustls::ClientConfi
         .ok_or_else(|| AgentError::Config("this transport needs TLS settings".into()))
 }
 
+/// The TLS connector and server name for the hub, as the session and its lanes use them.
+pub fn tls_connector(config: &AgentConfig) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), AgentError> {
+    let (host, _) = split_host_port(&config.hub)?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| AgentError::Config(format!("{host} is not a valid TLS server name: {e}")))?;
+    Ok((tokio_rustls::TlsConnector::from(tls_config(config)?), name))
+}
+
 async fn dial_quic(config: &AgentConfig) -> Result<(MuxConn, SocketAddr), AgentError> {
     let addr = resolve(config).await?;
     let (host, _) = split_host_port(&config.hub)?;
@@ -89,10 +98,7 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<(Mux
     let mut preface = PREFACE.to_vec();
     preface.push(ConnKind::Agent(role).byte());
     if tls {
-        let (host, _) = split_host_port(&config.hub)?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| AgentError::Config(format!("{host} is not a valid TLS server name: {e}")))?;
-        let connector = tokio_rustls::TlsConnector::from(tls_config(config)?);
+        let (connector, name) = tls_connector(config)?;
         let mut io = tokio::time::timeout(CONNECT_DEADLINE, connector.connect(name, tcp))
             .await
             .map_err(|_| AgentError::Transient("TLS handshake timed out".into()))?

@@ -1,17 +1,19 @@
-//! Lanes on the hub: dedicated plain-TCP data connections that an `expose` agent dials ahead
-//! of need. A visitor that finds an idle lane is spliced socket to socket onto it (see
+//! Lanes on the hub: dedicated data connections that an `expose` agent dials ahead of need,
+//! plain TCP for a plain-TCP session and TLS for a TLS one. A visitor that finds an idle lane
+//! is relayed onto it alone (spliced socket to socket on plain lanes, see
 //! [`crate::relay::relay_sockets`]) instead of being framed into the agent's HTTP/2
 //! connection; with no idle lane it takes a multiplexed stream as before.
 //!
-//! Each plain-TCP `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`]
-//! here; a lane proves which session it belongs to by sending the token after the preface.
+//! Each TCP or TLS `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`]
+//! here; a lane proves which session it belongs to by sending the token after the preface,
+//! over the same kind of connection as its session.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -26,25 +28,69 @@ pub const MAX_IDLE_LANES: usize = 64;
 /// configuration says otherwise.
 pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The idle lanes of one agent session, oldest first.
-pub struct LanePool {
-    idle: Mutex<VecDeque<TcpStream>>,
-    /// How many are idle, for whoever wants to wait for lanes (tests, metrics).
-    count: watch::Sender<usize>,
+/// A TLS lane as the hub holds it (the sniffed ClientHello was replayed into the handshake).
+pub type TlsLane = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
+
+/// One parked lane.
+pub enum Lane {
+    Plain(TcpStream),
+    Tls(Box<TlsLane>),
 }
 
-impl Default for LanePool {
-    fn default() -> Self {
-        Self {
-            idle: Mutex::default(),
-            count: watch::Sender::new(0),
+impl Lane {
+    fn kind(&self) -> LaneKind {
+        match self {
+            Lane::Plain(_) => LaneKind::Plain,
+            Lane::Tls(_) => LaneKind::Tls,
+        }
+    }
+
+    /// Whether the lane is still open and has sent nothing (an idle lane never does): a lane
+    /// the agent closed is readable (its end of file, or its TLS close_notify, is waiting).
+    fn is_quiet(&mut self) -> bool {
+        let would_block = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        match self {
+            Lane::Plain(tcp) => would_block(tcp.try_read(&mut [0u8; 1])),
+            Lane::Tls(tls) => {
+                let (replay, conn) = tls.get_mut();
+                use std::io::Read;
+                would_block(conn.reader().read(&mut [0u8; 1])) && would_block(replay.get_ref().try_read(&mut [0u8; 1]))
+            }
         }
     }
 }
 
+/// What a session's lanes are: the kind of its own connection, so a token learned over TLS
+/// is never accepted on a plain connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneKind {
+    Plain,
+    Tls,
+}
+
+/// The idle lanes of one agent session, oldest first.
+pub struct LanePool {
+    kind: LaneKind,
+    idle: Mutex<VecDeque<Lane>>,
+    /// How many are idle, for whoever wants to wait for lanes (tests, metrics).
+    count: watch::Sender<usize>,
+}
+
 impl LanePool {
+    fn new(kind: LaneKind) -> Self {
+        Self {
+            kind,
+            idle: Mutex::default(),
+            count: watch::Sender::new(0),
+        }
+    }
+
+    pub fn kind(&self) -> LaneKind {
+        self.kind
+    }
+
     /// Parks a lane; returns it back when the pool is full.
-    fn offer(&self, lane: TcpStream) -> Result<(), TcpStream> {
+    fn offer(&self, lane: Lane) -> Result<(), Lane> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         if idle.len() >= MAX_IDLE_LANES {
             return Err(lane);
@@ -54,18 +100,15 @@ impl LanePool {
         Ok(())
     }
 
-    /// An idle lane that is still open, if there is one. A lane the agent has closed (or that
-    /// sent anything, which an idle lane never does) is readable: it is dropped, not used.
-    pub fn take(&self) -> Option<TcpStream> {
+    /// An idle lane that is still open, if there is one. Lanes found closed (or chatty) on
+    /// the way are dropped, not used.
+    pub fn take(&self) -> Option<Lane> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         let mut found = None;
-        while let Some(lane) = idle.pop_front() {
-            match lane.try_read(&mut [0u8; 1]) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    found = Some(lane);
-                    break;
-                }
-                _ => continue,
+        while let Some(mut lane) = idle.pop_front() {
+            if lane.is_quiet() {
+                found = Some(lane);
+                break;
             }
         }
         self.count.send_replace(idle.len());
@@ -102,9 +145,9 @@ impl LaneBook {
     }
 
     /// A new token and its (empty) pool, for a session that starts.
-    pub fn open(&self) -> (LaneToken, Arc<LanePool>) {
+    pub fn open(&self, kind: LaneKind) -> (LaneToken, Arc<LanePool>) {
         let token = LaneToken::random();
-        let pool = Arc::new(LanePool::default());
+        let pool = Arc::new(LanePool::new(kind));
         self.pools.lock().expect("lane book lock").insert(token, pool.clone());
         (token, pool)
     }
@@ -117,35 +160,50 @@ impl LaneBook {
         }
     }
 
-    /// A connection that announced itself as a lane: reads its token and parks it with its
-    /// session. Unknown tokens, slow or chatty lanes, and lanes over the cap are closed.
-    pub async fn admit(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
-        let mut token = [0u8; 16];
-        match tokio::time::timeout(self.token_deadline, io.read_exact(&mut token)).await {
-            Ok(Ok(_)) => {}
-            _ => {
-                tracing::debug!(%peer, "lane without a token; closing");
-                return;
-            }
-        }
+    /// A plain connection that announced itself as a lane: reads its token and parks it with
+    /// its session. Unknown tokens, slow or chatty lanes, and lanes over the cap are closed.
+    pub async fn admit_plain(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
+        let Some(token) = self.read_token(&mut io, peer).await else {
+            return;
+        };
         let (unread, lane) = io.into_parts();
         if !unread.is_empty() {
             tracing::debug!(%peer, "lane sent bytes before it was used; closing");
             return;
         }
-        let pool = self
-            .pools
-            .lock()
-            .expect("lane book lock")
-            .get(&LaneToken(token))
-            .cloned();
-        match pool {
-            Some(pool) => {
-                if pool.offer(lane).is_err() {
-                    tracing::debug!(%peer, "lane pool full; closing the offered lane");
-                }
+        self.park(token, Lane::Plain(lane), peer);
+    }
+
+    /// The same for a lane that came over TLS (its handshake already done).
+    pub async fn admit_tls(&self, mut io: TlsLane, peer: SocketAddr) {
+        let Some(token) = self.read_token(&mut io, peer).await else {
+            return;
+        };
+        self.park(token, Lane::Tls(Box::new(io)), peer);
+    }
+
+    async fn read_token<T: AsyncRead + Unpin>(&self, io: &mut T, peer: SocketAddr) -> Option<LaneToken> {
+        let mut token = [0u8; 16];
+        match tokio::time::timeout(self.token_deadline, io.read_exact(&mut token)).await {
+            Ok(Ok(_)) => Some(LaneToken(token)),
+            _ => {
+                tracing::debug!(%peer, "lane without a token; closing");
+                None
             }
-            None => tracing::debug!(%peer, "lane with an unknown token; closing"),
+        }
+    }
+
+    /// Bytes a lane sends after its token are caught when it is taken (see [`Lane::is_quiet`]).
+    fn park(&self, token: LaneToken, lane: Lane, peer: SocketAddr) {
+        let pool = self.pools.lock().expect("lane book lock").get(&token).cloned();
+        let Some(pool) = pool else {
+            tracing::debug!(%peer, "lane with an unknown token; closing");
+            return;
+        };
+        if pool.kind != lane.kind() {
+            tracing::debug!(%peer, "lane is not the same kind of connection as its session; closing");
+        } else if pool.offer(lane).is_err() {
+            tracing::debug!(%peer, "lane pool full; closing the offered lane");
         }
     }
 }
@@ -167,11 +225,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = listener.local_addr().unwrap();
         let book = LaneBook::new(TOKEN_DEADLINE);
-        let (token, pool) = book.open();
+        let (token, pool) = book.open(LaneKind::Plain);
 
         let (mut stranger, hub_side) = lane_pair(&listener).await;
         stranger.write_all(&[7u8; 16]).await.unwrap();
-        book.admit(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
         assert_eq!(pool.idle(), 0, "a wrong token parks nothing");
 
         // A lane the agent closed while it was parked: its end of file is waiting.
@@ -179,13 +237,15 @@ mod tests {
         closed_lane.write_all(&token.0).await.unwrap();
         drop(closed_lane);
         hub_side.readable().await.unwrap();
-        book.admit(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
         let (mut live_lane, hub_side) = lane_pair(&listener).await;
         live_lane.write_all(&token.0).await.unwrap();
-        book.admit(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
         assert_eq!(pool.idle(), 2);
 
-        let mut taken = pool.take().expect("the live lane is handed out");
+        let Some(Lane::Plain(mut taken)) = pool.take() else {
+            panic!("the live lane is handed out");
+        };
         assert_eq!(pool.idle(), 0, "the closed lane was dropped on the way");
         taken.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
@@ -195,5 +255,21 @@ mod tests {
 
         book.close(token);
         assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_accepted_only_on_its_sessions_kind_of_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = listener.local_addr().unwrap();
+        let book = LaneBook::new(TOKEN_DEADLINE);
+        let (token, pool) = book.open(LaneKind::Tls);
+        let (mut plain, hub_side) = lane_pair(&listener).await;
+        plain.write_all(&token.0).await.unwrap();
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
+        assert_eq!(
+            pool.idle(),
+            0,
+            "a TLS session's token offered in plain text parks nothing"
+        );
     }
 }

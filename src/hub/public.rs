@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::lanes::{Lane, LaneKind};
 use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
-use crate::relay::{relay_sockets, relay_streams, relay_tcp, Transferred};
+use crate::relay::{relay_io, relay_sockets, relay_streams, relay_tcp, Transferred};
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -82,7 +83,13 @@ async fn open_flow_to_member(
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
-    if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
+    // UDP flows ride plain lanes only: their frames are written to the socket directly.
+    let plain_lane = member
+        .lanes
+        .as_ref()
+        .filter(|pool| pool.kind() == LaneKind::Plain)
+        .and_then(|pool| pool.take());
+    if let Some(Lane::Plain(lane)) = plain_lane {
         return match UdpFlow::open_on_lane(lane, tunnel.id, peer, sink, stats).await {
             Ok(flow) => {
                 tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
@@ -155,29 +162,30 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
 }
 
 /// Carries a visitor on a lane: the encoded stream header (with a routed visitor's sniffed
-/// bytes in the same write), then socket-to-socket splicing (or, for a `reach` visitor, its
-/// multiplexed stream relayed onto the lane).
-async fn serve_visitor_on_lane(
-    tunnel: &Tunnel,
-    visitor: Visitor,
-    peer: String,
-    mut first: Vec<u8>,
-    mut lane: TcpStream,
-) {
+/// bytes in the same write), then the relay: socket to socket (spliced) on a plain lane,
+/// through rustls on a TLS one; a `reach` visitor's multiplexed stream is relayed onto it.
+async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, mut first: Vec<u8>, mut lane: Lane) {
     if let Visitor::Routed { sniffed, .. } = &visitor {
         first.extend_from_slice(sniffed);
     }
-    if lane.write_all(&first).await.is_err() {
+    let written = match &mut lane {
+        Lane::Plain(tcp) => tcp.write_all(&first).await,
+        Lane::Tls(tls) => tls.write_all(&first).await,
+    };
+    if written.is_err() {
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
     tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-    let result = match visitor {
-        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay_sockets(tcp, lane).await,
-        Visitor::Reach(reach) => relay_tcp(lane, reach).await.map(|moved| Transferred {
-            a_to_b: moved.b_to_a,
-            b_to_a: moved.a_to_b,
-        }),
+    let flip = |moved: Transferred| Transferred {
+        a_to_b: moved.b_to_a,
+        b_to_a: moved.a_to_b,
+    };
+    let result = match (visitor, lane) {
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => relay_sockets(tcp, lane).await,
+        (Visitor::Reach(reach), Lane::Plain(lane)) => relay_tcp(lane, reach).await.map(flip),
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => relay_io(tcp, lane).await,
+        (Visitor::Reach(reach), Lane::Tls(lane)) => relay_io(reach, lane).await,
     };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     account(tunnel, &peer, result);

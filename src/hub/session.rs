@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::lanes::LaneKind;
 use super::public;
 use super::registry::{Member, SessionId};
 use super::Shared;
@@ -38,11 +39,16 @@ pub async fn read_preface<T: AsyncRead + Unpin>(io: &mut T, peer: SocketAddr) ->
 }
 
 /// A TLS or plain-TCP agent after its preface: runs HTTP/2 with the hub as the client for
-/// `expose` agents (it opens the streams) and the server for `reach`.
-pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, transport: &'static str, role: Role)
+/// `expose` agents (it opens the streams) and the server for `reach`. `lanes` is what the
+/// connection is, which is what its lanes must be.
+pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, lanes: LaneKind, role: Role)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let transport = match lanes {
+        LaneKind::Plain => "tcp",
+        LaneKind::Tls => "tls",
+    };
     let setup = async {
         match role {
             Role::Expose => mux::h2::client(io, transport).await,
@@ -51,13 +57,15 @@ where
     };
     // A peer that sends the preface and then stalls or garbles HTTP/2 is dropped here.
     match tokio::time::timeout(SETUP_DEADLINE, setup).await {
-        Ok(Ok(conn)) => serve_agent(shared, conn, peer, transport == "tcp").await,
+        Ok(Ok(conn)) => serve_agent(shared, conn, peer, Some(lanes)).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
         Err(_) => tracing::debug!(%peer, "HTTP/2 set-up with agent timed out"),
     }
 }
 
-pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, plaintext: bool) {
+/// One agent session; `lanes` says which kind of lanes it may dial (none over QUIC).
+pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, lanes: Option<LaneKind>) {
+    let plaintext = lanes == Some(LaneKind::Plain);
     let MuxConn {
         mut control,
         opener,
@@ -82,9 +90,11 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, p
         lifetime.close("refused");
         return;
     }
-    // Lanes are plain TCP end to end (spliced, never re-encrypted), so only plain-TCP agents
-    // that serve tunnels get them.
-    let lanes = (plaintext && hello.role == Role::Expose).then(|| shared.lanes.open());
+    // Lanes carry visitors to agents that serve tunnels, over the session's own kind of
+    // connection (QUIC streams are already independent, so QUIC sessions get none).
+    let lanes = lanes
+        .filter(|_| hello.role == Role::Expose)
+        .map(|kind| shared.lanes.open(kind));
     let _close_lanes = lanes.as_ref().map(|(token, _)| CloseLanes(&shared.lanes, *token));
     if write_frame(
         &mut control,

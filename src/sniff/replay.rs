@@ -17,6 +17,10 @@ impl<T> Replay<T> {
         Self { prefix, inner }
     }
 
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// The inner stream and whatever of the prefix has not been read yet.
     pub fn into_parts(self) -> (BytesMut, T) {
         (self.prefix, self.inner)
