@@ -126,6 +126,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_no_client_auth()
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // TLS lanes leave rustls after their handshake (see `relay::sealed`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -151,6 +153,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

@@ -12,12 +12,12 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
+use crate::relay::SealedLane;
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
 use crate::udp::UdpFlow;
@@ -41,7 +41,8 @@ pub struct LaneDial {
 
 enum Lane {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// Out of rustls once its hello is sent: see [`SealedLane`].
+    Tls(Box<SealedLane>),
 }
 
 /// What a lane reports to [`keep_lanes`].
@@ -130,7 +131,9 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
                 let mut tls = connector.connect(name.clone(), tcp).await?;
                 tls.write_all(&hello).await?;
                 tls.flush().await?;
-                Ok(Lane::Tls(Box::new(tls)))
+                let (tcp, conn) = tls.into_inner();
+                let secrets = conn.dangerous_extract_secrets().map_err(std::io::Error::other)?;
+                Ok(Lane::Tls(Box::new(SealedLane::new(tcp, secrets)?)))
             }
         }
     };
@@ -196,7 +199,7 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) {
     };
     let relayed = match lane {
         Lane::Plain(lane) => crate::relay::relay_sockets(upstream, lane).await,
-        Lane::Tls(lane) => crate::relay::relay_io(upstream, lane).await,
+        Lane::Tls(lane) => crate::relay::relay_sealed(upstream, *lane).await,
     };
     if let Err(e) = relayed {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");

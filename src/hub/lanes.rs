@@ -13,10 +13,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::relay::SealedLane;
 use crate::sniff::Replay;
 use crate::types::LaneToken;
 
@@ -28,13 +29,14 @@ pub const MAX_IDLE_LANES: usize = 64;
 /// configuration says otherwise.
 pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// A TLS lane as the hub holds it (the sniffed ClientHello was replayed into the handshake).
+/// A TLS lane during its handshake (the sniffed ClientHello is replayed into it).
 pub type TlsLane = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
 
-/// One parked lane.
+/// One parked lane. A TLS lane has left rustls after its handshake: its records are sealed
+/// and opened by [`crate::relay::SealedLane`].
 pub enum Lane {
     Plain(TcpStream),
-    Tls(Box<TlsLane>),
+    Tls(Box<SealedLane>),
 }
 
 impl Lane {
@@ -47,16 +49,12 @@ impl Lane {
 
     /// Whether the lane is still open and has sent nothing (an idle lane never does): a lane
     /// the agent closed is readable (its end of file, or its TLS close_notify, is waiting).
-    fn is_quiet(&mut self) -> bool {
-        let would_block = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-        match self {
-            Lane::Plain(tcp) => would_block(tcp.try_read(&mut [0u8; 1])),
-            Lane::Tls(tls) => {
-                let (replay, conn) = tls.get_mut();
-                use std::io::Read;
-                would_block(conn.reader().read(&mut [0u8; 1])) && would_block(replay.get_ref().try_read(&mut [0u8; 1]))
-            }
-        }
+    fn is_quiet(&self) -> bool {
+        let socket = match self {
+            Lane::Plain(tcp) => tcp,
+            Lane::Tls(sealed) => sealed.socket(),
+        };
+        matches!(socket.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -105,7 +103,7 @@ impl LanePool {
     pub fn take(&self) -> Option<Lane> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         let mut found = None;
-        while let Some(mut lane) = idle.pop_front() {
+        while let Some(lane) = idle.pop_front() {
             if lane.is_quiet() {
                 found = Some(lane);
                 break;
@@ -128,6 +126,22 @@ impl LanePool {
     pub async fn wait_idle(&self, n: usize) {
         let _ = self.count.subscribe().wait_for(|idle| *idle >= n).await;
     }
+}
+
+/// Takes a TLS lane out of rustls once its token is read: sends what rustls still holds (its
+/// session tickets), checks the lane sent nothing more, and hands the keys to the lane's own
+/// record layer.
+async fn seal(mut io: TlsLane) -> std::io::Result<SealedLane> {
+    use std::io::Read;
+    io.flush().await?;
+    let (replay, mut conn) = io.into_inner();
+    let (unread, tcp) = replay.into_parts();
+    let quiet = matches!(conn.reader().read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    if !quiet || !unread.is_empty() {
+        return Err(std::io::Error::other("the lane sent bytes before it was used"));
+    }
+    let secrets = conn.dangerous_extract_secrets().map_err(std::io::Error::other)?;
+    Ok(SealedLane::new(tcp, secrets)?)
 }
 
 /// Every session's lane pool by token.
@@ -179,7 +193,10 @@ impl LaneBook {
         let Some(token) = self.read_token(&mut io, peer).await else {
             return;
         };
-        self.park(token, Lane::Tls(Box::new(io)), peer);
+        match seal(io).await {
+            Ok(sealed) => self.park(token, Lane::Tls(Box::new(sealed)), peer),
+            Err(e) => tracing::debug!(%peer, error = %e, "TLS lane not usable; closing"),
+        }
     }
 
     async fn read_token<T: AsyncRead + Unpin>(&self, io: &mut T, peer: SocketAddr) -> Option<LaneToken> {

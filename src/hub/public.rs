@@ -14,7 +14,7 @@ use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
-use crate::relay::{relay_io, relay_sockets, relay_streams, relay_tcp, Transferred};
+use crate::relay::{relay_sealed, relay_sealed_stream, relay_sockets, relay_streams, relay_tcp, Transferred};
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -163,14 +163,15 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
 
 /// Carries a visitor on a lane: the encoded stream header (with a routed visitor's sniffed
 /// bytes in the same write), then the relay: socket to socket (spliced) on a plain lane,
-/// through rustls on a TLS one; a `reach` visitor's multiplexed stream is relayed onto it.
+/// sealed into TLS records on a TLS one; a `reach` visitor's multiplexed stream is relayed
+/// onto it.
 async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, mut first: Vec<u8>, mut lane: Lane) {
     if let Visitor::Routed { sniffed, .. } = &visitor {
         first.extend_from_slice(sniffed);
     }
     let written = match &mut lane {
         Lane::Plain(tcp) => tcp.write_all(&first).await,
-        Lane::Tls(tls) => tls.write_all(&first).await,
+        Lane::Tls(sealed) => sealed.write_all(&first).await,
     };
     if written.is_err() {
         return;
@@ -184,8 +185,8 @@ async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, 
     let result = match (visitor, lane) {
         (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => relay_sockets(tcp, lane).await,
         (Visitor::Reach(reach), Lane::Plain(lane)) => relay_tcp(lane, reach).await.map(flip),
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => relay_io(tcp, lane).await,
-        (Visitor::Reach(reach), Lane::Tls(lane)) => relay_io(reach, lane).await,
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => relay_sealed(tcp, *lane).await,
+        (Visitor::Reach(reach), Lane::Tls(lane)) => relay_sealed_stream(reach, *lane).await,
     };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     account(tunnel, &peer, result);

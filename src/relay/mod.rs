@@ -2,13 +2,15 @@
 //! backpressure (a slow reader stalls only its own direction) and byte counts.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
+mod sealed;
 mod splice;
 
+pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
 pub use splice::relay_sockets;
 
 /// Largest read from a socket (and largest gathered write to one). Large reads amortise
@@ -96,18 +98,6 @@ async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> s
         }
     }
     Ok(total)
-}
-
-/// Relays between two byte streams of any kind through two user-space buffers, carrying
-/// half-close: the path for TLS lanes, where bytes must pass through rustls anyway. Both
-/// buffers live as long as the relay, so callers bound how many such relays run at once.
-pub async fn relay_io<A, B>(mut a: A, mut b: B) -> std::io::Result<Transferred>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let (a_to_b, b_to_a) = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, RELAY_BUFFER, RELAY_BUFFER).await?;
-    Ok(Transferred { a_to_b, b_to_a })
 }
 
 /// Relays between two multiplexed streams (the hub joining a `reach` agent's stream to an
