@@ -1,7 +1,7 @@
 //! Relay throughput: the relay between a loopback socket and an HTTP/2 stream over an
 //! in-memory pipe, the lane relay between two loopback sockets, and whole tunnels (hub +
 //! expose agent in-process, visitor on the public port) over each transport, with and
-//! without lanes on plain TCP.
+//! without lanes on TCP and TLS.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,6 +165,7 @@ fn relay_through_tunnel(c: &mut Criterion) {
         ("tcp", TransportKind::Tcp, 0),
         ("tcp_lanes", TransportKind::Tcp, 4),
         ("tls", TransportKind::Tls, 0),
+        ("tls_lanes", TransportKind::Tls, 4),
         ("quic", TransportKind::Quic, 0),
     ];
     for (slot, (name, transport, lanes)) in variants.into_iter().enumerate() {

@@ -442,3 +442,63 @@ async fn busy_tls_lanes_are_capped() {
         .expect("with lanes free again the agent dials a replacement");
     shutdown.begin();
 }
+
+/// A TLS lane whose connection ended cleanly (close_notify both ways) carries the next one:
+/// twenty connections in turn cost the agent no new handshake per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_lanes_are_used_again_after_a_clean_close() {
+    let (hub, data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    for i in 0..20usize {
+        tokio::time::timeout(WAIT, pool.wait_idle(1))
+            .await
+            .expect("a lane is idle");
+        let payload = random_bytes(1000 + i * 5000);
+        assert_eq!(round_trip(&public, &payload).await, payload);
+    }
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 20);
+    let admitted = pool.admitted();
+    assert!(admitted <= 3, "{admitted} lanes dialed for 20 connections");
+    shutdown.begin();
+}
+
+/// A `reach` agent's TCP stream is relayed by the hub onto a TLS lane of the exposing agent,
+/// intact both ways, and the lane is used again for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reach_streams_ride_tls_lanes() {
+    let (hub, data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (_, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let reach_shutdown = shutdown.clone();
+    let config = agent(&hub, 0);
+    tokio::spawn(async move {
+        burrow::agent::reach::run(
+            config,
+            "bulk".into(),
+            "127.0.0.1:0".into(),
+            reach_shutdown,
+            move |_, local| {
+                let _ = ready_tx.send(local);
+            },
+        )
+        .await
+    });
+    let local = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap().to_string();
+    for size in [3 << 20, 1000] {
+        tokio::time::timeout(WAIT, pool.wait_idle(1))
+            .await
+            .expect("a lane is idle");
+        let payload = random_bytes(size);
+        assert_eq!(round_trip(&local, &payload).await, payload);
+    }
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 2);
+    assert!(pool.admitted() <= 3);
+    shutdown.begin();
+}

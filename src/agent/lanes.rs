@@ -49,6 +49,8 @@ enum Lane {
 enum LaneEvent {
     /// It stopped being idle and carries a connection.
     Taken,
+    /// Its connection ended cleanly and it waits for the next (TLS lanes).
+    Idle,
     /// It closed without being used, or finished carrying its connection.
     Gone { was_busy: bool },
 }
@@ -103,6 +105,10 @@ pub async fn keep_lanes(
                     idle -= 1;
                     busy += 1;
                 }
+                LaneEvent::Idle => {
+                    busy -= 1;
+                    idle += 1;
+                }
                 LaneEvent::Gone { was_busy: true } => busy -= 1,
                 LaneEvent::Gone { was_busy: false } => idle -= 1,
             },
@@ -142,7 +148,8 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Waits (idle) for the hub to send a stream header, then connects the target and relays.
+/// Waits (idle) for the hub to send a stream header, then connects the target and relays;
+/// a TLS lane whose connection ended cleanly waits for the next one.
 async fn serve_lane(
     mut lane: Lane,
     context: Arc<StreamContext>,
@@ -150,19 +157,31 @@ async fn serve_lane(
     lifetime: Lifetime,
     shutdown: Shutdown,
 ) {
-    let header = tokio::select! {
-        header = read_header(&mut lane) => header,
-        _ = lifetime.closed() => None,
-        _ = shutdown.draining() => None,
-    };
-    let Some(header) = header else {
-        let _ = events.send(LaneEvent::Gone { was_busy: false });
-        return;
-    };
-    let _ = events.send(LaneEvent::Taken);
-    let _guard = shutdown.track();
-    carry(lane, header, &context).await;
-    let _ = events.send(LaneEvent::Gone { was_busy: true });
+    loop {
+        let header = tokio::select! {
+            header = read_header(&mut lane) => header,
+            _ = lifetime.closed() => None,
+            _ = shutdown.draining() => None,
+        };
+        let Some(header) = header else {
+            let _ = events.send(LaneEvent::Gone { was_busy: false });
+            return;
+        };
+        let _ = events.send(LaneEvent::Taken);
+        let guard = shutdown.track();
+        let returned = carry(lane, header, &context).await;
+        drop(guard);
+        match returned {
+            Some(again) => {
+                lane = again;
+                let _ = events.send(LaneEvent::Idle);
+            }
+            None => {
+                let _ = events.send(LaneEvent::Gone { was_busy: true });
+                return;
+            }
+        }
+    }
 }
 
 async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
@@ -175,7 +194,8 @@ async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
         .ok()
 }
 
-async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) {
+/// Carries one connection (or UDP flow); returns the lane if it can carry another.
+async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) -> Option<Lane> {
     let lane = match (header.kind, lane) {
         (StreamKind::Udp, Lane::Plain(lane)) => {
             serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
@@ -186,22 +206,24 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) {
                 }
             })
             .await;
-            return;
+            return None;
         }
         (StreamKind::Udp, Lane::Tls(_)) => {
             tracing::debug!("the hub sent a UDP flow on a TLS lane, which carries TCP only; closing");
-            return;
+            return None;
         }
         (StreamKind::Tcp, lane) => lane,
     };
-    let Some(upstream) = connect_target(&context.target, &header.peer).await else {
-        return;
-    };
+    // A target that cannot be reached closes the lane, which the visitor sees as a close.
+    let upstream = connect_target(&context.target, &header.peer).await?;
     let relayed = match lane {
-        Lane::Plain(lane) => crate::relay::relay_sockets(upstream, lane).await,
-        Lane::Tls(lane) => crate::relay::relay_sealed(upstream, *lane).await,
+        Lane::Plain(lane) => crate::relay::relay_sockets(upstream, lane).await.map(|_| None),
+        Lane::Tls(lane) => crate::relay::relay_sealed(upstream, *lane)
+            .await
+            .map(|(_, again)| again.map(|sealed| Lane::Tls(Box::new(sealed)))),
     };
-    if let Err(e) = relayed {
-        tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
-    }
+    relayed
+        .inspect_err(|e| tracing::info!(peer = %header.peer, error = %e, "relay ended with an error"))
+        .ok()
+        .flatten()
 }

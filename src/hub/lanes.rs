@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,10 @@ pub enum LaneKind {
 pub struct LanePool {
     kind: LaneKind,
     idle: Mutex<VecDeque<Lane>>,
+    /// Set when the session ends: lanes coming back from a relay are closed, not parked.
+    closed: AtomicBool,
+    /// Lanes ever admitted (each a new connection; a TLS one a new handshake).
+    admitted: AtomicU64,
     /// How many are idle, for whoever wants to wait for lanes (tests, metrics).
     count: watch::Sender<usize>,
 }
@@ -79,6 +84,8 @@ impl LanePool {
         Self {
             kind,
             idle: Mutex::default(),
+            closed: Default::default(),
+            admitted: Default::default(),
             count: watch::Sender::new(0),
         }
     }
@@ -98,6 +105,19 @@ impl LanePool {
         Ok(())
     }
 
+    /// A lane whose connection ended cleanly, parked again (TLS lanes; see
+    /// `relay::sealed`). Closed instead once the session is over or the pool is full.
+    pub fn give_back(&self, lane: Lane) {
+        if !self.closed.load(Ordering::Relaxed) {
+            let _ = self.offer(lane);
+        }
+    }
+
+    /// Lanes admitted since the session started.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
     /// An idle lane that is still open, if there is one. Lanes found closed (or chatty) on
     /// the way are dropped, not used.
     pub fn take(&self) -> Option<Lane> {
@@ -114,6 +134,7 @@ impl LanePool {
     }
 
     fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
         self.idle.lock().expect("lane pool lock").clear();
         self.count.send_replace(0);
     }
@@ -221,6 +242,8 @@ impl LaneBook {
             tracing::debug!(%peer, "lane is not the same kind of connection as its session; closing");
         } else if pool.offer(lane).is_err() {
             tracing::debug!(%peer, "lane pool full; closing the offered lane");
+        } else {
+            pool.admitted.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::{Lane, LaneKind};
+use super::lanes::{Lane, LaneKind, LanePool};
 use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
@@ -134,8 +134,8 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         flow: 0,
     }
     .encode();
-    if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
-        serve_visitor_on_lane(&tunnel, visitor, peer, header, lane).await;
+    if let Some((pool, lane)) = member.lanes.as_ref().and_then(|pool| Some((pool, pool.take()?))) {
+        serve_visitor_on_lane(&tunnel, visitor, peer, header, lane, pool).await;
         return;
     }
     let mut stream = match member.opener.open().await {
@@ -164,8 +164,15 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
 /// Carries a visitor on a lane: the encoded stream header (with a routed visitor's sniffed
 /// bytes in the same write), then the relay: socket to socket (spliced) on a plain lane,
 /// sealed into TLS records on a TLS one; a `reach` visitor's multiplexed stream is relayed
-/// onto it.
-async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, mut first: Vec<u8>, mut lane: Lane) {
+/// onto it. A TLS lane whose connection ended cleanly goes back to `pool` for the next one.
+async fn serve_visitor_on_lane(
+    tunnel: &Tunnel,
+    visitor: Visitor,
+    peer: String,
+    mut first: Vec<u8>,
+    mut lane: Lane,
+    pool: &LanePool,
+) {
     if let Visitor::Routed { sniffed, .. } = &visitor {
         first.extend_from_slice(sniffed);
     }
@@ -182,11 +189,19 @@ async fn serve_visitor_on_lane(tunnel: &Tunnel, visitor: Visitor, peer: String, 
         a_to_b: moved.b_to_a,
         b_to_a: moved.a_to_b,
     };
-    let result = match (visitor, lane) {
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => relay_sockets(tcp, lane).await,
-        (Visitor::Reach(reach), Lane::Plain(lane)) => relay_tcp(lane, reach).await.map(flip),
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => relay_sealed(tcp, *lane).await,
-        (Visitor::Reach(reach), Lane::Tls(lane)) => relay_sealed_stream(reach, *lane).await,
+    let sealed = match (visitor, lane) {
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => Err(relay_sockets(tcp, lane).await),
+        (Visitor::Reach(reach), Lane::Plain(lane)) => Err(relay_tcp(lane, reach).await.map(flip)),
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => Ok(relay_sealed(tcp, *lane).await),
+        (Visitor::Reach(reach), Lane::Tls(lane)) => Ok(relay_sealed_stream(reach, *lane).await),
+    };
+    let result = match sealed {
+        Err(plain) => plain,
+        Ok(Ok((moved, Some(lane)))) => {
+            pool.give_back(Lane::Tls(Box::new(lane)));
+            Ok(moved)
+        }
+        Ok(result) => result.map(|(moved, _)| moved),
     };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     account(tunnel, &peer, result);

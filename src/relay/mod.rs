@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
-mod sealed;
+pub mod sealed;
 mod splice;
 
 pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};

@@ -10,6 +10,11 @@
 //! one direction, as TLS 1.3 allows), and the NewSessionTicket messages a server sends after
 //! its handshake (skipped). A KeyUpdate, any other alert or handshake message, a record that
 //! does not open, or a lane that ends without close_notify ends the lane with an error.
+//!
+//! A lane whose connection ended with close_notify both ways is used again (both peers are
+//! burrow): records after a close_notify wait unopened until [`SealedLane::rearm`], and then
+//! begin the next connection with its stream header. So a TLS lane costs one handshake for
+//! many connections, not one each.
 //! Instead of rekeying, a direction stops at its cipher's confidentiality limit (2^24
 //! records for AES-GCM: 256 GiB of full records).
 
@@ -61,8 +66,6 @@ pub enum SealedError {
     Handshake(u8),
     #[error("this key's record limit is reached")]
     KeyExhausted,
-    #[error("data after close_notify")]
-    AfterClose,
 }
 
 impl From<SealedError> for io::Error {
@@ -210,10 +213,11 @@ impl Inbound {
         &mut self.buf[self.unopened.end..]
     }
 
-    /// Takes in `n` bytes read into [`Self::space`] and opens every complete record.
+    /// Takes in `n` bytes read into [`Self::space`] and opens every complete record up to a
+    /// close_notify (what follows it belongs to the lane's next connection).
     pub fn filled(&mut self, n: usize) -> Result<(), SealedError> {
         self.unopened.end += n;
-        while self.unopened.len() >= HEADER_LEN {
+        while !self.closed && self.unopened.len() >= HEADER_LEN {
             let at = self.unopened.start;
             let header: [u8; HEADER_LEN] = self.buf[at..at + HEADER_LEN].try_into().expect("header length");
             let len = u16::from_be_bytes([header[3], header[4]]) as usize;
@@ -240,9 +244,6 @@ impl Inbound {
     }
 
     fn take_record(&mut self, content_type: u8, content: Range<usize>) -> Result<(), SealedError> {
-        if self.closed {
-            return Err(SealedError::AfterClose);
-        }
         match content_type {
             APPLICATION_DATA if content.is_empty() => {}
             APPLICATION_DATA => self.plaintext.push(content),
@@ -349,6 +350,21 @@ impl SealedLane {
         &self.tcp
     }
 
+    /// Once a relay ended with close_notify both ways: ready for the lane's next connection,
+    /// holding no buffer while idle. Records of that connection that already arrived are
+    /// opened now.
+    pub fn rearm(&mut self) -> Result<(), SealedError> {
+        debug_assert!(self.inbound.is_finished());
+        self.outbound.buf = Vec::new();
+        let inbound = &mut self.inbound;
+        inbound.closed = false;
+        if inbound.unopened.is_empty() {
+            inbound.buf = Vec::new();
+            inbound.unopened = 0..0;
+        }
+        inbound.filled(0)
+    }
+
     /// Seals and writes `data` (a stream header and the first bytes), outside the relay.
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
@@ -389,7 +405,8 @@ impl AsyncRead for SealedLane {
 /// Relays between a TCP connection and a sealed lane: what a read from the socket puts in the
 /// record slots is sealed in place, and records from the lane are opened in place and
 /// written to the socket from where they lie. End of file becomes close_notify and back.
-pub async fn relay_sealed(plain: TcpStream, lane: SealedLane) -> io::Result<Transferred> {
+/// Returns the lane, ready for another connection, when both directions ended that way.
+pub async fn relay_sealed(plain: TcpStream, lane: SealedLane) -> io::Result<(Transferred, Option<SealedLane>)> {
     let SealedLane {
         tcp,
         mut outbound,
@@ -411,7 +428,6 @@ pub async fn relay_sealed(plain: TcpStream, lane: SealedLane) -> io::Result<Tran
             lane_write.write_all(outbound.seal_read(n)?).await?;
         }
         lane_write.write_all(outbound.close_notify()?).await?;
-        lane_write.shutdown().await?;
         Ok::<_, io::Error>(total)
     };
     let down = async {
@@ -434,12 +450,14 @@ pub async fn relay_sealed(plain: TcpStream, lane: SealedLane) -> io::Result<Tran
         Ok::<_, io::Error>(total)
     };
     let (a_to_b, b_to_a) = tokio::try_join!(up, down)?;
-    Ok(Transferred { a_to_b, b_to_a })
+    let lane = reassemble(lane_read, lane_write, outbound, inbound);
+    Ok((Transferred { a_to_b, b_to_a }, lane))
 }
 
 /// Relays between a multiplexed stream (a `reach` visitor's) and a sealed lane; the
-/// stream's chunks are copied into records, which the TCP relay avoids.
-pub async fn relay_sealed_stream(stream: MuxStream, lane: SealedLane) -> io::Result<Transferred> {
+/// stream's chunks are copied into records, which the TCP relay avoids. Returns the lane as
+/// [`relay_sealed`] does.
+pub async fn relay_sealed_stream(stream: MuxStream, lane: SealedLane) -> io::Result<(Transferred, Option<SealedLane>)> {
     let SealedLane {
         tcp,
         mut outbound,
@@ -459,7 +477,6 @@ pub async fn relay_sealed_stream(stream: MuxStream, lane: SealedLane) -> io::Res
             }
         }
         lane_write.write_all(outbound.close_notify()?).await?;
-        lane_write.shutdown().await?;
         Ok::<_, io::Error>(total)
     };
     let down = async {
@@ -483,7 +500,21 @@ pub async fn relay_sealed_stream(stream: MuxStream, lane: SealedLane) -> io::Res
         Ok::<_, io::Error>(total)
     };
     let (a_to_b, b_to_a) = tokio::try_join!(up, down)?;
-    Ok(Transferred { a_to_b, b_to_a })
+    let lane = reassemble(lane_read, lane_write, outbound, inbound);
+    Ok((Transferred { a_to_b, b_to_a }, lane))
+}
+
+/// The lane after a relay whose directions both ended with close_notify, rearmed.
+fn reassemble(
+    read: OwnedReadHalf,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    outbound: Outbound,
+    inbound: Inbound,
+) -> Option<SealedLane> {
+    let tcp = read.reunite(write).ok()?;
+    let mut lane = SealedLane { tcp, outbound, inbound };
+    lane.rearm().ok()?;
+    Some(lane)
 }
 
 /// One read from the lane into the record layer (which opens what is complete).

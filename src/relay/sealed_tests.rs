@@ -95,7 +95,7 @@ fn altered_reordered_or_foreign_records_do_not_open() {
 }
 
 #[test]
-fn garbage_headers_and_data_after_close_are_refused() {
+fn garbage_headers_are_refused_and_records_after_close_wait_for_the_next_connection() {
     let (_, (_, mut open)) = pair();
     assert_eq!(
         feed(&mut open, &[22, 3, 1, 0, 40], 5).unwrap_err(),
@@ -107,9 +107,14 @@ fn garbage_headers_and_data_after_close_are_refused() {
     assert_eq!(feed(&mut open, &header, 5).unwrap_err(), SealedError::BadHeader);
 
     let ((mut seal, _), (_, mut open)) = pair();
-    let mut wire = seal.close_notify().unwrap().to_vec();
-    wire.extend_from_slice(seal.seal_copy(b"late").unwrap().0);
-    assert_eq!(feed(&mut open, &wire, 4096).unwrap_err(), SealedError::AfterClose);
+    let mut wire = seal.seal_copy(b"one").unwrap().0.to_vec();
+    wire.extend_from_slice(seal.close_notify().unwrap());
+    wire.extend_from_slice(seal.seal_copy(b"next").unwrap().0);
+    assert_eq!(feed(&mut open, &wire, 4096).unwrap(), b"one");
+    assert!(open.is_finished(), "the first connection ends at close_notify");
+    open.closed = false; // what SealedLane::rearm does
+    open.filled(0).unwrap();
+    assert_eq!(&*open.plaintext()[0], b"next");
 }
 
 /// Seals `content` as one record of `content_type` (what only a peer other than burrow sends).
@@ -213,7 +218,8 @@ async fn a_sealed_lane_speaks_tls_with_rustls() {
         "the server's bytes arrive after its tickets, then its close_notify"
     );
     server.await.unwrap();
-    let moved = relay.await.unwrap().unwrap();
+    let (moved, lane) = relay.await.unwrap().unwrap();
+    assert!(lane.is_some(), "both directions ended with close_notify");
     assert_eq!(
         moved,
         Transferred {
