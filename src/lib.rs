@@ -5,8 +5,9 @@
 //! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
 //! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
-//! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure, and
-//!   splicing socket to socket on lanes (dedicated plain-TCP data connections, `hub/lanes.rs`).
+//! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure,
+//!   splicing socket to socket on plain lanes (dedicated data connections, `hub/lanes.rs`),
+//!   and sealing TLS records in place on TLS lanes (`relay/sealed.rs`).
 //! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) or a lane of
 //!   their own, and their sockets.
 //! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.

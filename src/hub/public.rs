@@ -14,7 +14,9 @@ use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
-use crate::relay::{relay_sealed, relay_sealed_stream, relay_sockets, relay_streams, relay_tcp, Transferred};
+use crate::relay::{
+    relay_sealed, relay_sealed_stream, relay_sockets, relay_streams, relay_tcp, SealedLane, Transferred,
+};
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -189,19 +191,22 @@ async fn serve_visitor_on_lane(
         a_to_b: moved.b_to_a,
         b_to_a: moved.a_to_b,
     };
-    let sealed = match (visitor, lane) {
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => Err(relay_sockets(tcp, lane).await),
-        (Visitor::Reach(reach), Lane::Plain(lane)) => Err(relay_tcp(lane, reach).await.map(flip)),
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => Ok(relay_sealed(tcp, *lane).await),
-        (Visitor::Reach(reach), Lane::Tls(lane)) => Ok(relay_sealed_stream(reach, *lane).await),
+    // A TLS lane whose connection ended cleanly goes back to the pool.
+    let park_again = |relayed: std::io::Result<(Transferred, Option<SealedLane>)>| {
+        relayed.map(|(moved, lane)| {
+            if let Some(lane) = lane {
+                pool.give_back(Lane::Tls(Box::new(lane)));
+            }
+            moved
+        })
     };
-    let result = match sealed {
-        Err(plain) => plain,
-        Ok(Ok((moved, Some(lane)))) => {
-            pool.give_back(Lane::Tls(Box::new(lane)));
-            Ok(moved)
+    let result = match (visitor, lane) {
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => relay_sockets(tcp, lane).await,
+        (Visitor::Reach(reach), Lane::Plain(lane)) => relay_tcp(lane, reach).await.map(flip),
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => {
+            park_again(relay_sealed(tcp, *lane).await)
         }
-        Ok(result) => result.map(|(moved, _)| moved),
+        (Visitor::Reach(reach), Lane::Tls(lane)) => park_again(relay_sealed_stream(reach, *lane).await),
     };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     account(tunnel, &peer, result);
