@@ -171,6 +171,18 @@ async fn bad_input_does_not_disturb_other_tunnels() {
     let mut agent = hub.expose("quic", "alice", &echo, &["--name", "steady", "--public"]);
     let public = str_of(&agent.ready().await, "public_address");
 
+    // An agent-looking TLS ClientHello (ALPN burrow/1) and then silence: the hub gives up on
+    // the handshake (checked at the end, as it takes the 5 s sniff deadline).
+    let mut stalled = TcpStream::connect(&hub.addr).await.unwrap();
+    {
+        burrow::tls::install_crypto_provider();
+        let config = burrow::tls::client_config(Some(std::path::Path::new(&hub.ca()))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(config, name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        stalled.write_all(&hello).await.unwrap();
+    }
     // Silent connections hold nothing but their socket.
     let mut silent = Vec::new();
     for _ in 0..50 {
@@ -217,6 +229,8 @@ async fn bad_input_does_not_disturb_other_tunnels() {
         request,
         "Host routing reaches the tunnel, bytes untouched"
     );
+    let closed = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "a stalled TLS handshake was not dropped");
     drop(silent);
 }
 

@@ -214,9 +214,10 @@ impl LaneBook {
         let Some(token) = self.read_token(&mut io, peer).await else {
             return;
         };
-        match seal(io).await {
-            Ok(sealed) => self.park(token, Lane::Tls(Box::new(sealed)), peer),
-            Err(e) => tracing::debug!(%peer, error = %e, "TLS lane not usable; closing"),
+        match tokio::time::timeout(self.token_deadline, seal(io)).await {
+            Ok(Ok(sealed)) => self.park(token, Lane::Tls(Box::new(sealed)), peer),
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS lane not usable; closing"),
+            Err(_) => tracing::debug!(%peer, "TLS lane did not take its session tickets in time; closing"),
         }
     }
 

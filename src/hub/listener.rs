@@ -86,15 +86,17 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             Some(ConnKind::Lane) => shared.lanes.admit_plain(io, peer).await,
             None => {}
         },
-        Verdict::Tls { agent: true, .. } => match shared.tls.accept(io).await {
-            Ok(mut tls) => match session::read_preface(&mut tls, peer).await {
+        // A client that starts a handshake and stalls is dropped like one that says nothing.
+        Verdict::Tls { agent: true, .. } => match tokio::time::timeout(SNIFF_DEADLINE, shared.tls.accept(io)).await {
+            Ok(Ok(mut tls)) => match session::read_preface(&mut tls, peer).await {
                 Some(ConnKind::Agent(role)) => {
                     session::serve_stream_agent(shared, tls, peer, LaneKind::Tls, role).await
                 }
                 Some(ConnKind::Lane) => shared.lanes.admit_tls(tls, peer).await,
                 None => {}
             },
-            Err(e) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "agent TLS handshake did not finish in time"),
         },
         Verdict::Tls { sni: Some(host), .. } => route_by_name(&shared, io, peer, &host, false).await,
         Verdict::Http { host: Some(host) } => route_by_name(&shared, io, peer, &host, true).await,
