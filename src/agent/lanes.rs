@@ -1,8 +1,9 @@
 //! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
 //! like the session's own connection, so a visitor can be relayed on a connection of its own
-//! (see `hub/lanes.rs`). Each lane carries one forwarded connection (or, on a plain lane, one
-//! UDP flow) and is then replaced; the multiplexed connection stays the fallback and carries
-//! everything else (control, `reach` flows).
+//! (see `hub/lanes.rs`). Each lane carries one forwarded connection or UDP flow and is then
+//! replaced (a TLS lane whose connection ended cleanly carries the next one instead); the
+//! multiplexed connection stays the fallback and carries everything else (control, `reach`
+//! flows).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::mux::Lifetime;
 use crate::relay::SealedLane;
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
-use crate::udp::UdpFlow;
+use crate::udp::{FlowLane, UdpFlow};
 use crate::wire::io::read_stream_header;
 use crate::wire::{ConnKind, StreamHeader, StreamKind, PREFACE};
 
@@ -196,24 +197,22 @@ async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
 
 /// Carries one connection (or UDP flow); returns the lane if it can carry another.
 async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) -> Option<Lane> {
-    let lane = match (header.kind, lane) {
-        (StreamKind::Udp, Lane::Plain(lane)) => {
-            serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
-                Ok(flow) => Some(flow),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
-                    None
-                }
-            })
-            .await;
-            return None;
-        }
-        (StreamKind::Udp, Lane::Tls(_)) => {
-            tracing::debug!("the hub sent a UDP flow on a TLS lane, which carries TCP only; closing");
-            return None;
-        }
-        (StreamKind::Tcp, lane) => lane,
-    };
+    if header.kind == StreamKind::Udp {
+        // A UDP flow keeps its lane until it ends, then closes it.
+        let lane = match lane {
+            Lane::Plain(tcp) => FlowLane::Plain(tcp),
+            Lane::Tls(sealed) => FlowLane::Sealed(sealed),
+        };
+        serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
+            Ok(flow) => Some(flow),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
+                None
+            }
+        })
+        .await;
+        return None;
+    }
     // A target that cannot be reached closes the lane, which the visitor sees as a close.
     let upstream = connect_target(&context.target, &header.peer).await?;
     let relayed = match lane {

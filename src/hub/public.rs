@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::{Lane, LaneKind, LanePool};
+use super::lanes::{Lane, LanePool};
 use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
@@ -19,7 +19,9 @@ use crate::relay::{
 };
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
-use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
+use crate::udp::{
+    serve_udp_socket, splice_flows, DatagramRouter, FlowLane, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats,
+};
 use crate::wire::{self, StreamHeader, StreamKind};
 
 /// A reach agent must name its tunnel this quickly after opening a stream.
@@ -85,13 +87,11 @@ async fn open_flow_to_member(
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
-    // UDP flows ride plain lanes only: their frames are written to the socket directly.
-    let plain_lane = member
-        .lanes
-        .as_ref()
-        .filter(|pool| pool.kind() == LaneKind::Plain)
-        .and_then(|pool| pool.take());
-    if let Some(Lane::Plain(lane)) = plain_lane {
+    if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
+        let lane = match lane {
+            Lane::Plain(tcp) => FlowLane::Plain(tcp),
+            Lane::Tls(sealed) => FlowLane::Sealed(sealed),
+        };
         return match UdpFlow::open_on_lane(lane, tunnel.id, peer, sink, stats).await {
             Ok(flow) => {
                 tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);

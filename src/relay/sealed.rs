@@ -35,6 +35,8 @@ use crate::mux::MuxStream;
 
 const HEADER_LEN: usize = 5;
 const TAG_LEN: usize = 16;
+/// What sealing adds to each record: header, content type and tag.
+pub const RECORD_OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
 /// Largest plaintext of one record (RFC 8446 §5.1).
 pub const MAX_PLAINTEXT: usize = 1 << 14;
 /// Largest ciphertext a peer may send in one record (RFC 8446 §5.2).
@@ -343,6 +345,11 @@ impl SealedLane {
     pub fn new(tcp: TcpStream, secrets: ExtractedSecrets) -> Result<Self, SealedError> {
         let (outbound, inbound) = record_layer(secrets)?;
         Ok(Self { tcp, outbound, inbound })
+    }
+
+    /// The socket and both halves of the record layer, for a UDP flow's lane.
+    pub fn into_parts(self) -> (TcpStream, Outbound, Inbound) {
+        (self.tcp, self.outbound, self.inbound)
     }
 
     /// The socket, to check an idle lane for liveness.

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::lane::LaneOut;
+use super::lane::{FlowLane, LaneOut};
 use super::UdpStats;
 use crate::mux::{MuxError, MuxStream, Opener};
 use crate::types::TunnelId;
@@ -315,13 +315,17 @@ impl UdpFlow {
     /// Opens a flow toward the peer on `lane`, a lane of its own (no QUIC datagrams, so no
     /// flow id).
     pub async fn open_on_lane(
-        mut lane: tokio::net::TcpStream,
+        mut lane: FlowLane,
         tunnel: TunnelId,
         peer: String,
         sink: Sink,
         stats: Arc<UdpStats>,
     ) -> std::io::Result<Self> {
-        lane.write_all(&flow_header(tunnel, peer, 0)).await?;
+        let header = flow_header(tunnel, peer, 0);
+        match &mut lane {
+            FlowLane::Plain(tcp) => tcp.write_all(&header).await?,
+            FlowLane::Sealed(sealed) => sealed.write_all(&header).await?,
+        }
         Self::on_lane(lane, sink, stats)
     }
 
@@ -394,10 +398,10 @@ impl UdpFlow {
     }
 
     /// A flow carried on a lane of its own, its stream header already sent or read.
-    pub fn on_lane(lane: tokio::net::TcpStream, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
-        let (out, lane) = LaneOut::split(lane)?;
+    pub fn on_lane(lane: FlowLane, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
+        let (out, lane, inbound) = LaneOut::split(lane)?;
         let (state, queue) = FlowState::new(sink, stats);
-        let reader = tokio::spawn(super::lane::drive(lane, out.clone(), state.clone()));
+        let reader = tokio::spawn(super::lane::drive(lane, inbound, out.clone(), state.clone()));
         Ok(Self {
             id: 0,
             next_seq: 0,

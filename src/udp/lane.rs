@@ -1,8 +1,10 @@
-//! UDP flows on lanes (`--transport tcp`): a flow that gets one of its agent's idle lanes
-//! carries its datagrams as stream frames on that connection alone. Frames are written into
-//! the lane by the task that received the datagram, and one task per end reads the lane and
-//! hands datagrams straight to the flow's socket, so a request/response crosses no task
-//! inside either process: a UDP tunnel's request rate is bound by wake-ups per datagram.
+//! UDP flows on lanes: a flow that gets one of its agent's idle lanes carries its datagrams
+//! as stream frames on that connection alone. Frames are written into the lane by the task
+//! that received the datagram, and one task per end reads the lane and hands datagrams
+//! straight to the flow's socket, so a request/response crosses no task inside either
+//! process: a UDP tunnel's request rate is bound by wake-ups per datagram. On a TLS lane the
+//! frames travel in TLS records sealed by the sending task (under the same lock that orders
+//! the frames) and opened by the lane's task (see `relay/sealed.rs`).
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
@@ -13,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::flow::FlowState;
+use crate::relay::sealed::{self, Inbound, Outbound as RecordsOut};
+use crate::relay::SealedLane;
 use crate::wire::datagram::{self, MAX_FRAME_BODY};
 
 /// Frame bytes a lane holds while its socket is full; past this, datagrams are dropped (a
@@ -23,48 +27,98 @@ const BACKLOG_LIMIT: usize = 1 << 20;
 /// Room made in the read buffer before each read: one largest frame.
 const READ_CHUNK: usize = MAX_FRAME_BODY + 4;
 
+/// The connection a flow rides: a plain lane, or a TLS lane with its record layer.
+pub enum FlowLane {
+    Plain(TcpStream),
+    Sealed(Box<SealedLane>),
+}
+
 /// The sending side of a flow's lane.
 pub(super) struct LaneOut {
     /// A duplicate of the lane's descriptor (non-blocking), written by whichever task sends.
     socket: std::net::TcpStream,
-    /// Frame bytes the socket could not take yet. The lane's task flushes them, and nothing
-    /// new is written before they are out, so frames never interleave.
-    backlog: Mutex<BytesMut>,
+    sending: Mutex<Sending>,
     backlogged: Notify,
 }
 
+struct Sending {
+    /// Bytes the socket could not take yet. The lane's task flushes them, and nothing new is
+    /// written before they are out, so frames (and records) never interleave.
+    backlog: BytesMut,
+    /// A TLS lane's sealing half; sealing under this lock keeps records in sequence order.
+    records: Option<RecordsOut>,
+}
+
 impl LaneOut {
-    /// Returns the sending side and the lane for its reading task.
-    pub(super) fn split(lane: TcpStream) -> io::Result<(Arc<Self>, TcpStream)> {
+    /// Returns the sending side, and the lane and its opening half for the reading task.
+    pub(super) fn split(lane: FlowLane) -> io::Result<(Arc<Self>, TcpStream, Option<Inbound>)> {
+        let (lane, records, inbound) = match lane {
+            FlowLane::Plain(tcp) => (tcp, None, None),
+            FlowLane::Sealed(sealed) => {
+                let (tcp, outbound, inbound) = (*sealed).into_parts();
+                (tcp, Some(outbound), Some(inbound))
+            }
+        };
         let lane = lane.into_std()?;
         let socket = lane.try_clone()?;
         let out = Arc::new(Self {
             socket,
-            backlog: Mutex::default(),
+            sending: Mutex::new(Sending {
+                backlog: BytesMut::new(),
+                records,
+            }),
             backlogged: Notify::new(),
         });
-        Ok((out, TcpStream::from_std(lane)?))
+        Ok((out, TcpStream::from_std(lane)?, inbound))
     }
 
-    /// Sends one encoded frame, never waiting: written now when nothing waits before it,
-    /// else queued behind the backlog. False when it had to be dropped.
-    pub(super) fn send(&self, frame: &[u8]) -> bool {
-        let mut backlog = self.backlog.lock().expect("lane backlog lock");
-        if !backlog.is_empty() {
-            if backlog.len() + frame.len() > BACKLOG_LIMIT {
-                return false;
+    /// Sends encoded frames, never waiting: written now when nothing waits before them, else
+    /// queued behind the backlog. False when they had to be dropped (whole).
+    pub(super) fn send(&self, frames: &[u8]) -> bool {
+        let mut sending = self.sending.lock().expect("lane backlog lock");
+        let Sending { backlog, records } = &mut *sending;
+        // Checked before sealing: a sealed record that is then dropped would leave a gap in
+        // the record sequence, which the peer cannot open past.
+        let on_the_wire = match records {
+            None => frames.len(),
+            Some(_) => frames.len() + frames.len().div_ceil(sealed::MAX_PLAINTEXT) * sealed::RECORD_OVERHEAD,
+        };
+        if !backlog.is_empty() && backlog.len() + on_the_wire > BACKLOG_LIMIT {
+            return false;
+        }
+        match records {
+            None => self.write_or_queue(backlog, frames),
+            Some(records) => {
+                let mut rest = frames;
+                while !rest.is_empty() {
+                    let Ok((sealed, n)) = records.seal_copy(rest) else {
+                        return false;
+                    };
+                    if !self.write_or_queue(backlog, sealed) {
+                        return false;
+                    }
+                    rest = &rest[n..];
+                }
+                true
             }
-            backlog.extend_from_slice(frame);
+        }
+    }
+
+    /// Writes `bytes` now if nothing waits before them; what the socket does not take (or
+    /// all of it, behind a backlog) is queued. The rest of something already begun is never
+    /// dropped: the peer expects it. False when the lane is broken.
+    fn write_or_queue(&self, backlog: &mut BytesMut, bytes: &[u8]) -> bool {
+        if !backlog.is_empty() {
+            backlog.extend_from_slice(bytes);
             return true;
         }
-        let written = match (&self.socket).write(frame) {
+        let written = match (&self.socket).write(bytes) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
             Err(_) => return false,
         };
-        if written < frame.len() {
-            // The rest of a frame already begun is never dropped: the peer expects it.
-            backlog.extend_from_slice(&frame[written..]);
+        if written < bytes.len() {
+            backlog.extend_from_slice(&bytes[written..]);
             self.backlogged.notify_one();
         }
         true
@@ -76,13 +130,13 @@ impl LaneOut {
     }
 
     fn has_backlog(&self) -> bool {
-        !self.backlog.lock().expect("lane backlog lock").is_empty()
+        !self.sending.lock().expect("lane backlog lock").backlog.is_empty()
     }
 
     /// Writes what the socket takes of the backlog; an error means the lane is gone.
     fn flush(&self, lane: &TcpStream) -> io::Result<()> {
-        let mut backlog = self.backlog.lock().expect("lane backlog lock");
-        match lane.try_write(&backlog) {
+        let backlog = &mut self.sending.lock().expect("lane backlog lock").backlog;
+        match lane.try_write(backlog) {
             Ok(n) => {
                 backlog.advance(n);
                 Ok(())
@@ -95,25 +149,44 @@ impl LaneOut {
 
 /// The lane's task: delivers arriving frames to the flow and flushes the backlog, until the
 /// peer closes the lane or sends garbage; then the flow ends. Reading never waits on
-/// writing, so two ends that both have a full backlog cannot block each other.
-pub(super) async fn drive(lane: TcpStream, out: Arc<LaneOut>, state: Arc<FlowState>) {
+/// writing, so two ends that both have a full backlog cannot block each other. A TLS lane's
+/// records are opened by `inbound` (which may already hold frames that came with the flow's
+/// header).
+pub(super) async fn drive(lane: TcpStream, mut inbound: Option<Inbound>, out: Arc<LaneOut>, state: Arc<FlowState>) {
     let mut buf = BytesMut::new();
     loop {
+        if let Some(inbound) = &mut inbound {
+            let mut taken = 0;
+            for plaintext in inbound.plaintext() {
+                buf.extend_from_slice(&plaintext);
+                taken += plaintext.len();
+            }
+            inbound.consume(taken);
+        }
+        if !deliver_frames(&mut buf, &state) {
+            break;
+        }
         let flushing = out.has_backlog();
         tokio::select! {
             ready = lane.readable() => {
                 if ready.is_err() {
                     break;
                 }
-                buf.reserve(READ_CHUNK);
-                match lane.try_read_buf(&mut buf) {
+                let read = match &mut inbound {
+                    None => {
+                        buf.reserve(READ_CHUNK);
+                        lane.try_read_buf(&mut buf)
+                    }
+                    Some(inbound) => lane.try_read(inbound.space()).and_then(|n| {
+                        inbound.filled(n)?;
+                        Ok(n)
+                    }),
+                };
+                match read {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(_) => break,
-                }
-                if !deliver_frames(&mut buf, &state) {
-                    break;
                 }
             }
             ready = lane.writable(), if flushing => {
@@ -147,17 +220,44 @@ mod tests {
     use crate::udp::{Sink, UdpStats};
     use tokio::io::AsyncReadExt;
 
+    use rustls::crypto::cipher::{AeadKey, Iv};
+    use rustls::{ConnectionTrafficSecrets, ExtractedSecrets};
+
+    fn secrets(tx: u8, rx: u8) -> ExtractedSecrets {
+        let key = |byte: u8| ConnectionTrafficSecrets::Aes256Gcm {
+            key: AeadKey::from([byte; 32]),
+            iv: Iv::new([byte; 12]),
+        };
+        ExtractedSecrets {
+            tx: (0, key(tx)),
+            rx: (0, key(rx)),
+        }
+    }
+
     /// While the peer reads nothing, frames fill the socket, then the backlog up to its
     /// limit, then are dropped whole; once the peer reads, every accepted frame arrives
-    /// intact and in order.
+    /// intact and in order. On a TLS lane the same holds for the records carrying them: none
+    /// is missing, or the peer could not open the ones after it.
     #[tokio::test]
     async fn a_full_lane_backs_up_in_order_then_drops_whole_frames() {
+        full_lane_backs_up(false).await;
+        full_lane_backs_up(true).await;
+    }
+
+    async fn full_lane_backs_up(sealed: bool) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ours = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (mut peer, _) = listener.accept().await.unwrap();
-        let (out, lane) = LaneOut::split(ours).unwrap();
+        let (lane, mut peer_records) = if sealed {
+            let lane = SealedLane::new(ours, secrets(1, 2)).unwrap();
+            let (_, inbound) = sealed::record_layer(secrets(2, 1)).unwrap();
+            (FlowLane::Sealed(Box::new(lane)), Some(inbound))
+        } else {
+            (FlowLane::Plain(ours), None)
+        };
+        let (out, lane, inbound) = LaneOut::split(lane).unwrap();
         let (state, _queue) = FlowState::new(Sink::Queue, Arc::new(UdpStats::default()));
-        tokio::spawn(drive(lane, out.clone(), state));
+        tokio::spawn(drive(lane, inbound, out.clone(), state));
 
         let payload = vec![0xabu8; 60_000];
         let mut accepted = 0u64;
@@ -175,8 +275,28 @@ mod tests {
         let mut buf = BytesMut::new();
         let mut next = 0u64;
         while next < accepted {
-            let read = tokio::time::timeout(std::time::Duration::from_secs(10), peer.read_buf(&mut buf)).await;
+            let mut wire = BytesMut::new();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), peer.read_buf(&mut wire)).await;
             assert!(read.unwrap().unwrap() > 0, "the lane stays open");
+            match &mut peer_records {
+                None => buf.extend_from_slice(&wire),
+                Some(inbound) => {
+                    let mut wire = &wire[..];
+                    while !wire.is_empty() {
+                        let space = inbound.space();
+                        let n = space.len().min(wire.len());
+                        space[..n].copy_from_slice(&wire[..n]);
+                        inbound.filled(n).expect("every record opens, in sequence");
+                        wire = &wire[n..];
+                        let mut taken = 0;
+                        for plaintext in inbound.plaintext() {
+                            buf.extend_from_slice(&plaintext);
+                            taken += plaintext.len();
+                        }
+                        inbound.consume(taken);
+                    }
+                }
+            }
             while let Some((seq, body)) = datagram::take_frame(&mut buf).unwrap() {
                 assert_eq!(seq, next, "frames arrive in order, none missing");
                 assert_eq!(&body[..], &payload[..]);
