@@ -109,15 +109,59 @@ async fn expose_with(hub: &Hub, config: AgentConfig, spec: TunnelSpec, shutdown:
     (info.public_address.unwrap(), tunnel)
 }
 
+/// Five UDP clients of the tunnel at `public`: small datagrams from all at once, then each
+/// client's 60 KB datagram in turn (several at once could overflow a socket's receive buffer:
+/// real UDP loss, not burrow's). Each must get exactly its own datagrams back, whole.
+async fn five_udp_clients_get_their_own_replies(public: &str) {
+    use tokio::net::UdpSocket;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(public).await.unwrap();
+        clients.push(socket);
+    }
+    async fn exchange(socket: &UdpSocket, payload: Vec<u8>) {
+        let mut buf = vec![0u8; 65536];
+        socket.send(&payload).await.unwrap();
+        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &payload[..], "a client gets its own datagram back, whole");
+    }
+    let small = clients.iter().enumerate().map(|(i, c)| exchange(c, vec![i as u8; 100]));
+    futures_util::future::join_all(small).await;
+    for (i, client) in clients.iter().enumerate() {
+        exchange(client, vec![i as u8; 60_000]).await;
+        exchange(client, vec![i as u8; 7]).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
     let (hub, _data) = hub().await;
+    let config = agent(&hub, 2);
+    visitors_ride_lanes(&hub, config, burrow::hub::lanes::LaneKind::Plain).await;
+}
+
+/// A TLS session's lanes are TLS connections too, and carry visitors the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_get_tls_lanes_for_tcp_visitors() {
+    let (hub, data) = hub().await;
+    let config = tls_agent(&hub, &data, 2);
+    visitors_ride_lanes(&hub, config, burrow::hub::lanes::LaneKind::Tls).await;
+}
+
+/// An agent with two lanes of `kind`: 8 MiB up, half-close, and the target's answer (the
+/// hash) back on the same lane, counted by the hub; the lane is replaced; then several
+/// visitors at once, more than there are lanes, all carried intact (the rest multiplexed).
+async fn visitors_ride_lanes(hub: &Hub, config: AgentConfig, kind: burrow::hub::lanes::LaneKind) {
     let sink = hashing_sink().await;
     let shutdown = Shutdown::new();
-    let (public, tunnel) = expose(&hub, 2, &sink, &shutdown).await;
-    let pools = tunnel.lane_pools();
+    let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&sink), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    assert_eq!(pool.kind(), kind);
 
-    // 8 MiB up, half-close, and the target's answer (the hash) back on the same lane.
     let upload = random_bytes(8 << 20);
     let reply = round_trip(&public, &upload).await;
     assert_eq!(
@@ -136,24 +180,21 @@ async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
     .expect("the visitor's relay ends");
     assert_eq!(tunnel.bytes_in.load(Ordering::Relaxed), upload.len() as u64);
 
-    // The used lane is replaced, and several visitors at once are all carried intact, more
-    // than there are lanes: the rest fall back to the multiplexed connection.
-    tokio::time::timeout(WAIT, pools[0].wait_idle(2)).await.unwrap();
-    let mut visitors = Vec::new();
-    for i in 0..6 {
+    tokio::time::timeout(WAIT, pool.wait_idle(2))
+        .await
+        .expect("the used lane is replaced");
+    let visitors = (0..6).map(|i| {
         let public = public.clone();
-        visitors.push(tokio::spawn(async move {
+        async move {
             let data = random_bytes((1 << 20) + i);
             let reply = round_trip(&public, &data).await;
             assert_eq!(
                 String::from_utf8(reply).unwrap(),
                 format!("{} {}", sha256_hex(&data), data.len())
             );
-        }));
-    }
-    for v in visitors {
-        v.await.unwrap();
-    }
+        }
+    });
+    futures_util::future::join_all(visitors).await;
     let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
     assert!((3..=7).contains(&on_lanes), "{on_lanes} visitors used lanes");
     shutdown.begin();
@@ -228,29 +269,7 @@ async fn udp_flows_ride_lanes_and_expiry_closes_them() {
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_udp(&hub, 2, &target_addr, &shutdown).await;
 
-    // Small datagrams from all clients at once; then each client's 60 KB datagram in turn, as
-    // several at once could overflow a socket's receive buffer (real UDP loss, not burrow's).
-    let mut clients = Vec::new();
-    for _ in 0..5 {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.connect(&public).await.unwrap();
-        clients.push(socket);
-    }
-    async fn exchange(socket: &UdpSocket, payload: Vec<u8>) {
-        let mut buf = vec![0u8; 65536];
-        socket.send(&payload).await.unwrap();
-        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&buf[..n], &payload[..], "a client gets its own datagram back, whole");
-    }
-    let small = clients.iter().enumerate().map(|(i, c)| exchange(c, vec![i as u8; 100]));
-    futures_util::future::join_all(small).await;
-    for (i, client) in clients.iter().enumerate() {
-        exchange(client, vec![i as u8; 60_000]).await;
-        exchange(client, vec![i as u8; 7]).await;
-    }
+    five_udp_clients_get_their_own_replies(&public).await;
     let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
     assert!((2..=5).contains(&on_lanes), "{on_lanes} of 5 flows used lanes");
 
@@ -280,6 +299,26 @@ async fn udp_flows_ride_lanes_and_expiry_closes_them() {
     shutdown.begin();
 }
 
+/// Starts a plain-TCP `reach` agent for the tunnel `bulk`; returns its local address.
+async fn reach(hub: &Hub, shutdown: &Shutdown) -> std::net::SocketAddr {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let config = agent(hub, 0);
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        burrow::agent::reach::run(
+            config,
+            "bulk".into(),
+            "127.0.0.1:0".into(),
+            shutdown,
+            move |_, local| {
+                let _ = ready_tx.send(local);
+            },
+        )
+        .await
+    });
+    tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap()
+}
+
 /// A `reach` agent's UDP flow: multiplexed from that agent to the hub, then on a lane from
 /// the hub to the exposing agent; datagrams come back to the right local client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,22 +329,7 @@ async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
     let shutdown = Shutdown::new();
     let (_, tunnel) = expose_udp(&hub, 2, &target_addr, &shutdown).await;
 
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reach_shutdown = shutdown.clone();
-    let config = agent(&hub, 0);
-    tokio::spawn(async move {
-        burrow::agent::reach::run(
-            config,
-            "bulk".into(),
-            "127.0.0.1:0".into(),
-            reach_shutdown,
-            move |_, local| {
-                let _ = ready_tx.send(local);
-            },
-        )
-        .await
-    });
-    let local = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
+    let local = reach(&hub, &shutdown).await;
 
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client.connect(local).await.unwrap();
@@ -326,59 +350,11 @@ async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
     shutdown.begin();
 }
 
-/// A TLS session's lanes are TLS connections too: a visitor's bytes cross one intact both
-/// ways with half-close, and the hub counts them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_sessions_get_tls_lanes_for_tcp_visitors() {
-    let (hub, data) = hub().await;
-    let sink = hashing_sink().await;
-    let shutdown = Shutdown::new();
-    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), TunnelSpec::tcp(&sink), &shutdown).await;
-    let pool = &tunnel.lane_pools()[0];
-    assert_eq!(pool.kind(), burrow::hub::lanes::LaneKind::Tls);
-
-    let upload = random_bytes(8 << 20);
-    let reply = round_trip(&public, &upload).await;
-    assert_eq!(
-        String::from_utf8(reply).unwrap(),
-        format!("{} {}", sha256_hex(&upload), upload.len())
-    );
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 1, "it went over a lane");
-    tokio::time::timeout(WAIT, async {
-        while tunnel.jobs.load(Ordering::Relaxed) != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the visitor's relay ends");
-    assert_eq!(tunnel.bytes_in.load(Ordering::Relaxed), upload.len() as u64);
-    tokio::time::timeout(WAIT, pool.wait_idle(2))
-        .await
-        .expect("the used lane is replaced");
-
-    // Several at once, more than there are lanes: all intact.
-    let visitors = (0..6).map(|i| {
-        let public = public.clone();
-        async move {
-            let data = random_bytes((1 << 20) + i);
-            let reply = round_trip(&public, &data).await;
-            assert_eq!(
-                String::from_utf8(reply).unwrap(),
-                format!("{} {}", sha256_hex(&data), data.len())
-            );
-        }
-    });
-    futures_util::future::join_all(visitors).await;
-    assert!(tunnel.lane_visitors.load(Ordering::Relaxed) >= 3);
-    shutdown.begin();
-}
-
 /// UDP flows ride TLS lanes too (frames in sealed records): five clients at once on two
 /// lanes each get their own datagrams back, a 60 KB one whole, and the flows that found no
 /// idle lane are multiplexed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_flows_ride_tls_lanes() {
-    use tokio::net::UdpSocket;
     let (hub, data) = hub().await;
     let target = udp_echo_server().await;
     let shutdown = Shutdown::new();
@@ -387,27 +363,7 @@ async fn udp_flows_ride_tls_lanes() {
         ..TunnelSpec::tcp(&target)
     };
     let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), spec, &shutdown).await;
-    let mut clients = Vec::new();
-    for _ in 0..5 {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.connect(&public).await.unwrap();
-        clients.push(socket);
-    }
-    async fn exchange(socket: &UdpSocket, payload: Vec<u8>) {
-        let mut buf = vec![0u8; 65536];
-        socket.send(&payload).await.unwrap();
-        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&buf[..n], &payload[..], "a client gets its own datagram back, whole");
-    }
-    let small = clients.iter().enumerate().map(|(i, c)| exchange(c, vec![i as u8; 100]));
-    futures_util::future::join_all(small).await;
-    for (i, client) in clients.iter().enumerate() {
-        exchange(client, vec![i as u8; 60_000]).await;
-        exchange(client, vec![i as u8; 7]).await;
-    }
+    five_udp_clients_get_their_own_replies(&public).await;
     let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
     assert!((2..=5).contains(&on_lanes), "{on_lanes} of 5 flows used lanes");
     shutdown.begin();
@@ -487,22 +443,7 @@ async fn reach_streams_ride_tls_lanes() {
     let (_, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
 
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reach_shutdown = shutdown.clone();
-    let config = agent(&hub, 0);
-    tokio::spawn(async move {
-        burrow::agent::reach::run(
-            config,
-            "bulk".into(),
-            "127.0.0.1:0".into(),
-            reach_shutdown,
-            move |_, local| {
-                let _ = ready_tx.send(local);
-            },
-        )
-        .await
-    });
-    let local = tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap().to_string();
+    let local = reach(&hub, &shutdown).await.to_string();
     for size in [3 << 20, 1000] {
         tokio::time::timeout(WAIT, pool.wait_idle(1))
             .await

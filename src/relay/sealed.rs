@@ -300,6 +300,26 @@ impl Inbound {
         self.plaintext.drain(..done);
     }
 
+    /// Takes in all of `wire` and returns the plaintext it carries (for tests).
+    #[cfg(test)]
+    pub(crate) fn open_all(&mut self, mut wire: &[u8]) -> Result<Vec<u8>, SealedError> {
+        let mut out = Vec::new();
+        while !wire.is_empty() {
+            let space = self.space();
+            let n = space.len().min(wire.len());
+            space[..n].copy_from_slice(&wire[..n]);
+            self.filled(n)?;
+            wire = &wire[n..];
+            let mut taken = 0;
+            for plaintext in self.plaintext() {
+                out.extend_from_slice(&plaintext);
+                taken += plaintext.len();
+            }
+            self.consume(taken);
+        }
+        Ok(out)
+    }
+
     /// The peer sent close_notify and everything before it was handed on.
     pub fn is_finished(&self) -> bool {
         self.closed && self.plaintext.is_empty()

@@ -26,20 +26,8 @@ fn pair() -> ((Outbound, Inbound), (Outbound, Inbound)) {
 /// Feeds `wire` to `inbound` in pieces of `piece` bytes, handing on plaintext as it opens.
 fn feed(inbound: &mut Inbound, wire: &[u8], piece: usize) -> Result<Vec<u8>, SealedError> {
     let mut out = Vec::new();
-    for mut chunk in wire.chunks(piece) {
-        while !chunk.is_empty() {
-            let space = inbound.space();
-            let n = space.len().min(chunk.len());
-            space[..n].copy_from_slice(&chunk[..n]);
-            inbound.filled(n)?;
-            chunk = &chunk[n..];
-            let mut pending = 0;
-            for slice in inbound.plaintext() {
-                out.extend_from_slice(&slice);
-                pending += slice.len();
-            }
-            inbound.consume(pending);
-        }
+    for chunk in wire.chunks(piece) {
+        out.extend(inbound.open_all(chunk)?);
     }
     Ok(out)
 }

@@ -280,22 +280,7 @@ mod tests {
             assert!(read.unwrap().unwrap() > 0, "the lane stays open");
             match &mut peer_records {
                 None => buf.extend_from_slice(&wire),
-                Some(inbound) => {
-                    let mut wire = &wire[..];
-                    while !wire.is_empty() {
-                        let space = inbound.space();
-                        let n = space.len().min(wire.len());
-                        space[..n].copy_from_slice(&wire[..n]);
-                        inbound.filled(n).expect("every record opens, in sequence");
-                        wire = &wire[n..];
-                        let mut taken = 0;
-                        for plaintext in inbound.plaintext() {
-                            buf.extend_from_slice(&plaintext);
-                            taken += plaintext.len();
-                        }
-                        inbound.consume(taken);
-                    }
-                }
+                Some(inbound) => buf.extend(inbound.open_all(&wire).expect("every record opens, in sequence")),
             }
             while let Some((seq, body)) = datagram::take_frame(&mut buf).unwrap() {
                 assert_eq!(seq, next, "frames arrive in order, none missing");
