@@ -27,9 +27,10 @@ use crate::wire::{ConnKind, StreamHeader, StreamKind, PREFACE};
 
 const DIAL_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Busy TLS lanes one agent keeps at once. A TLS relay holds two 64 KiB buffers and rustls'
-/// record buffers while it runs (a spliced plain lane holds none), so beyond this many,
-/// connections take the multiplexed connection, whose per-stream cost is small.
+/// Busy TLS lanes one agent keeps at once. A TLS relay holds its record buffers (about
+/// 130 KiB, see `relay/sealed.rs`) while it runs, where a spliced plain lane holds none, so
+/// beyond this many, connections take the multiplexed connection, whose per-stream cost is
+/// small.
 pub const MAX_BUSY_TLS_LANES: usize = 32;
 
 /// Where lanes go and what they are: the address the session reached, its lane token, and
