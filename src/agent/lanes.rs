@@ -18,10 +18,10 @@ use tokio_rustls::TlsConnector;
 use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
-use crate::relay::SealedLane;
+use crate::relay::{Lane, SealedLane};
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
-use crate::udp::{FlowLane, UdpFlow};
+use crate::udp::UdpFlow;
 use crate::wire::io::read_stream_header;
 use crate::wire::{ConnKind, StreamHeader, StreamKind, PREFACE};
 
@@ -39,12 +39,6 @@ pub struct LaneDial {
     pub hub: SocketAddr,
     pub token: LaneToken,
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
-}
-
-enum Lane {
-    Plain(TcpStream),
-    /// Out of rustls once its hello is sent: see [`SealedLane`].
-    Tls(Box<SealedLane>),
 }
 
 /// What a lane reports to [`keep_lanes`].
@@ -200,10 +194,6 @@ async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
 async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) -> Option<Lane> {
     if header.kind == StreamKind::Udp {
         // A UDP flow keeps its lane until it ends, then closes it.
-        let lane = match lane {
-            Lane::Plain(tcp) => FlowLane::Plain(tcp),
-            Lane::Tls(sealed) => FlowLane::Sealed(sealed),
-        };
         serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
             Ok(flow) => Some(flow),
             Err(e) => {

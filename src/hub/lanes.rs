@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::relay::SealedLane;
+use crate::relay::{Lane, SealedLane};
 use crate::sniff::Replay;
 use crate::types::LaneToken;
 
@@ -33,30 +33,17 @@ pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 /// A TLS lane during its handshake (the sniffed ClientHello is replayed into it).
 pub type TlsLane = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
 
-/// One parked lane. A TLS lane has left rustls after its handshake: its records are sealed
-/// and opened by [`crate::relay::SealedLane`].
-pub enum Lane {
-    Plain(TcpStream),
-    Tls(Box<SealedLane>),
+fn kind_of(lane: &Lane) -> LaneKind {
+    match lane {
+        Lane::Plain(_) => LaneKind::Plain,
+        Lane::Tls(_) => LaneKind::Tls,
+    }
 }
 
-impl Lane {
-    fn kind(&self) -> LaneKind {
-        match self {
-            Lane::Plain(_) => LaneKind::Plain,
-            Lane::Tls(_) => LaneKind::Tls,
-        }
-    }
-
-    /// Whether the lane is still open and has sent nothing (an idle lane never does): a lane
-    /// the agent closed is readable (its end of file, or its TLS close_notify, is waiting).
-    fn is_quiet(&self) -> bool {
-        let socket = match self {
-            Lane::Plain(tcp) => tcp,
-            Lane::Tls(sealed) => sealed.socket(),
-        };
-        matches!(socket.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    }
+/// Whether a parked lane is still open and has sent nothing (an idle lane never does): a lane
+/// the agent closed is readable (its end of file, or its TLS close_notify, is waiting).
+fn is_quiet(lane: &Lane) -> bool {
+    matches!(lane.socket().try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// What a session's lanes are: the kind of its own connection, so a token learned over TLS
@@ -124,7 +111,7 @@ impl LanePool {
         let mut idle = self.idle.lock().expect("lane pool lock");
         let mut found = None;
         while let Some(lane) = idle.pop_front() {
-            if lane.is_quiet() {
+            if is_quiet(&lane) {
                 found = Some(lane);
                 break;
             }
@@ -232,14 +219,14 @@ impl LaneBook {
         }
     }
 
-    /// Bytes a lane sends after its token are caught when it is taken (see [`Lane::is_quiet`]).
+    /// Bytes a lane sends after its token are caught when it is taken (see [`is_quiet`]).
     fn park(&self, token: LaneToken, lane: Lane, peer: SocketAddr) {
         let pool = self.pools.lock().expect("lane book lock").get(&token).cloned();
         let Some(pool) = pool else {
             tracing::debug!(%peer, "lane with an unknown token; closing");
             return;
         };
-        if pool.kind != lane.kind() {
+        if pool.kind != kind_of(&lane) {
             tracing::debug!(%peer, "lane is not the same kind of connection as its session; closing");
         } else if pool.offer(lane).is_err() {
             tracing::debug!(%peer, "lane pool full; closing the offered lane");

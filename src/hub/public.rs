@@ -9,19 +9,17 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::{Lane, LanePool};
+use super::lanes::LanePool;
 use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
 use crate::relay::{
-    relay_sealed, relay_sealed_stream, relay_sockets, relay_streams, relay_tcp, SealedLane, Transferred,
+    relay_sealed, relay_sealed_stream, relay_sockets, relay_streams, relay_tcp, Lane, SealedLane, Transferred,
 };
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
-use crate::udp::{
-    serve_udp_socket, splice_flows, DatagramRouter, FlowLane, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats,
-};
+use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
 use crate::wire::{self, StreamHeader, StreamKind};
 
 /// A reach agent must name its tunnel this quickly after opening a stream.
@@ -88,10 +86,6 @@ async fn open_flow_to_member(
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
     if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
-        let lane = match lane {
-            Lane::Plain(tcp) => FlowLane::Plain(tcp),
-            Lane::Tls(sealed) => FlowLane::Sealed(sealed),
-        };
         return match UdpFlow::open_on_lane(lane, tunnel.id, peer, sink, stats).await {
             Ok(flow) => {
                 tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
@@ -178,11 +172,7 @@ async fn serve_visitor_on_lane(
     if let Visitor::Routed { sniffed, .. } = &visitor {
         first.extend_from_slice(sniffed);
     }
-    let written = match &mut lane {
-        Lane::Plain(tcp) => tcp.write_all(&first).await,
-        Lane::Tls(sealed) => sealed.write_all(&first).await,
-    };
-    if written.is_err() {
+    if lane.write_all(&first).await.is_err() {
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);

@@ -130,14 +130,19 @@ pub struct Outbound {
 impl Outbound {
     /// Where the next socket read should land: the payload slots of up to four records.
     pub fn slots(&mut self) -> [IoSliceMut<'_>; SLOTS] {
-        if self.buf.is_empty() {
-            self.buf = vec![0; SLOTS * SLOT_LEN];
-        }
+        self.allocate();
         let mut slots = self.buf.chunks_exact_mut(SLOT_LEN);
         std::array::from_fn(|_| {
             let slot = slots.next().expect("SLOTS slots");
             IoSliceMut::new(&mut slot[HEADER_LEN..HEADER_LEN + MAX_PLAINTEXT])
         })
+    }
+
+    /// The record buffer exists only once something is sent (an idle lane holds none).
+    fn allocate(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; SLOTS * SLOT_LEN];
+        }
     }
 
     /// Seals the `n` bytes a read put into [`Self::slots`]; returns the records, contiguous.
@@ -163,7 +168,7 @@ impl Outbound {
 
     /// The close_notify alert: no more data in this direction.
     pub fn close_notify(&mut self) -> Result<&[u8], SealedError> {
-        let _ = self.slots();
+        self.allocate();
         self.buf[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[1, CLOSE_NOTIFY]);
         let end = self.seal_at(0, 2, ALERT)?;
         Ok(&self.buf[..end])

@@ -107,7 +107,7 @@ fn garbage_headers_are_refused_and_records_after_close_wait_for_the_next_connect
 
 /// Seals `content` as one record of `content_type` (what only a peer other than burrow sends).
 fn seal_typed(seal: &mut Outbound, content: &[u8], content_type: u8) -> Vec<u8> {
-    let _ = seal.slots();
+    seal.allocate();
     seal.buf[HEADER_LEN..HEADER_LEN + content.len()].copy_from_slice(content);
     let end = seal.seal_at(0, content.len(), content_type).unwrap();
     seal.buf[..end].to_vec()

@@ -18,9 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::lane::{FlowLane, LaneOut};
+use super::lane::LaneOut;
 use super::UdpStats;
 use crate::mux::{MuxError, MuxStream, Opener};
+use crate::relay::Lane;
 use crate::types::TunnelId;
 use crate::wire::datagram::{self, MAX_UDP_PAYLOAD};
 use crate::wire::{StreamHeader, StreamKind};
@@ -315,17 +316,13 @@ impl UdpFlow {
     /// Opens a flow toward the peer on `lane`, a lane of its own (no QUIC datagrams, so no
     /// flow id).
     pub async fn open_on_lane(
-        mut lane: FlowLane,
+        mut lane: Lane,
         tunnel: TunnelId,
         peer: String,
         sink: Sink,
         stats: Arc<UdpStats>,
     ) -> std::io::Result<Self> {
-        let header = flow_header(tunnel, peer, 0);
-        match &mut lane {
-            FlowLane::Plain(tcp) => tcp.write_all(&header).await?,
-            FlowLane::Sealed(sealed) => sealed.write_all(&header).await?,
-        }
+        lane.write_all(&flow_header(tunnel, peer, 0)).await?;
         Self::on_lane(lane, sink, stats)
     }
 
@@ -398,7 +395,7 @@ impl UdpFlow {
     }
 
     /// A flow carried on a lane of its own, its stream header already sent or read.
-    pub fn on_lane(lane: FlowLane, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
+    pub fn on_lane(lane: Lane, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
         let (out, lane, inbound) = LaneOut::split(lane)?;
         let (state, queue) = FlowState::new(sink, stats);
         let reader = tokio::spawn(super::lane::drive(lane, inbound, out.clone(), state.clone()));

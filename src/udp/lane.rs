@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::flow::FlowState;
 use crate::relay::sealed::{self, Inbound, Outbound as RecordsOut};
-use crate::relay::SealedLane;
+use crate::relay::Lane;
 use crate::wire::datagram::{self, MAX_FRAME_BODY};
 
 /// Frame bytes a lane holds while its socket is full; past this, datagrams are dropped (a
@@ -26,12 +26,6 @@ use crate::wire::datagram::{self, MAX_FRAME_BODY};
 const BACKLOG_LIMIT: usize = 1 << 20;
 /// Room made in the read buffer before each read: one largest frame.
 const READ_CHUNK: usize = MAX_FRAME_BODY + 4;
-
-/// The connection a flow rides: a plain lane, or a TLS lane with its record layer.
-pub enum FlowLane {
-    Plain(TcpStream),
-    Sealed(Box<SealedLane>),
-}
 
 /// The sending side of a flow's lane.
 pub(super) struct LaneOut {
@@ -51,10 +45,10 @@ struct Sending {
 
 impl LaneOut {
     /// Returns the sending side, and the lane and its opening half for the reading task.
-    pub(super) fn split(lane: FlowLane) -> io::Result<(Arc<Self>, TcpStream, Option<Inbound>)> {
+    pub(super) fn split(lane: Lane) -> io::Result<(Arc<Self>, TcpStream, Option<Inbound>)> {
         let (lane, records, inbound) = match lane {
-            FlowLane::Plain(tcp) => (tcp, None, None),
-            FlowLane::Sealed(sealed) => {
+            Lane::Plain(tcp) => (tcp, None, None),
+            Lane::Tls(sealed) => {
                 let (tcp, outbound, inbound) = (*sealed).into_parts();
                 (tcp, Some(outbound), Some(inbound))
             }
@@ -217,6 +211,7 @@ fn deliver_frames(buf: &mut BytesMut, state: &FlowState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::SealedLane;
     use crate::udp::{Sink, UdpStats};
     use tokio::io::AsyncReadExt;
 
@@ -251,9 +246,9 @@ mod tests {
         let (lane, mut peer_records) = if sealed {
             let lane = SealedLane::new(ours, secrets(1, 2)).unwrap();
             let (_, inbound) = sealed::record_layer(secrets(2, 1)).unwrap();
-            (FlowLane::Sealed(Box::new(lane)), Some(inbound))
+            (Lane::Tls(Box::new(lane)), Some(inbound))
         } else {
-            (FlowLane::Plain(ours), None)
+            (Lane::Plain(ours), None)
         };
         let (out, lane, inbound) = LaneOut::split(lane).unwrap();
         let (state, _queue) = FlowState::new(Sink::Queue, Arc::new(UdpStats::default()));

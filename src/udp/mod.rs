@@ -9,7 +9,6 @@ mod socket;
 use std::sync::atomic::AtomicU64;
 
 pub use flow::{DatagramRouter, FlowWatch, Sink, UdpFlow};
-pub use lane::FlowLane;
 pub use socket::{connect_target, serve_udp_socket, serve_udp_target, splice_flows, FlowOpener, UdpLimits};
 
 /// Counters for every UDP flow of a process, ready to be exported as metrics.
