@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:?usage: $0 tcp|tls|quic [peers.sh options]}; shift
-bin=$PWD/target/release/burrow
+bin=${BURROW_BIN:-$PWD/target/release/burrow}  # BURROW_BIN: compare another build
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
 ca_flag='--ca $BENCH_WORK/hub/certs/ca.pem'
 [[ $transport == tcp ]] && ca_flag=''

@@ -1,8 +1,11 @@
 //! The hot path: copy bytes both ways between two streams, carrying half-close, with
 //! backpressure (a slow reader stalls only its own direction) and byte counts.
 
-use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::cell::RefCell;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
@@ -30,7 +33,7 @@ impl Lane {
     }
 
     /// Writes bytes outside a relay (a stream header and the first bytes), sealed on TLS.
-    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Lane::Plain(tcp) => tcp.write_all(data).await,
             Lane::Tls(sealed) => sealed.write_all(data).await,
@@ -42,6 +45,53 @@ impl Lane {
 /// syscalls and frame overhead; a buffer of this size exists only while data is in flight.
 pub const RELAY_BUFFER: usize = 64 * 1024;
 
+/// Reads up to this many bytes are copied out of the thread's read buffer into a chunk of
+/// their own size; larger ones take the buffer itself along (bulk data is not copied).
+const COPY_OUT_LIMIT: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of every relay on this runtime thread. A buffer per read used to be
+    /// allocated and freed for every small message, and glibc gave the freed top of its heap
+    /// back to the kernel each time: under 50 keep-alive HTTP connections the agent made one
+    /// `brk` call per message and faulted the pages in again.
+    static READ_BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Reads what `socket` has now (at most [`RELAY_BUFFER`] bytes) without waiting: `None` at
+/// end of file, `WouldBlock` when nothing is there. An idle connection holds no buffer.
+pub fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        buf.reserve(RELAY_BUFFER);
+        let room = buf.capacity() - buf.len();
+        // A read that leaves room means the socket is drained: its readiness is cleared
+        // here (by answering `WouldBlock` to `try_io`), as tokio's own `poll_read` does,
+        // instead of by a second `read` that would only return EAGAIN after every message.
+        let mut read = None;
+        let drained = socket.try_io(Interest::READABLE, || {
+            let n = socket.try_read_buf(buf)?;
+            read = Some(n);
+            if n > 0 && n < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        let Some(read) = read else {
+            // Not ready after all, or the read failed.
+            return drained.map(|()| None);
+        };
+        match read {
+            0 => Ok(None),
+            n if n <= COPY_OUT_LIMIT => {
+                let chunk = Bytes::copy_from_slice(buf);
+                buf.clear();
+                Ok(Some(chunk))
+            }
+            _ => Ok(Some(buf.split().freeze())),
+        }
+    })
+}
+
 /// Bytes moved by one relay, per direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transferred {
@@ -50,27 +100,26 @@ pub struct Transferred {
 }
 
 /// Relays between a TCP connection and a multiplexed stream, moving `Bytes` chunks: data
-/// read from the socket is handed to the transport without another copy, and chunks from
-/// the transport are written straight to the socket. No buffer is held while the connection
-/// is idle: one is allocated only once the socket is readable.
-pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> std::io::Result<Transferred> {
+/// read from the socket in bulk is handed to the transport without another copy (small
+/// reads are copied once, see [`try_read_chunk`]), and chunks from the transport are
+/// written straight to the socket. No buffer is held while the connection is idle.
+pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> io::Result<Transferred> {
     let (tcp_read, mut tcp_write) = tcp.into_split();
     let (mut mux_read, mut mux_write) = stream.into_split();
     let up = async {
         let mut total = 0u64;
         loop {
             tcp_read.readable().await?;
-            let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
-            match tcp_read.try_read_buf(&mut buf) {
-                Ok(0) => {
+            match try_read_chunk(tcp_read.as_ref()) {
+                Ok(None) => {
                     mux_write.finish()?;
                     return Ok(total);
                 }
-                Ok(n) => {
-                    total += n as u64;
-                    mux_write.send(buf.freeze()).await?;
+                Ok(Some(chunk)) => {
+                    total += chunk.len() as u64;
+                    mux_write.send(chunk).await?;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -78,13 +127,13 @@ pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> std::io::Result<Tra
     let down = async {
         let total = copy_chunks(&mut mux_read, &mut tcp_write).await?;
         tcp_write.shutdown().await?;
-        Ok::<_, std::io::Error>(total)
+        Ok::<_, io::Error>(total)
     };
     let (a_to_b, b_to_a) = tokio::try_join!(up, down)?;
     Ok(Transferred { a_to_b, b_to_a })
 }
 
-async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> std::io::Result<u64> {
+async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> io::Result<u64> {
     use futures_util::FutureExt;
     let mut total = 0u64;
     while let Some(first) = from.chunk().await? {
@@ -127,14 +176,14 @@ async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> s
 
 /// Relays between two multiplexed streams (the hub joining a `reach` agent's stream to an
 /// exposing agent's): chunks pass through without being copied.
-pub async fn relay_streams(a: MuxStream, b: MuxStream) -> std::io::Result<Transferred> {
+pub async fn relay_streams(a: MuxStream, b: MuxStream) -> io::Result<Transferred> {
     let (mut a_read, mut a_write) = a.into_split();
     let (mut b_read, mut b_write) = b.into_split();
     let (a_to_b, b_to_a) = tokio::try_join!(forward(&mut a_read, &mut b_write), forward(&mut b_read, &mut a_write))?;
     Ok(Transferred { a_to_b, b_to_a })
 }
 
-async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> std::io::Result<u64> {
+async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> io::Result<u64> {
     let mut total = 0u64;
     while let Some(chunk) = from.chunk().await? {
         total += chunk.len() as u64;
@@ -174,7 +223,66 @@ pub async fn h2_pair_and_tcp() -> (TcpStream, TcpStream, MuxStream, MuxStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
+
+    /// `try_read_chunk` after the socket reported readable, bounded so a lost wake-up fails
+    /// the test instead of hanging it.
+    async fn next_chunk(socket: &TcpStream) -> Option<Bytes> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                socket.readable().await.unwrap();
+                match try_read_chunk(socket) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    read => return read.unwrap(),
+                }
+            }
+        })
+        .await
+        .expect("the reader is woken")
+    }
+
+    #[tokio::test]
+    async fn a_drained_read_still_sees_the_next_message_and_end_of_file() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (reader, _) = listener.accept().await.unwrap();
+
+        writer.write_all(b"first").await.unwrap();
+        assert_eq!(next_chunk(&reader).await.as_deref(), Some(&b"first"[..]));
+        // Readiness was cleared by the short read; the next message must wake the reader.
+        writer.write_all(b"second").await.unwrap();
+        assert_eq!(next_chunk(&reader).await.as_deref(), Some(&b"second"[..]));
+        // Data and FIN together: the data first, then end of file, not a hang.
+        writer.write_all(b"last").await.unwrap();
+        writer.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = next_chunk(&reader).await {
+            rest.extend_from_slice(&chunk);
+        }
+        assert_eq!(rest, b"last");
+
+        // A full-size read hands its buffer over; the next read gets a fresh one.
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (reader, _) = listener.accept().await.unwrap();
+        let bulk: Vec<u8> = (0..3 * RELAY_BUFFER as u32).map(|i| (i % 253) as u8).collect();
+        let sent = bulk.clone();
+        let send = tokio::spawn(async move {
+            writer.write_all(&sent).await.unwrap();
+            writer.shutdown().await.unwrap();
+        });
+        let mut chunks = Vec::new();
+        while let Some(chunk) = next_chunk(&reader).await {
+            assert!(chunk.len() <= RELAY_BUFFER);
+            chunks.push(chunk);
+        }
+        send.await.unwrap();
+        assert_eq!(
+            chunks.concat(),
+            bulk,
+            "chunks keep their bytes after the buffer is reused"
+        );
+    }
 
     #[tokio::test]
     async fn relays_tcp_to_a_stream_both_ways_and_carries_half_close() {

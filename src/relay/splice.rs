@@ -6,13 +6,13 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::{Transferred, RELAY_BUFFER};
+use super::{try_read_chunk, Transferred, RELAY_BUFFER};
 
 /// Most bytes moved by one splice call: the default pipe capacity (16 pages).
 const SPLICE_CHUNK: usize = 64 * 1024;
@@ -60,19 +60,14 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u
     Ok(total)
 }
 
-/// Waits until `socket` is readable, then reads what is there into a fresh buffer (`None` at
-/// end of file); idle connections hold no buffer. Reading through `AsyncRead` matters here:
-/// tokio clears readiness after a short read, saving the `read` that would only return
-/// `EAGAIN` after each small message. The multiplexed relay (`relay_tcp`) does not do this:
-/// for bulk data the forced trip through the reactor cost more than the saved syscall
-/// (criterion `relay/tcp_to_h2_in_memory`: 1.03 GiB/s against 1.60 GiB/s), and here bulk
-/// moves to splice anyway.
-async fn read_when_ready(socket: &mut OwnedReadHalf) -> io::Result<Option<BytesMut>> {
-    socket.as_ref().readable().await?;
-    let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
-    match socket.read_buf(&mut buf).await? {
-        0 => Ok(None),
-        _ => Ok(Some(buf)),
+/// Waits until `socket` is readable, then reads what is there (`None` at end of file).
+async fn read_when_ready(socket: &mut OwnedReadHalf) -> io::Result<Option<Bytes>> {
+    loop {
+        socket.as_ref().readable().await?;
+        match try_read_chunk(socket.as_ref()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
     }
 }
 
