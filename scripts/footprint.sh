@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-tcp}; conns=${2:-10000}; tunnels=${3:-100}
-bin=$PWD/target/release/burrow
+bin=${BURROW_BIN:-$PWD/target/release/burrow}  # BURROW_BIN: measure another build
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
 ulimit -n "$(ulimit -Hn)"  # every process here holds at most CONNS + a few descriptors
 work=$(mktemp -d); pids=()

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-quic}; secs=${2:-8}; workload=${3:-stream}
-bin=$PWD/target/release/burrow
+bin=${BURROW_BIN:-$PWD/target/release/burrow}  # BURROW_BIN: measure another build
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
 work=$(mktemp -d); pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-tcp}; rounds=${2:-3}; secs=${3:-3}
-bin=$PWD/target/release/burrow
+bin=${BURROW_BIN:-$PWD/target/release/burrow}  # BURROW_BIN: measure another build
 cargo build --release --quiet --example udpload --example udpfloor
 load=$PWD/target/release/examples/udpload
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }

@@ -63,23 +63,7 @@ pub fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
     READ_BUFFER.with_borrow_mut(|buf| {
         buf.reserve(RELAY_BUFFER);
         let room = buf.capacity() - buf.len();
-        // A read that leaves room means the socket is drained: its readiness is cleared
-        // here (by answering `WouldBlock` to `try_io`), as tokio's own `poll_read` does,
-        // instead of by a second `read` that would only return EAGAIN after every message.
-        let mut read = None;
-        let drained = socket.try_io(Interest::READABLE, || {
-            let n = socket.try_read_buf(buf)?;
-            read = Some(n);
-            if n > 0 && n < room {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        });
-        let Some(read) = read else {
-            // Not ready after all, or the read failed.
-            return drained.map(|()| None);
-        };
+        let read = try_read_draining(socket, room, || socket.try_read_buf(buf))?;
         match read {
             0 => Ok(None),
             n if n <= COPY_OUT_LIMIT => {
@@ -90,6 +74,32 @@ pub fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
             _ => Ok(Some(buf.split().freeze())),
         }
     })
+}
+
+/// Runs `read`, a non-blocking read of at most `room` bytes from `socket`. A read that leaves
+/// room means the socket is drained: its readiness is cleared then (by answering
+/// `WouldBlock` to `try_io`), as tokio's own `poll_read` does, instead of by a second read
+/// that would only return EAGAIN after every message. `Ok(0)` is end of file.
+pub fn try_read_draining(
+    socket: &TcpStream,
+    room: usize,
+    read: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut got = None;
+    let drained = socket.try_io(Interest::READABLE, || {
+        let n = read()?;
+        got = Some(n);
+        if n > 0 && n < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match got {
+        Some(n) => Ok(n),
+        // Not ready after all, or the read failed.
+        None => drained.map(|()| 0),
+    }
 }
 
 /// Bytes moved by one relay, per direction.

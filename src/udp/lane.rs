@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::flow::FlowState;
 use crate::relay::sealed::{self, Inbound, Outbound as RecordsOut};
-use crate::relay::Lane;
+use crate::relay::{try_read_draining, Lane};
 use crate::wire::datagram::{self, MAX_FRAME_BODY};
 
 /// Frame bytes a lane holds while its socket is full; past this, datagrams are dropped (a
@@ -169,12 +169,17 @@ pub(super) async fn drive(lane: TcpStream, mut inbound: Option<Inbound>, out: Ar
                 let read = match &mut inbound {
                     None => {
                         buf.reserve(READ_CHUNK);
-                        lane.try_read_buf(&mut buf)
+                        let room = buf.capacity() - buf.len();
+                        try_read_draining(&lane, room, || lane.try_read_buf(&mut buf))
                     }
-                    Some(inbound) => lane.try_read(inbound.space()).and_then(|n| {
-                        inbound.filled(n)?;
-                        Ok(n)
-                    }),
+                    Some(inbound) => {
+                        let space = inbound.space();
+                        let room = space.len();
+                        try_read_draining(&lane, room, || lane.try_read(space)).and_then(|n| {
+                            inbound.filled(n)?;
+                            Ok(n)
+                        })
+                    }
                 };
                 match read {
                     Ok(0) => break,
