@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-use super::Transferred;
+use super::{try_read_draining, Transferred};
 use crate::mux::MuxStream;
 
 const HEADER_LEN: usize = 5;
@@ -450,7 +450,10 @@ pub async fn relay_sealed(plain: TcpStream, lane: SealedLane) -> io::Result<(Tra
         let mut total = 0u64;
         loop {
             plain_read.readable().await?;
-            let n = match plain_read.try_read_vectored(&mut outbound.slots()) {
+            let mut slots = outbound.slots();
+            let room = slots.iter().map(|slot| slot.len()).sum();
+            let read = try_read_draining(plain_read.as_ref(), room, || plain_read.try_read_vectored(&mut slots));
+            let n = match read {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -553,7 +556,9 @@ fn reassemble(
 async fn read_records(lane: &OwnedReadHalf, inbound: &mut Inbound) -> io::Result<()> {
     loop {
         lane.readable().await?;
-        match lane.try_read(inbound.space()) {
+        let space = inbound.space();
+        let room = space.len();
+        match try_read_draining(lane.as_ref(), room, || lane.try_read(space)) {
             Ok(0) => return inbound.at_eof(),
             Ok(n) => return Ok(inbound.filled(n)?),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
