@@ -59,7 +59,7 @@ thread_local! {
 
 /// Reads what `socket` has now (at most [`RELAY_BUFFER`] bytes) without waiting: `None` at
 /// end of file, `WouldBlock` when nothing is there. An idle connection holds no buffer.
-pub fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
+fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
     READ_BUFFER.with_borrow_mut(|buf| {
         buf.reserve(RELAY_BUFFER);
         let room = buf.capacity() - buf.len();
@@ -74,6 +74,18 @@ pub fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
             _ => Ok(Some(buf.split().freeze())),
         }
     })
+}
+
+/// Waits until `socket` is readable, then reads what is there, as [`try_read_chunk`] does
+/// (`None` at end of file).
+pub async fn read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
+    loop {
+        socket.readable().await?;
+        match try_read_chunk(socket) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
 }
 
 /// Runs `read`, a non-blocking read of at most `room` bytes from `socket`. A read that leaves
@@ -92,14 +104,11 @@ pub fn try_read_draining(
         if n > 0 && n < room {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
-            Ok(())
+            Ok(n)
         }
     });
-    match got {
-        Some(n) => Ok(n),
-        // Not ready after all, or the read failed.
-        None => drained.map(|()| 0),
-    }
+    // Without a read, `drained` holds why: not ready after all, or the read failed.
+    got.map_or(drained, Ok)
 }
 
 /// Bytes moved by one relay, per direction.
@@ -118,21 +127,12 @@ pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> io::Result<Transfer
     let (mut mux_read, mut mux_write) = stream.into_split();
     let up = async {
         let mut total = 0u64;
-        loop {
-            tcp_read.readable().await?;
-            match try_read_chunk(tcp_read.as_ref()) {
-                Ok(None) => {
-                    mux_write.finish()?;
-                    return Ok(total);
-                }
-                Ok(Some(chunk)) => {
-                    total += chunk.len() as u64;
-                    mux_write.send(chunk).await?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        while let Some(chunk) = read_chunk(tcp_read.as_ref()).await? {
+            total += chunk.len() as u64;
+            mux_write.send(chunk).await?;
         }
+        mux_write.finish()?;
+        Ok(total)
     };
     let down = async {
         let total = copy_chunks(&mut mux_read, &mut tcp_write).await?;
@@ -236,20 +236,12 @@ mod tests {
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
-    /// `try_read_chunk` after the socket reported readable, bounded so a lost wake-up fails
-    /// the test instead of hanging it.
+    /// `read_chunk`, bounded so a lost wake-up fails the test instead of hanging it.
     async fn next_chunk(socket: &TcpStream) -> Option<Bytes> {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                socket.readable().await.unwrap();
-                match try_read_chunk(socket) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => return read.unwrap(),
-                }
-            }
-        })
-        .await
-        .expect("the reader is woken")
+        tokio::time::timeout(Duration::from_secs(5), read_chunk(socket))
+            .await
+            .expect("the reader is woken")
+            .unwrap()
     }
 
     #[tokio::test]

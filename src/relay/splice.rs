@@ -6,13 +6,12 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use bytes::Bytes;
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::{try_read_chunk, Transferred, RELAY_BUFFER};
+use super::{read_chunk, Transferred, RELAY_BUFFER};
 
 /// Most bytes moved by one splice call: the default pipe capacity (16 pages).
 const SPLICE_CHUNK: usize = 64 * 1024;
@@ -36,7 +35,7 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u
     let mut total = 0u64;
     // Copying until the first full buffer.
     loop {
-        let Some(buf) = read_when_ready(from).await? else {
+        let Some(buf) = read_chunk(from.as_ref()).await? else {
             to.shutdown().await?;
             return Ok(total);
         };
@@ -58,17 +57,6 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u
     }
     to.shutdown().await?;
     Ok(total)
-}
-
-/// Waits until `socket` is readable, then reads what is there (`None` at end of file).
-async fn read_when_ready(socket: &mut OwnedReadHalf) -> io::Result<Option<Bytes>> {
-    loop {
-        socket.as_ref().readable().await?;
-        match try_read_chunk(socket.as_ref()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            read => return read,
-        }
-    }
 }
 
 /// Moves what is there (up to one pipe's capacity) into the pipe and on to `to`.
