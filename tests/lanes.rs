@@ -82,6 +82,21 @@ async fn expose_spec(hub: &Hub, lanes: usize, spec: TunnelSpec, shutdown: &Shutd
 /// Starts `expose` of the public tunnel `bulk` and returns its public address and the hub's
 /// record of it, once the agent's idle lanes are parked on the hub.
 async fn expose_with(hub: &Hub, config: AgentConfig, spec: TunnelSpec, shutdown: &Shutdown) -> (String, Arc<Tunnel>) {
+    let (public, tunnel, _agent) = expose_task(hub, config, spec, shutdown).await;
+    (public, tunnel)
+}
+
+/// [`expose_with`], also returning the agent's task (it ends once the agent has drained).
+async fn expose_task(
+    hub: &Hub,
+    config: AgentConfig,
+    spec: TunnelSpec,
+    shutdown: &Shutdown,
+) -> (
+    String,
+    Arc<Tunnel>,
+    tokio::task::JoinHandle<Result<(), burrow::agent::AgentError>>,
+) {
     let lanes = config.lanes;
     let spec = TunnelSpec {
         name: Some("bulk".parse().unwrap()),
@@ -91,7 +106,7 @@ async fn expose_with(hub: &Hub, config: AgentConfig, spec: TunnelSpec, shutdown:
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
     let shutdown = shutdown.clone();
-    tokio::spawn(async move {
+    let agent = tokio::spawn(async move {
         burrow::agent::expose::run(config, spec, shutdown, move |info| {
             if let Some(tx) = ready_tx.take() {
                 let _ = tx.send(info.clone());
@@ -106,7 +121,7 @@ async fn expose_with(hub: &Hub, config: AgentConfig, spec: TunnelSpec, shutdown:
         assert_eq!(pools.len(), 1, "a TCP or TLS agent gets a lane pool");
         tokio::time::timeout(WAIT, pools[0].wait_idle(lanes)).await.unwrap();
     }
-    (info.public_address.unwrap(), tunnel)
+    (info.public_address.unwrap(), tunnel, agent)
 }
 
 /// Five UDP clients of the tunnel at `public`: small datagrams from all at once, then each
@@ -454,4 +469,80 @@ async fn reach_streams_ride_tls_lanes() {
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 2);
     assert!(pool.admitted() <= 3);
     shutdown.begin();
+}
+
+/// A visitor the hub placed on an agent just before it heard that the agent drains is still
+/// carried, on a lane the hub had taken and on a multiplexed stream it opens: the agent
+/// neither closes its lanes nor refuses streams when it starts draining. The hub then closes
+/// the idle lanes, so the agent stops once those visitors are done, well inside its limit.
+/// (A stream that arrives after the agent's last connection ended still finds it gone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
+    use burrow::relay::Lane;
+    use burrow::wire::{StreamHeader, StreamKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (hub, _data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let config = AgentConfig {
+        shutdown_timeout: Duration::from_secs(600),
+        ..agent(&hub, 2)
+    };
+    let (_, tunnel, agent) = expose_task(&hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
+    let member = tunnel.pick_member(WAIT).await.expect("the agent serves the tunnel");
+    let pool = member.lanes.clone().expect("a plain-TCP agent has lanes");
+    let Some(Lane::Plain(mut lane)) = pool.take() else {
+        panic!("an idle plain lane");
+    };
+
+    shutdown.begin();
+    tokio::time::timeout(WAIT, pool.wait_closed())
+        .await
+        .expect("the hub hears of the drain and closes the idle lanes");
+    assert!(tunnel.lane_pools().is_empty(), "the draining agent left the tunnel");
+
+    let header = |peer: &str| {
+        StreamHeader {
+            kind: StreamKind::Tcp,
+            tunnel: tunnel.id,
+            peer: peer.to_string(),
+            flow: 0,
+        }
+        .encode()
+    };
+    // The taken lane holds the agent's drain open (it waits for that lane's header), so the
+    // stream below surely arrives while the agent drains.
+    let mut stream = member.opener.open().await.expect("the connection is still up");
+    stream
+        .write_all(&[header("127.0.0.1:2"), b"on a stream".to_vec()].concat())
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut from_stream = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut from_stream))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        from_stream, b"on a stream",
+        "the stream's visitor is carried to the end"
+    );
+
+    lane.write_all(&[header("127.0.0.1:1"), b"on the lane".to_vec()].concat())
+        .await
+        .unwrap();
+    lane.shutdown().await.unwrap();
+    let mut from_lane = Vec::new();
+    tokio::time::timeout(WAIT, lane.read_to_end(&mut from_lane))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_lane, b"on the lane", "the lane's visitor is carried to the end");
+
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .expect("the agent stops once its visitors are done, not at its drain limit")
+        .unwrap()
+        .unwrap();
 }

@@ -176,11 +176,10 @@ pub(super) struct StreamContext {
     udp_stats: Arc<crate::udp::UdpStats>,
 }
 
+/// Streams still arriving while the agent drains are served too: the hub opened them for
+/// visitors it had placed on this agent before it heard of the drain (it places none after).
 async fn serve_streams(mut acceptor: Acceptor, context: Arc<StreamContext>, shutdown: Shutdown) {
     while let Some(stream) = acceptor.accept().await {
-        if shutdown.is_draining() {
-            continue; // dropping the stream refuses it
-        }
         let guard = shutdown.track();
         let context = context.clone();
         tokio::spawn(async move {

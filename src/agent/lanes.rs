@@ -52,7 +52,8 @@ enum LaneEvent {
 }
 
 /// Keeps `count` idle lanes dialed until the session ends or the agent drains. Lanes that
-/// are carrying a connection then go on until it finishes; idle ones close.
+/// are carrying a connection then go on until it finishes; idle ones wait until the hub
+/// closes them (see [`serve_lane`]).
 pub async fn keep_lanes(
     dial: LaneDial,
     count: usize,
@@ -146,6 +147,12 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
 
 /// Waits (idle) for the hub to send a stream header, then connects the target and relays;
 /// a TLS lane whose connection ended cleanly waits for the next one.
+///
+/// A lane counts as a running connection for the whole of its life, idle too, and does not
+/// close itself when the agent drains: the hub may have taken it for a visitor just before it
+/// heard of the drain, and that visitor's header is then still on its way. The hub closes the
+/// lanes still idle once it hears (`hub/session.rs`), so the drain waits for one message
+/// round trip, not for its limit.
 async fn serve_lane(
     mut lane: Lane,
     context: Arc<StreamContext>,
@@ -153,20 +160,18 @@ async fn serve_lane(
     lifetime: Lifetime,
     shutdown: Shutdown,
 ) {
+    let _running = shutdown.track();
     loop {
         let header = tokio::select! {
             header = read_header(&mut lane) => header,
             _ = lifetime.closed() => None,
-            _ = shutdown.draining() => None,
         };
         let Some(header) = header else {
             let _ = events.send(LaneEvent::Gone { was_busy: false });
             return;
         };
         let _ = events.send(LaneEvent::Taken);
-        let guard = shutdown.track();
         let returned = carry(lane, header, &context).await;
-        drop(guard);
         match returned {
             Some(again) => {
                 lane = again;

@@ -130,6 +130,15 @@ impl LanePool {
         *self.count.borrow()
     }
 
+    /// Waits until the pool is closed (its session ended or its agent drains).
+    pub async fn wait_closed(&self) {
+        let _ = self
+            .count
+            .subscribe()
+            .wait_for(|_| self.closed.load(Ordering::Relaxed))
+            .await;
+    }
+
     /// Waits until at least `n` lanes are idle.
     pub async fn wait_idle(&self, n: usize) {
         let _ = self.count.subscribe().wait_for(|idle| *idle >= n).await;

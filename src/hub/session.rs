@@ -188,8 +188,13 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, l
                 (AgentMsg::Ping, _, _) => HubMsg::Pong,
                 (AgentMsg::Draining, _, _) => {
                     // Out of every pool now; the connection stays up for running streams.
+                    // Its idle lanes close, which tells the agent that no visitor is on its
+                    // way on them (it keeps them open until then, see `agent/lanes.rs`).
                     tracing::info!(%peer, ?session, "agent draining");
                     shared.registry.session_ended(session);
+                    if let Some((token, _)) = &lanes {
+                        shared.lanes.close(*token);
+                    }
                     continue;
                 }
                 (other, role, _) => HubMsg::Refused {
