@@ -384,17 +384,28 @@ async fn udp_flows_ride_tls_lanes() {
     shutdown.begin();
 }
 
-/// An agent keeps at most `MAX_BUSY_TLS_LANES` TLS lanes busy (each holds relay buffers):
-/// once that many carry connections it dials no replacement, so further visitors are
-/// multiplexed; when some finish, it dials again.
+/// An agent keeps at most `MAX_BUSY_TLS_LANES` TLS lanes busy (each holds relay buffers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_tls_lanes_are_capped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const CAP: usize = 32; // burrow::agent's MAX_BUSY_TLS_LANES
     let (hub, data) = hub().await;
+    busy_lanes_are_capped(&hub, tls_agent(&hub, &data, 1), burrow::agent::MAX_BUSY_TLS_LANES).await;
+}
+
+/// An agent keeps at most `MAX_BUSY_PLAIN_LANES` plain lanes busy (each is a second TCP
+/// connection per visitor, two descriptors in the hub instead of one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_plain_lanes_are_capped() {
+    let (hub, _data) = hub().await;
+    busy_lanes_are_capped(&hub, agent(&hub, 1), burrow::agent::MAX_BUSY_PLAIN_LANES).await;
+}
+
+/// Once `cap` lanes carry connections the agent dials no replacement, so further visitors
+/// are multiplexed; when some finish, it dials again.
+async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
-    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
 
     async fn hold(public: &str) -> tokio::net::TcpStream {
@@ -408,7 +419,7 @@ async fn busy_tls_lanes_are_capped() {
         visitor
     }
     let mut held = Vec::new();
-    for _ in 0..CAP {
+    for _ in 0..cap {
         tokio::time::timeout(WAIT, pool.wait_idle(1))
             .await
             .expect("a lane is idle");
@@ -417,9 +428,9 @@ async fn busy_tls_lanes_are_capped() {
     for _ in 0..8 {
         held.push(hold(&public).await);
     }
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), CAP as u64);
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), cap as u64);
     assert_eq!(pool.idle(), 0, "no lane was dialed beyond the cap");
-    held.truncate(CAP - 4); // closes the newest: the 8 multiplexed and 4 on lanes
+    held.truncate(cap - 4); // closes the newest: the 8 multiplexed and 4 on lanes
     tokio::time::timeout(WAIT, pool.wait_idle(1))
         .await
         .expect("with lanes free again the agent dials a replacement");

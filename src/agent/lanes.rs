@@ -33,6 +33,12 @@ const DIAL_DEADLINE: Duration = Duration::from_secs(5);
 /// small.
 pub const MAX_BUSY_TLS_LANES: usize = 32;
 
+/// Busy plain lanes one agent keeps at once. A plain lane holds no buffer, but it is a second
+/// TCP connection per visitor: the hub holds two descriptors for it (visitor and lane) instead
+/// of one, so 10,000 idle visitors on lanes needed 20,000 there. Bulk transfers gain from a
+/// lane; many more than this at once share the machine anyway, and take the multiplexer.
+pub const MAX_BUSY_PLAIN_LANES: usize = 64;
+
 /// Where lanes go and what they are: the address the session reached, its lane token, and
 /// for a TLS session the connector and server name it used.
 pub struct LaneDial {
@@ -64,7 +70,7 @@ pub async fn keep_lanes(
     let most_busy = if dial.tls.is_some() {
         MAX_BUSY_TLS_LANES
     } else {
-        usize::MAX
+        MAX_BUSY_PLAIN_LANES
     };
     let (events_tx, mut events) = mpsc::unbounded_channel::<LaneEvent>();
     let (mut idle, mut busy) = (0usize, 0usize);

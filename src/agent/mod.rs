@@ -7,6 +7,8 @@ mod lanes;
 pub mod reach;
 pub mod session;
 
+pub use lanes::{MAX_BUSY_PLAIN_LANES, MAX_BUSY_TLS_LANES};
+
 use std::sync::Arc;
 use std::time::Duration;
 
