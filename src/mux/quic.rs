@@ -170,10 +170,15 @@ mod tests {
             panic!("a QUIC connection");
         };
         let path = conn.stats().path;
-        assert_eq!(
-            path.current_mtu, MAX_UDP_PAYLOAD,
-            "discovery reached the bound: {path:?}"
-        );
+        let loopback_mtu = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .ok()
+            .and_then(|mtu| mtu.trim().parse::<u16>().ok());
+        if loopback_mtu.is_some_and(|mtu| mtu >= MAX_UDP_PAYLOAD + 28) {
+            assert_eq!(
+                path.current_mtu, MAX_UDP_PAYLOAD,
+                "discovery reached the bound: {path:?}"
+            );
+        }
         assert!(
             path.lost_packets * 20 < path.sent_packets,
             "under 5% of packets lost: {path:?}"
