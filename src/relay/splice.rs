@@ -5,109 +5,20 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
-use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::{read_chunk, Transferred, RELAY_BUFFER};
 
-/// A new pipe's capacity (16 pages): the most one splice call moves through a pipe that was
-/// not enlarged.
-const DEFAULT_PIPE: usize = 64 * 1024;
-
-/// The capacity a bulk direction asks for. One iperf3 stream over `--transport tcp`,
-/// alternated seven times with the default pipe: hub + agent CPU per GB 0.56 s against
-/// 0.68 s (−17%, lower in every pair), 11.9 against 11.3 Gbit/s; eight streams 0.62 against
-/// 0.66 s per GB at the same throughput.
-const LARGE_PIPE: usize = 1024 * 1024;
-
-/// Pipe capacity this process may add beyond the default. Linux gives each user a soft
-/// budget of pipe pages (`/proc/sys/fs/pipe-user-pages-soft`, 16,384 pages by default);
-/// once a user is past it, every new pipe gets two pages, which would make later relays
-/// splice 8 KiB at a time. So enlarged pipes stay within a quarter of that budget
-/// (16 MiB by default: sixteen bulk directions at once), and the rest keep the default.
-fn pipe_budget() -> &'static PipeBudget {
-    static BUDGET: OnceLock<PipeBudget> = OnceLock::new();
-    BUDGET.get_or_init(|| {
-        let soft_pages = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
-            .ok()
-            .and_then(|pages| pages.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        // 0 means no soft limit; 4 KiB pages undercount where pages are larger (safe).
-        let soft_bytes = if soft_pages == 0 { 1 << 30 } else { soft_pages * 4096 };
-        PipeBudget::new(soft_bytes / 4)
-    })
-}
-
-/// Bytes of pipe capacity that may still be added, shared by every relay of the process.
-struct PipeBudget {
-    left: AtomicUsize,
-}
-
-impl PipeBudget {
-    fn new(bytes: usize) -> Self {
-        Self {
-            left: AtomicUsize::new(bytes),
-        }
-    }
-
-    /// Takes `bytes` if that much is left.
-    fn take(&self, bytes: usize) -> bool {
-        self.left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes))
-            .is_ok()
-    }
-
-    fn give_back(&self, bytes: usize) {
-        self.left.fetch_add(bytes, Ordering::AcqRel);
-    }
-}
-
-/// The pipe one bulk direction splices through: enlarged to [`LARGE_PIPE`] while the
-/// process's budget allows, else of the default size.
-struct Pipe {
-    read_end: OwnedFd,
-    write_end: OwnedFd,
-    /// The pipe's capacity: the most one splice call moves.
-    capacity: usize,
-    /// Capacity added beyond the default, returned to `budget` when the pipe closes.
-    added: usize,
-    budget: &'static PipeBudget,
-}
-
-impl Pipe {
-    fn new(budget: &'static PipeBudget) -> io::Result<Self> {
-        let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let mut pipe = Pipe {
-            read_end,
-            write_end,
-            capacity: DEFAULT_PIPE,
-            added: 0,
-            budget,
-        };
-        let extra = LARGE_PIPE - DEFAULT_PIPE;
-        if budget.take(extra) {
-            match fcntl(&pipe.write_end, FcntlArg::F_SETPIPE_SZ(LARGE_PIPE as i32)) {
-                Ok(capacity) => {
-                    pipe.capacity = capacity as usize;
-                    pipe.added = extra;
-                }
-                Err(_) => budget.give_back(extra),
-            }
-        }
-        Ok(pipe)
-    }
-}
-
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        self.budget.give_back(self.added);
-    }
-}
+/// Most bytes moved by one splice call: the default pipe capacity (16 pages). Larger pipes
+/// (`F_SETPIPE_SZ`) were measured: 1 MiB cut hub + agent CPU per byte of one stream by 17%,
+/// but draining faster let TCP autotuning grow the socket buffers behind a stalled reader
+/// from 12–16 MB to 20–62 MB (`slow_reader_gets_backpressure_on_its_stream_only`, bound
+/// 40 MiB); 256 KiB gave 10% and 17–25 MB. The default stays.
+const SPLICE_CHUNK: usize = 64 * 1024;
 
 /// Relays both ways between `a` and `b` until both directions have ended, carrying
 /// half-close (EOF on one side shuts down writing on the other). Backpressure is the
@@ -138,7 +49,7 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u
             break;
         }
     }
-    let pipe = Pipe::new(pipe_budget())?;
+    let pipe = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     loop {
         from.as_ref().readable().await?;
         match splice_once(from, to, &pipe).await {
@@ -152,18 +63,22 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u
     Ok(total)
 }
 
-/// Moves what is there (up to the pipe's capacity) into the pipe and on to `to`.
-async fn splice_once(from: &OwnedReadHalf, to: &OwnedWriteHalf, pipe: &Pipe) -> io::Result<usize> {
+/// Moves what is there (up to one pipe's capacity) into the pipe and on to `to`.
+async fn splice_once(
+    from: &OwnedReadHalf,
+    to: &OwnedWriteHalf,
+    (pipe_out, pipe_in): &(OwnedFd, OwnedFd),
+) -> io::Result<usize> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let n = from.as_ref().try_io(Interest::READABLE, || {
-        splice(from.as_ref(), None, &pipe.write_end, None, pipe.capacity, flags).map_err(io::Error::from)
+        splice(from.as_ref(), None, pipe_in, None, SPLICE_CHUNK, flags).map_err(io::Error::from)
     })?;
     let mut left = n;
     while left > 0 {
         left -= to
             .as_ref()
             .async_io(Interest::WRITABLE, || {
-                splice(&pipe.read_end, None, to.as_ref(), None, left, flags).map_err(io::Error::from)
+                splice(pipe_out, None, to.as_ref(), None, left, flags).map_err(io::Error::from)
             })
             .await?;
     }
@@ -181,26 +96,6 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         (client, server)
-    }
-
-    #[test]
-    fn pipes_are_enlarged_only_within_the_budget_and_return_it_when_closed() {
-        let extra = LARGE_PIPE - DEFAULT_PIPE;
-        let budget: &'static PipeBudget = Box::leak(Box::new(PipeBudget::new(2 * extra)));
-        let first = Pipe::new(budget).unwrap();
-        let second = Pipe::new(budget).unwrap();
-        let third = Pipe::new(budget).unwrap();
-        // pipe-max-size (1 MiB by default) may forbid the larger size; then none grows.
-        if first.added > 0 {
-            assert_eq!(first.capacity, LARGE_PIPE);
-            assert_eq!(second.capacity, LARGE_PIPE);
-            assert_eq!(third.capacity, DEFAULT_PIPE, "the budget was spent");
-            assert_eq!(third.added, 0);
-            drop(first);
-            let fourth = Pipe::new(budget).unwrap();
-            assert_eq!(fourth.capacity, LARGE_PIPE, "a closed pipe gave its share back");
-        }
-        drop((second, third));
     }
 
     #[tokio::test]
