@@ -160,9 +160,14 @@ mod tests {
             stream.shutdown().await.unwrap();
             stream
         });
-        let mut incoming = hub.acceptor.as_mut().unwrap().accept().await.unwrap();
         let mut received = Vec::with_capacity(LEN);
-        incoming.read_to_end(&mut received).await.unwrap();
+        let transfer = async {
+            let mut incoming = hub.acceptor.as_mut().unwrap().accept().await.unwrap();
+            incoming.read_to_end(&mut received).await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(60), transfer)
+            .await
+            .expect("32 MiB arrive within a minute");
         assert_eq!(received.len(), LEN);
         drop(sender.await.unwrap());
 
@@ -172,8 +177,8 @@ mod tests {
         let path = conn.stats().path;
         let loopback_mtu = std::fs::read_to_string("/sys/class/net/lo/mtu")
             .ok()
-            .and_then(|mtu| mtu.trim().parse::<u16>().ok());
-        if loopback_mtu.is_some_and(|mtu| mtu >= MAX_UDP_PAYLOAD + 28) {
+            .and_then(|mtu| mtu.trim().parse::<u32>().ok());
+        if loopback_mtu.is_some_and(|mtu| mtu >= u32::from(MAX_UDP_PAYLOAD) + 28) {
             assert_eq!(
                 path.current_mtu, MAX_UDP_PAYLOAD,
                 "discovery reached the bound: {path:?}"
