@@ -524,7 +524,10 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     };
     // The taken lane holds the agent's drain open (it waits for that lane's header), so the
     // stream below surely arrives while the agent drains.
-    let mut stream = member.opener.open().await.expect("the connection is still up");
+    let mut stream = tokio::time::timeout(WAIT, member.opener.open())
+        .await
+        .expect("a stream opens in time")
+        .expect("the connection is still up");
     stream
         .write_all(&[header("127.0.0.1:2"), b"on a stream".to_vec()].concat())
         .await
