@@ -88,6 +88,22 @@ pub async fn read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
     }
 }
 
+/// Waits until `socket` is readable, then runs `read` as [`try_read_draining`] does, again
+/// after a wake-up that finds nothing. For relays that read into buffers of their own.
+pub async fn read_ready(
+    socket: &TcpStream,
+    room: usize,
+    mut read: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        match try_read_draining(socket, room, &mut read) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
 /// Runs `read`, a non-blocking read of at most `room` bytes from `socket`. A read that leaves
 /// room means the socket is drained: its readiness is cleared then (by answering
 /// `WouldBlock` to `try_io`), as tokio's own `poll_read` does, instead of by a second read

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-use super::{try_read_draining, Transferred};
+use super::{read_ready, Transferred};
 use crate::mux::MuxStream;
 
 const HEADER_LEN: usize = 5;
@@ -449,15 +449,11 @@ pub async fn relay_sealed(plain: TcpStream, lane: SealedLane) -> io::Result<(Tra
     let up = async {
         let mut total = 0u64;
         loop {
-            plain_read.readable().await?;
-            let mut slots = outbound.slots();
-            let room = slots.iter().map(|slot| slot.len()).sum();
-            let read = try_read_draining(plain_read.as_ref(), room, || plain_read.try_read_vectored(&mut slots));
-            let n = match read {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+            // The slots hold SEAL_CAPACITY bytes in all.
+            let read = || plain_read.try_read_vectored(&mut outbound.slots());
+            let n = match read_ready(plain_read.as_ref(), SEAL_CAPACITY, read).await? {
+                0 => break,
+                n => n,
             };
             total += n as u64;
             lane_write.write_all(outbound.seal_read(n)?).await?;
@@ -554,16 +550,10 @@ fn reassemble(
 
 /// One read from the lane into the record layer (which opens what is complete).
 async fn read_records(lane: &OwnedReadHalf, inbound: &mut Inbound) -> io::Result<()> {
-    loop {
-        lane.readable().await?;
-        let space = inbound.space();
-        let room = space.len();
-        match try_read_draining(lane.as_ref(), room, || lane.try_read(space)) {
-            Ok(0) => return inbound.at_eof(),
-            Ok(n) => return Ok(inbound.filled(n)?),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+    let room = inbound.space().len();
+    match read_ready(lane.as_ref(), room, || lane.try_read(inbound.space())).await? {
+        0 => inbound.at_eof(),
+        n => Ok(inbound.filled(n)?),
     }
 }
 
