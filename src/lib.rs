@@ -14,6 +14,7 @@
 //! - [`agent`]: dialing the hub, `expose` and `reach`, reconnection with backoff.
 //! - [`store`]: SQLite state (users, tunnel records) that survives restarts.
 //! - [`tls`]: certificate generation and rustls configurations.
+//! - [`runtime`]: the async runtime, and its brief busy-polling before sleeping.
 //! - [`shutdown`]: graceful drain on the first signal.
 //! - [`types`]: newtypes for ids, names and secrets.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod hub;
 pub mod mux;
 pub mod relay;
+pub mod runtime;
 pub mod shutdown;
 pub mod sniff;
 pub mod store;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     if let Command::Hub(hub) = &cli.command {
         burrow::app::init_logging(&hub.log);
     }
-    let runtime = match runtime() {
+    let runtime = match burrow::runtime::build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("burrow: cannot start the async runtime: {e}");
@@ -33,24 +33,5 @@ fn main() -> ExitCode {
             eprintln!("burrow: {}", failure.message);
             ExitCode::from(failure.code)
         }
-    }
-}
-
-/// The async runtime: `BURROW_WORKER_THREADS=N` workers, else one thread on machines with at
-/// most two cores and one worker per core above that. On 2 cores a single thread measured
-/// +29% single-stream and +22% 8-stream throughput through a tcp tunnel, with less CPU and
-/// 19% less memory, than two workers (docs/benchmarks.md, run 8): the relay is bound by
-/// wake-ups, and a second worker mostly adds cross-thread ones.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let requested = std::env::var("BURROW_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok());
-    match requested.unwrap_or(if cores <= 2 { 1 } else { cores }) {
-        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
     }
 }

@@ -1,0 +1,199 @@
+//! The async runtime the binary runs on: how many threads, and brief busy-polling before its
+//! thread goes to sleep.
+//!
+//! Why busy-poll: request/response traffic through a tunnel crosses three processes each way
+//! (visitor → hub → agent → target and back), and each hop wakes a sleeping thread. On the
+//! 2-core VM this was measured on, waking an idle CPU costs 30–60 µs, far more than the
+//! relay's own work: a sequential UDP round trip took 95 µs through the tunnel against 11–55 µs
+//! direct. A thread that keeps polling for a few tens of microseconds after its last piece of
+//! work catches the reply without sleeping, and keeps its CPU awake for the next hop. Measured
+//! with `BURROW_BUSY_POLL_US=50` against 0 (docs/benchmarks.md, seventh session): sequential
+//! UDP request/response 2.6–3× the rate, sequential connections +30%, for about the same CPU
+//! on connections and more on UDP (a polling thread is busy by definition).
+//!
+//! How: tokio calls `before_park` when its single thread has nothing to run. While the poll
+//! window is open, the hook wakes a do-nothing [`spinner`] task; the runtime then checks its
+//! sockets and timers without blocking, runs whatever became ready, and comes back. The window
+//! opens again whenever a round did real work. Each round also yields the CPU
+//! (`sched_yield`), so a polling thread steps aside for any other runnable process: without
+//! that, polling took CPU from the processes at either end of the tunnel and sequential
+//! connections got slower instead of faster.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// The busy-poll window when `BURROW_BUSY_POLL_US` does not say: 30, 100 and 200 µs measured
+/// the same; this is the cheapest of the windows that kept the gain.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// A round from waking to parking again that took longer than this ran real work (a round of
+/// the spinner alone takes well under a microsecond), so the window opens again.
+const WORK_ROUND: Duration = Duration::from_micros(2);
+
+/// The runtime: `BURROW_WORKER_THREADS=N` workers, else one thread on machines with at most
+/// two cores and one worker per core above that. On 2 cores a single thread measured +29%
+/// single-stream and +22% 8-stream throughput through a tcp tunnel, with less CPU and 19% less
+/// memory, than two workers (docs/benchmarks.md, run 8): the relay is bound by wake-ups, and a
+/// second worker mostly adds cross-thread ones.
+///
+/// The single-thread runtime busy-polls for `BURROW_BUSY_POLL_US` microseconds (default
+/// [`DEFAULT_BUSY_POLL`], 0 = never) before sleeping; the multi-thread one does not (not
+/// measured: a spinner task cannot be kept on each worker).
+pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = env_number("BURROW_WORKER_THREADS").unwrap_or(if cores <= 2 { 1 } else { cores as u64 });
+    match workers {
+        0 | 1 => {
+            let busy_poll = env_number("BURROW_BUSY_POLL_US").map_or(DEFAULT_BUSY_POLL, Duration::from_micros);
+            single_thread(busy_poll)
+        }
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n as usize)
+            .enable_all()
+            .build(),
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// A runtime on the calling thread that busy-polls for `window` before sleeping (none when
+/// `window` is zero). Busy-poll state is per thread: call `block_on` on the thread that built
+/// it, as `#[tokio::main(flavor = "current_thread")]` does.
+pub fn single_thread(window: Duration) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if window.is_zero() {
+        return builder.build();
+    }
+    builder
+        .on_thread_park(move || before_park(window))
+        .on_thread_unpark(after_unpark);
+    let runtime = builder.build()?;
+    runtime.spawn(spinner());
+    Ok(runtime)
+}
+
+/// Where this thread's busy-polling stands.
+#[derive(Default)]
+struct PollState {
+    /// Polling goes on until then.
+    until: Option<Instant>,
+    /// When the runtime last came back from parking (blocking or not).
+    unparked_at: Option<Instant>,
+    /// The spinner, waiting to be woken for another round.
+    spinner: Option<Waker>,
+}
+
+thread_local! {
+    static STATE: RefCell<PollState> = RefCell::default();
+    /// Rounds polled without sleeping on this thread (for tests).
+    static ROUNDS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn after_unpark() {
+    STATE.with_borrow_mut(|state| state.unparked_at = Some(Instant::now()));
+}
+
+fn before_park(window: Duration) {
+    let spinner = STATE.with_borrow_mut(|state| {
+        let now = Instant::now();
+        if state.unparked_at.is_none_or(|at| now.duration_since(at) > WORK_ROUND) {
+            state.until = Some(now + window);
+        }
+        if state.until.is_some_and(|until| now < until) {
+            state.spinner.take()
+        } else {
+            None
+        }
+    });
+    if let Some(spinner) = spinner {
+        ROUNDS.set(ROUNDS.get() + 1);
+        // Let any other runnable process have this CPU first; the round follows.
+        std::thread::yield_now();
+        // The woken spinner is work, so the runtime checks its driver without blocking.
+        spinner.wake();
+    }
+}
+
+/// A task that never finishes and does nothing when polled but leave its waker where
+/// `before_park` finds it.
+fn spinner() -> impl Future<Output = ()> {
+    std::future::poll_fn(|cx| {
+        STATE.with_borrow_mut(|state| state.spinner = Some(cx.waker().clone()));
+        Poll::Pending
+    })
+}
+
+/// Rounds this thread has polled without sleeping so far.
+pub fn busy_poll_rounds() -> u64 {
+    ROUNDS.get()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU time this thread has used (the scheduler's own account, in nanoseconds).
+    fn thread_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("cpu ns");
+        Duration::from_nanos(ns)
+    }
+
+    /// One datagram to itself: a readiness event from the I/O driver, which is the work
+    /// that opens the window.
+    async fn one_io_event() {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(socket.local_addr().unwrap()).await.unwrap();
+        socket.send(b"ping").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(socket.recv(&mut buf).await.unwrap(), 4);
+    }
+
+    #[test]
+    fn polls_after_work_and_then_sleeps() {
+        let window = Duration::from_millis(10);
+        let runtime = single_thread(window).unwrap();
+        runtime.block_on(async {
+            let before = busy_poll_rounds();
+            one_io_event().await;
+            // Let the window that work opened run out.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let after_work = busy_poll_rounds();
+            assert!(
+                after_work > before,
+                "the thread polled without sleeping after the I/O event"
+            );
+
+            // Idle: the only work left is this task's own timer, which opens one more window,
+            // so at most about one window of CPU is spent over a much longer idle period.
+            let (cpu, rounds) = (thread_cpu(), busy_poll_rounds());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let spent = thread_cpu() - cpu;
+            assert!(
+                spent < window + Duration::from_millis(40),
+                "an idle runtime must stop polling, but spent {spent:?} of CPU over 300 ms ({} rounds)",
+                busy_poll_rounds() - rounds
+            );
+        });
+    }
+
+    #[test]
+    fn a_zero_window_never_polls() {
+        let runtime = single_thread(Duration::ZERO).unwrap();
+        runtime.block_on(async {
+            let before = busy_poll_rounds();
+            one_io_event().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(busy_poll_rounds(), before);
+        });
+    }
+}
