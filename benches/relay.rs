@@ -104,6 +104,27 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
             }
         })
     });
+    // The same over a plain lane as the hub runs it: framed until the first full read, then
+    // spliced (`relay/plain_lane.rs`).
+    group.bench_function("plain_lane_spliced", |b| {
+        b.to_async(&rt).iter(|| {
+            let payload = payload.clone();
+            async move {
+                let sink = discard_server().await;
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let entry = listener.local_addr().unwrap().to_string();
+                let relay = tokio::spawn(async move {
+                    let (visitor_side, _) = listener.accept().await.unwrap();
+                    let lane = TcpStream::connect(sink).await.unwrap();
+                    burrow::relay::relay_plain_lane(visitor_side, lane, burrow::relay::LaneEnd::Hub)
+                        .await
+                        .unwrap()
+                });
+                push(&entry, &payload).await;
+                assert_eq!(relay.await.unwrap().0.a_to_b, PAYLOAD as u64);
+            }
+        })
+    });
     group.finish();
 }
 

@@ -1,9 +1,9 @@
 //! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
 //! like the session's own connection, so a visitor can be relayed on a connection of its own
-//! (see `hub/lanes.rs`). Each lane carries one forwarded connection or UDP flow and is then
-//! replaced (a TLS lane whose connection ended cleanly carries the next one instead); the
-//! multiplexed connection stays the fallback and carries everything else (control, `reach`
-//! flows).
+//! (see `hub/lanes.rs`). Each lane carries one forwarded connection or UDP flow at a time; one
+//! whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
+//! carries the next, others are replaced; the multiplexed connection stays the fallback and
+//! carries everything else (control, `reach` flows).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
-use crate::relay::{Lane, SealedLane};
+use crate::relay::{relay_plain_lane, Lane, LaneEnd, SealedLane};
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
 use crate::udp::UdpFlow;
@@ -218,7 +218,9 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) -> Opt
     // A target that cannot be reached closes the lane, which the visitor sees as a close.
     let upstream = connect_target(&context.target, &header.peer).await?;
     let relayed = match lane {
-        Lane::Plain(lane) => crate::relay::relay_sockets(upstream, lane).await.map(|_| None),
+        Lane::Plain(lane) => relay_plain_lane(upstream, lane, LaneEnd::Agent)
+            .await
+            .map(|(_, again)| again.map(Lane::Plain)),
         Lane::Tls(lane) => crate::relay::relay_sealed(upstream, *lane)
             .await
             .map(|(_, again)| again.map(|sealed| Lane::Tls(Box::new(sealed)))),

@@ -1,8 +1,9 @@
 //! Lanes on the hub: dedicated data connections that an `expose` agent dials ahead of need,
 //! plain TCP for a plain-TCP session and TLS for a TLS one. A visitor that finds an idle lane
-//! is relayed onto it alone (spliced socket to socket on plain lanes, see
-//! [`crate::relay::relay_sockets`]) instead of being framed into the agent's HTTP/2
-//! connection; with no idle lane it takes a multiplexed stream as before.
+//! is relayed onto it alone (framed, then spliced once bulk, on plain lanes, see
+//! [`crate::relay::relay_plain_lane`]; sealed on TLS ones) instead of being framed into the
+//! agent's HTTP/2 connection; with no idle lane it takes a multiplexed stream as before. A
+//! lane whose connection ended cleanly is parked again for the next visitor.
 //!
 //! Each TCP or TLS `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`]
 //! here; a lane proves which session it belongs to by sending the token after the preface,
@@ -92,7 +93,7 @@ impl LanePool {
         Ok(())
     }
 
-    /// A lane whose connection ended cleanly, parked again (TLS lanes; see
+    /// A lane whose connection ended cleanly, parked again (see `relay::plain_lane` and
     /// `relay::sealed`). Closed instead once the session is over or the pool is full.
     pub fn give_back(&self, lane: Lane) {
         if !self.closed.load(Ordering::Relaxed) {

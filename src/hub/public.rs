@@ -9,13 +9,14 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::LanePool;
+use super::lanes::{LaneKind, LanePool};
 use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
 use crate::relay::{
-    relay_sealed, relay_sealed_stream, relay_sockets, relay_streams, relay_tcp, Lane, SealedLane, Transferred,
+    relay_plain_lane, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane, LaneEnd, SealedLane,
+    Transferred,
 };
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
@@ -130,7 +131,13 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         flow: 0,
     }
     .encode();
-    if let Some((pool, lane)) = member.lanes.as_ref().and_then(|pool| Some((pool, pool.take()?))) {
+    // A reach stream is not a socket to frame from, so it takes plain lanes' framing only
+    // through the multiplexer; TLS lanes carry it.
+    let lanes = member
+        .lanes
+        .as_ref()
+        .filter(|pool| !matches!(visitor, Visitor::Reach(_)) || pool.kind() == LaneKind::Tls);
+    if let Some((pool, lane)) = lanes.and_then(|pool| Some((pool, pool.take()?))) {
         serve_visitor_on_lane(&tunnel, visitor, peer, header, lane, pool).await;
         return;
     }
@@ -177,26 +184,28 @@ async fn serve_visitor_on_lane(
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
     tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-    let flip = |moved: Transferred| Transferred {
-        a_to_b: moved.b_to_a,
-        b_to_a: moved.a_to_b,
-    };
-    // A TLS lane whose connection ended cleanly goes back to the pool.
-    let park_again = |relayed: std::io::Result<(Transferred, Option<SealedLane>)>| {
+    // A lane whose connection ended cleanly goes back to the pool.
+    let park_again = |relayed: std::io::Result<(Transferred, Option<Lane>)>| {
         relayed.map(|(moved, lane)| {
             if let Some(lane) = lane {
-                pool.give_back(Lane::Tls(Box::new(lane)));
+                pool.give_back(lane);
             }
             moved
         })
     };
+    let tls = |(moved, lane): (Transferred, Option<SealedLane>)| (moved, lane.map(|lane| Lane::Tls(Box::new(lane))));
     let result = match (visitor, lane) {
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => relay_sockets(tcp, lane).await,
-        (Visitor::Reach(reach), Lane::Plain(lane)) => relay_tcp(lane, reach).await.map(flip),
+        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => park_again(
+            relay_plain_lane(tcp, lane, LaneEnd::Hub)
+                .await
+                .map(|(moved, lane)| (moved, lane.map(Lane::Plain))),
+        ),
+        // Never taken (see `serve_visitor`): a plain lane frames from a socket only.
+        (Visitor::Reach(_), Lane::Plain(_)) => Err(std::io::Error::other("a reach stream on a plain lane")),
         (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => {
-            park_again(relay_sealed(tcp, *lane).await)
+            park_again(relay_sealed(tcp, *lane).await.map(tls))
         }
-        (Visitor::Reach(reach), Lane::Tls(lane)) => park_again(relay_sealed_stream(reach, *lane).await),
+        (Visitor::Reach(reach), Lane::Tls(lane)) => park_again(relay_sealed_stream(reach, *lane).await.map(tls)),
     };
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     account(tunnel, &peer, result);

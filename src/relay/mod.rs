@@ -10,9 +10,11 @@ use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
+mod plain_lane;
 pub mod sealed;
 mod splice;
 
+pub use plain_lane::{relay_plain_lane, LaneEnd};
 pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
 pub use splice::relay_sockets;
 

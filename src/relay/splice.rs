@@ -49,18 +49,25 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<u
             break;
         }
     }
+    total += splice_to_end(from, to).await?;
+    to.shutdown().await?;
+    Ok(total)
+}
+
+/// Splices everything `from` sends until its end of file into `to` (without shutting `to`
+/// down); returns how many bytes moved. The pipe lives only as long as the call.
+pub(super) async fn splice_to_end(from: &OwnedReadHalf, to: &OwnedWriteHalf) -> io::Result<u64> {
     let pipe = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let mut total = 0u64;
     loop {
         from.as_ref().readable().await?;
         match splice_once(from, to, &pipe).await {
-            Ok(0) => break,
+            Ok(0) => return Ok(total),
             Ok(n) => total += n as u64,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
-    to.shutdown().await?;
-    Ok(total)
 }
 
 /// Moves what is there (up to one pipe's capacity) into the pipe and on to `to`.

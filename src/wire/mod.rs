@@ -67,13 +67,17 @@ pub enum ConnKind {
     /// An agent's multiplexed connection (control stream plus data streams).
     Agent(Role),
     /// A lane: a dedicated data connection offered by an `expose` agent, followed by its
-    /// 16-byte [`LaneToken`](crate::types::LaneToken). It then carries one forwarded
-    /// connection, headed by a [`StreamHeader`], with no multiplexer in between.
+    /// 16-byte [`LaneToken`](crate::types::LaneToken). It then carries forwarded connections
+    /// one at a time, each headed by a [`StreamHeader`], with no multiplexer in between (on a
+    /// plain lane framed as `relay/plain_lane.rs` says).
     Lane,
 }
 
 impl ConnKind {
-    pub const LANE_BYTE: u8 = b'L';
+    /// `F` since plain lanes are framed and reused; the unframed lanes before said `L`, and
+    /// a hub and an agent of the two kinds refuse each other's lanes instead of misreading
+    /// them (the agent then uses its multiplexed connection).
+    pub const LANE_BYTE: u8 = b'F';
 
     pub fn byte(self) -> u8 {
         match self {
