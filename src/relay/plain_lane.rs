@@ -15,6 +15,7 @@
 //! `DONE`, so the next header never arrives while the agent still reads the last connection.
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -46,8 +47,8 @@ pub enum LaneEnd {
 
 /// How one direction ended.
 enum Ended {
-    /// With [`END`]: the lane can go on.
-    Framed,
+    /// With [`END`] (and, from the agent, maybe [`DONE`] with it): the lane can go on.
+    Framed { done_sent: bool },
     /// Raw or cut short: the lane is finished.
     Closed,
 }
@@ -62,16 +63,21 @@ pub async fn relay_plain_lane(
 ) -> io::Result<(Transferred, Option<TcpStream>)> {
     let (mut socket_read, mut socket_write) = socket.into_split();
     let (mut lane_read, mut lane_write) = lane.into_split();
+    // Set once the lane's END has come in. The agent's send, ending after that, writes its
+    // END and DONE at once (one write and one wake-up at the hub fewer per connection).
+    let other_side_ended = AtomicBool::new(false);
+    let done_with_end = (end == LaneEnd::Agent).then_some(&other_side_ended);
     let ((a_to_b, sent), (b_to_a, received, mut leftover)) = tokio::try_join!(
-        send(&mut socket_read, &mut lane_write),
-        receive(&mut lane_read, &mut socket_write),
+        send(&mut socket_read, &mut lane_write, done_with_end),
+        receive(&mut lane_read, &mut socket_write, &other_side_ended),
     )?;
     let moved = Transferred { a_to_b, b_to_a };
-    if !matches!((sent, received), (Ended::Framed, Ended::Framed)) {
-        return Ok((moved, None));
-    }
+    let done_sent = match (sent, received) {
+        (Ended::Framed { done_sent }, Ended::Framed { .. }) => done_sent,
+        _ => return Ok((moved, None)),
+    };
     let reusable = match end {
-        LaneEnd::Agent => leftover.is_empty() && lane_write.write_all(&DONE.to_be_bytes()).await.is_ok(),
+        LaneEnd::Agent => leftover.is_empty() && (done_sent || lane_write.write_all(&DONE.to_be_bytes()).await.is_ok()),
         LaneEnd::Hub => matches!(
             tokio::time::timeout(DONE_DEADLINE, read_done(&lane_read, &mut leftover)).await,
             Ok(Ok(()))
@@ -85,13 +91,23 @@ pub async fn relay_plain_lane(
 }
 
 /// Socket to lane: frames, then [`END`]; or, from the first full read on, [`BULK`] and the
-/// rest spliced, then the lane's FIN.
-async fn send(from: &mut OwnedReadHalf, lane: &mut OwnedWriteHalf) -> io::Result<(u64, Ended)> {
+/// rest spliced, then the lane's FIN. With `done_with_end` (the agent), [`DONE`] goes with the
+/// `END` when the other direction has already ended.
+async fn send(
+    from: &mut OwnedReadHalf,
+    lane: &mut OwnedWriteHalf,
+    done_with_end: Option<&AtomicBool>,
+) -> io::Result<(u64, Ended)> {
     let mut total = 0u64;
     loop {
         let Some(chunk) = read_chunk(from.as_ref()).await? else {
-            lane.write_all(&END.to_be_bytes()).await?;
-            return Ok((total, Ended::Framed));
+            let done_sent = done_with_end.is_some_and(|ended| ended.load(Ordering::Relaxed));
+            let [e0, e1] = END.to_be_bytes();
+            let [d0, d1] = DONE.to_be_bytes();
+            let end_and_done = [e0, e1, d0, d1];
+            let length = if done_sent { 4 } else { 2 };
+            lane.write_all(&end_and_done[..length]).await?;
+            return Ok((total, Ended::Framed { done_sent }));
         };
         total += chunk.len() as u64;
         if chunk.len() > MAX_FRAME {
@@ -118,8 +134,13 @@ async fn write_headed(to: &mut OwnedWriteHalf, head: u16, body: &[u8]) -> io::Re
 }
 
 /// Lane to socket: writes each frame's bytes, shuts the socket's writing down at [`END`]
-/// (returning what was read past it) or at the lane's end, and splices after [`BULK`].
-async fn receive(lane: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Result<(u64, Ended, BytesMut)> {
+/// (noting it in `ended`, returning what was read past it) or at the lane's end, and splices
+/// after [`BULK`].
+async fn receive(
+    lane: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    ended: &AtomicBool,
+) -> io::Result<(u64, Ended, BytesMut)> {
     let mut total = 0u64;
     // Bytes read but not yet written: at most one partial frame, and nothing while idle.
     let mut pending = BytesMut::new();
@@ -128,8 +149,9 @@ async fn receive(lane: &mut OwnedReadHalf, to: &mut OwnedWriteHalf) -> io::Resul
             match u16::from_be_bytes([pending[0], pending[1]]) {
                 END => {
                     pending.advance(2);
+                    ended.store(true, Ordering::Relaxed);
                     to.shutdown().await?;
-                    return Ok((total, Ended::Framed, pending));
+                    return Ok((total, Ended::Framed { done_sent: false }, pending));
                 }
                 BULK => {
                     pending.advance(2);
@@ -227,21 +249,40 @@ mod tests {
             let mut path = path(hub_lane, agent_lane).await;
             exchange(&mut path, &[round; 10], b"first reply").await;
             exchange(&mut path, b"second request", &[round; 3]).await;
-            // The visitor half-closes; the target still answers, then closes.
-            path.visitor.shutdown().await.unwrap();
-            let mut rest = Vec::new();
-            path.target.read_to_end(&mut rest).await.unwrap();
-            assert!(rest.is_empty(), "the target sees the visitor's end of stream");
-            path.target.write_all(b"after half-close").await.unwrap();
-            path.target.shutdown().await.unwrap();
-            let mut tail = Vec::new();
-            path.visitor.read_to_end(&mut tail).await.unwrap();
-            assert_eq!(tail, b"after half-close");
-
+            if round % 2 == 0 {
+                // The visitor half-closes; the target still answers, then closes.
+                path.visitor.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                path.target.read_to_end(&mut rest).await.unwrap();
+                assert!(rest.is_empty(), "the target sees the visitor's end of stream");
+                path.target.write_all(b"after half-close").await.unwrap();
+                path.target.shutdown().await.unwrap();
+                let mut tail = Vec::new();
+                path.visitor.read_to_end(&mut tail).await.unwrap();
+                assert_eq!(tail, b"after half-close");
+            } else {
+                // The target half-closes first (as an HTTP server that closes); the visitor
+                // still sends, then closes.
+                path.target.write_all(b"after half-close").await.unwrap();
+                path.target.shutdown().await.unwrap();
+                let mut tail = Vec::new();
+                path.visitor.read_to_end(&mut tail).await.unwrap();
+                assert_eq!(tail, b"after half-close");
+                path.visitor.write_all(&[0u8; 16]).await.unwrap();
+                path.visitor.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                path.target.read_to_end(&mut rest).await.unwrap();
+                assert_eq!(rest, [0u8; 16], "the visitor's last bytes, then its end of stream");
+            }
+            let (up, down) = if round % 2 == 0 {
+                (10 + 14, 11 + 3 + 16)
+            } else {
+                (10 + 14 + 16, 11 + 3 + 16)
+            };
             let (moved, agent_again) = path.agent.await.unwrap().unwrap();
-            assert_eq!((moved.a_to_b, moved.b_to_a), (11 + 3 + 16, 10 + 14));
+            assert_eq!((moved.a_to_b, moved.b_to_a), (down, up));
             let (moved, hub_again) = path.hub.await.unwrap().unwrap();
-            assert_eq!((moved.a_to_b, moved.b_to_a), (10 + 14, 11 + 3 + 16));
+            assert_eq!((moved.a_to_b, moved.b_to_a), (up, down));
             hub_lane = hub_again.expect("the hub keeps a lane that ended cleanly");
             agent_lane = agent_again.expect("the agent keeps a lane that ended cleanly");
         }
