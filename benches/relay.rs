@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
 use burrow::hub::{Hub, HubConfig};
+use burrow::relay::{relay_plain_lane, LaneEnd};
 use burrow::types::{AgentId, Secret, TransportKind};
 use burrow::wire::TunnelSpec;
 
@@ -104,24 +105,29 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
             }
         })
     });
-    // The same over a plain lane as the hub runs it: framed until the first full read, then
-    // spliced (`relay/plain_lane.rs`).
-    group.bench_function("plain_lane_spliced", |b| {
+    // A plain lane as hub and agent run it, two relays: visitor → hub relay → lane → agent
+    // relay → sink, framed until the first full read, then spliced (`relay/plain_lane.rs`).
+    group.bench_function("plain_lane_hub_and_agent", |b| {
         b.to_async(&rt).iter(|| {
             let payload = payload.clone();
             async move {
                 let sink = discard_server().await;
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let entry = listener.local_addr().unwrap().to_string();
-                let relay = tokio::spawn(async move {
+                let lanes = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let agent_lane = TcpStream::connect(lanes.local_addr().unwrap()).await.unwrap();
+                let (hub_lane, _) = lanes.accept().await.unwrap();
+                let agent = tokio::spawn(async move {
+                    let target_side = TcpStream::connect(sink).await.unwrap();
+                    relay_plain_lane(target_side, agent_lane, LaneEnd::Agent).await.unwrap()
+                });
+                let hub = tokio::spawn(async move {
                     let (visitor_side, _) = listener.accept().await.unwrap();
-                    let lane = TcpStream::connect(sink).await.unwrap();
-                    burrow::relay::relay_plain_lane(visitor_side, lane, burrow::relay::LaneEnd::Hub)
-                        .await
-                        .unwrap()
+                    relay_plain_lane(visitor_side, hub_lane, LaneEnd::Hub).await.unwrap()
                 });
                 push(&entry, &payload).await;
-                assert_eq!(relay.await.unwrap().0.a_to_b, PAYLOAD as u64);
+                assert_eq!(hub.await.unwrap().0.a_to_b, PAYLOAD as u64);
+                assert_eq!(agent.await.unwrap().0.b_to_a, PAYLOAD as u64);
             }
         })
     });
