@@ -316,6 +316,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lane_that_breaks_the_framing_ends_the_connection_with_an_error() {
+        for garbage in [&b"\xff\xfe"[..], b"\x00\x03abc\xff\xfe"] {
+            let (hub_lane, mut far_end) = connected_pair().await;
+            let (mut visitor, visitor_at_hub) = connected_pair().await;
+            let hub = tokio::spawn(relay_plain_lane(visitor_at_hub, hub_lane, LaneEnd::Hub));
+            far_end.write_all(garbage).await.unwrap();
+            let relayed = hub.await.unwrap();
+            assert_eq!(
+                relayed.err().map(|e| e.kind()),
+                Some(io::ErrorKind::InvalidData),
+                "DONE before END is refused"
+            );
+            // The visitor's connection is closed, with whatever framed bytes came first.
+            let mut got = Vec::new();
+            let _ = visitor.read_to_end(&mut got).await;
+            assert!(got.is_empty() || got == b"abc", "{got:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_lane_cut_mid_connection_ends_the_stream_and_is_not_kept() {
         let (hub_lane, mut agent_lane) = connected_pair().await;
         let (mut visitor, visitor_at_hub) = connected_pair().await;
