@@ -1,5 +1,5 @@
 //! Lanes: on `--transport tcp` and `tls` an `expose` agent keeps dedicated data connections
-//! dialed to the hub; visitors are relayed onto them (and the lane replaced), with the
+//! dialed to the hub; visitors are relayed onto them (the lane then used again or replaced), with the
 //! multiplexed connection as the fallback. Hub and agent run in-process so the test can see
 //! which path a connection took.
 
@@ -576,4 +576,78 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
         .expect("the agent stops once its visitors are done, not at its drain limit")
         .unwrap()
         .unwrap();
+}
+
+/// A minimal HTTP/1.1 server with keep-alive: answers each request with its path and the
+/// number of requests that connection has carried.
+async fn http_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut pending, mut served) = (Vec::new(), 0);
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let request = String::from_utf8_lossy(&pending[..end]).to_string();
+                        pending.drain(..end + 4);
+                        served += 1;
+                        let path = request.split(' ').nth(1).unwrap_or("?").to_string();
+                        let body = format!("{path} #{served}\n");
+                        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// curl, a real HTTP client, through a plain lane: two requests on one keep-alive
+/// connection, then a second connection, which takes a lane that carried the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_keep_alive_requests_ride_a_reused_plain_lane() {
+    let (hub, _data) = hub().await;
+    let server = http_server().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&server), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    for round in 0..2 {
+        tokio::time::timeout(WAIT, pool.wait_idle(1))
+            .await
+            .expect("a lane is idle");
+        let output = tokio::time::timeout(
+            WAIT,
+            tokio::process::Command::new("curl")
+                .args(["-sS", "--http1.1", "--max-time", "10"])
+                .arg(format!("http://{public}/a"))
+                .arg(format!("http://{public}/b"))
+                .output(),
+        )
+        .await
+        .expect("curl finishes")
+        .expect("curl runs (installed by .ci/run)");
+        assert!(output.status.success(), "round {round}: {output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "/a #1\n/b #2\n",
+            "both requests on one connection, answered in order"
+        );
+    }
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 2);
+    let admitted = pool.admitted();
+    assert!(
+        admitted <= 2,
+        "{admitted} lanes dialed for two connections with --lanes 1"
+    );
+    shutdown.begin();
 }
