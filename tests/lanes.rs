@@ -1,7 +1,7 @@
 //! Lanes: on `--transport tcp` and `tls` an `expose` agent keeps dedicated data connections
-//! dialed to the hub; visitors are relayed onto them (the lane then used again or replaced), with the
-//! multiplexed connection as the fallback. Hub and agent run in-process so the test can see
-//! which path a connection took.
+//! dialed to the hub; visitors are relayed onto them (the lane then used again or replaced),
+//! with the multiplexed connection as the fallback. Hub and agent run in-process so the test
+//! can see which path a connection took.
 
 mod common;
 
