@@ -8,8 +8,8 @@
 //! direct. A thread that keeps polling for a few tens of microseconds after its last piece of
 //! work catches the reply without sleeping, and keeps its CPU awake for the next hop. Measured
 //! with `BURROW_BUSY_POLL_US=50` against 0 (docs/benchmarks.md, seventh session): sequential
-//! UDP request/response 2.6–3× the rate, sequential connections +30%, for about the same CPU
-//! on connections and more on UDP (a polling thread is busy by definition).
+//! UDP request/response 2.6× the rate, sequential connections +24%, for more tunnel CPU
+//! while traffic flows (a polling thread is busy by definition) and none while idle.
 //!
 //! How: tokio calls `before_park` when its single thread has nothing to run. While the poll
 //! window is open, the hook wakes a do-nothing [`spinner`] task; the runtime then checks its
