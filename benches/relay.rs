@@ -55,6 +55,25 @@ async fn push(addr: &str, payload: &[u8]) {
     s.read_exact(&mut ack).await.unwrap();
 }
 
+/// Pushes `payload` from a visitor through `relay` (given the accepted visitor socket and a
+/// discarding sink's address; it returns the bytes it moved toward the sink) and checks that
+/// all of it went through.
+async fn push_through_relay<F, Fut>(payload: Arc<Vec<u8>>, relay: F)
+where
+    F: FnOnce(TcpStream, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = u64> + Send,
+{
+    let sink = discard_server().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let entry = listener.local_addr().unwrap().to_string();
+    let relayed = tokio::spawn(async move {
+        let (visitor_side, _) = listener.accept().await.unwrap();
+        relay(visitor_side, sink).await
+    });
+    push(&entry, &payload).await;
+    assert_eq!(relayed.await.unwrap(), PAYLOAD as u64);
+}
+
 /// The relay's hot path without a network between hub and agent: a loopback TCP visitor,
 /// `relay_tcp`, and an HTTP/2 stream over an in-memory pipe whose far end discards.
 fn relay_to_h2_in_memory(c: &mut Criterion) {
@@ -90,45 +109,29 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
     // The lane relay: socket to socket, copying until bulk, then spliced.
     group.bench_function("sockets_spliced", |b| {
         b.to_async(&rt).iter(|| {
-            let payload = payload.clone();
-            async move {
-                let sink = discard_server().await;
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let entry = listener.local_addr().unwrap().to_string();
-                let relay = tokio::spawn(async move {
-                    let (visitor_side, _) = listener.accept().await.unwrap();
-                    let target_side = TcpStream::connect(sink).await.unwrap();
-                    burrow::relay::relay_sockets(visitor_side, target_side).await.unwrap()
-                });
-                push(&entry, &payload).await;
-                assert_eq!(relay.await.unwrap().a_to_b, PAYLOAD as u64);
-            }
+            push_through_relay(payload.clone(), |visitor_side, sink| async move {
+                let target_side = TcpStream::connect(sink).await.unwrap();
+                burrow::relay::relay_sockets(visitor_side, target_side)
+                    .await
+                    .unwrap()
+                    .a_to_b
+            })
         })
     });
     // A plain lane as hub and agent run it, two relays: visitor → hub relay → lane → agent
     // relay → sink, framed until the first full read, then spliced (`relay/plain_lane.rs`).
     group.bench_function("plain_lane_hub_and_agent", |b| {
         b.to_async(&rt).iter(|| {
-            let payload = payload.clone();
-            async move {
-                let sink = discard_server().await;
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let entry = listener.local_addr().unwrap().to_string();
-                let lanes = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let agent_lane = TcpStream::connect(lanes.local_addr().unwrap()).await.unwrap();
-                let (hub_lane, _) = lanes.accept().await.unwrap();
+            push_through_relay(payload.clone(), |visitor_side, sink| async move {
+                let (agent_lane, hub_lane) = burrow::relay::tcp_pair().await;
                 let agent = tokio::spawn(async move {
                     let target_side = TcpStream::connect(sink).await.unwrap();
                     relay_plain_lane(target_side, agent_lane, LaneEnd::Agent).await.unwrap()
                 });
-                let hub = tokio::spawn(async move {
-                    let (visitor_side, _) = listener.accept().await.unwrap();
-                    relay_plain_lane(visitor_side, hub_lane, LaneEnd::Hub).await.unwrap()
-                });
-                push(&entry, &payload).await;
-                assert_eq!(hub.await.unwrap().0.a_to_b, PAYLOAD as u64);
+                let (hub, _) = relay_plain_lane(visitor_side, hub_lane, LaneEnd::Hub).await.unwrap();
                 assert_eq!(agent.await.unwrap().0.b_to_a, PAYLOAD as u64);
-            }
+                hub.a_to_b
+            })
         })
     });
     group.finish();

@@ -222,6 +222,16 @@ async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> io::Result<u64> {
 }
 
 /// An HTTP/2 connection over an in-memory pipe with one data stream open, and a connected
+/// Both ends of one TCP connection on loopback (connecting end first). For tests and benches.
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (client, accepted) = tokio::join!(
+        TcpStream::connect(listener.local_addr().expect("addr")),
+        listener.accept()
+    );
+    (client.expect("connect"), accepted.expect("accept").0)
+}
+
 /// TCP pair on loopback: the pieces of a relay without a network between hub and agent. For
 /// tests and benches.
 pub async fn h2_pair_and_tcp() -> (TcpStream, TcpStream, MuxStream, MuxStream) {
@@ -231,12 +241,7 @@ pub async fn h2_pair_and_tcp() -> (TcpStream, TcpStream, MuxStream, MuxStream) {
     let near = client.opener.expect("client opens").open().await.expect("open stream");
     // The far side sees the stream once something is written on it.
     let far = server.acceptor.as_mut().expect("server accepts").accept();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (visitor, accepted) = tokio::join!(
-        TcpStream::connect(listener.local_addr().expect("addr")),
-        listener.accept()
-    );
-    let (visitor, relay_side) = (visitor.expect("connect"), accepted.expect("accept").0);
+    let (visitor, relay_side) = tcp_pair().await;
     // The connections' driver tasks keep running while `near` and `far` are alive.
     let mut near = near;
     near.write_all(b"\0").await.expect("first byte");

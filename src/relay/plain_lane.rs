@@ -202,15 +202,8 @@ async fn read_done(lane: &OwnedReadHalf, leftover: &mut BytesMut) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::tcp_pair;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
-
-    async fn connected_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
 
     /// visitor ⇄ [hub relay] ⇄ lane ⇄ [agent relay] ⇄ target, for one connection.
     struct Path {
@@ -221,8 +214,8 @@ mod tests {
     }
 
     async fn path(hub_lane: TcpStream, agent_lane: TcpStream) -> Path {
-        let (visitor, visitor_at_hub) = connected_pair().await;
-        let (target_at_agent, target) = connected_pair().await;
+        let (visitor, visitor_at_hub) = tcp_pair().await;
+        let (target_at_agent, target) = tcp_pair().await;
         Path {
             visitor,
             target,
@@ -244,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_lane_carries_connection_after_connection_with_half_close() {
-        let (mut hub_lane, mut agent_lane) = connected_pair().await;
+        let (mut hub_lane, mut agent_lane) = tcp_pair().await;
         for round in 0..3u8 {
             let mut path = path(hub_lane, agent_lane).await;
             exchange(&mut path, &[round; 10], b"first reply").await;
@@ -290,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn bulk_is_spliced_and_then_the_lane_is_closed() {
-        let (hub_lane, agent_lane) = connected_pair().await;
+        let (hub_lane, agent_lane) = tcp_pair().await;
         let mut path = path(hub_lane, agent_lane).await;
         exchange(&mut path, b"small first", b"ok").await;
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -318,8 +311,8 @@ mod tests {
     #[tokio::test]
     async fn a_lane_that_breaks_the_framing_ends_the_connection_with_an_error() {
         for garbage in [&b"\xff\xfe"[..], b"\x00\x03abc\xff\xfe"] {
-            let (hub_lane, mut far_end) = connected_pair().await;
-            let (mut visitor, visitor_at_hub) = connected_pair().await;
+            let (hub_lane, mut far_end) = tcp_pair().await;
+            let (mut visitor, visitor_at_hub) = tcp_pair().await;
             let hub = tokio::spawn(relay_plain_lane(visitor_at_hub, hub_lane, LaneEnd::Hub));
             far_end.write_all(garbage).await.unwrap();
             let relayed = hub.await.unwrap();
@@ -337,8 +330,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lane_cut_mid_connection_ends_the_stream_and_is_not_kept() {
-        let (hub_lane, mut agent_lane) = connected_pair().await;
-        let (mut visitor, visitor_at_hub) = connected_pair().await;
+        let (hub_lane, mut agent_lane) = tcp_pair().await;
+        let (mut visitor, visitor_at_hub) = tcp_pair().await;
         let hub = tokio::spawn(relay_plain_lane(visitor_at_hub, hub_lane, LaneEnd::Hub));
         visitor.write_all(b"hello").await.unwrap();
         let mut frame = [0u8; 7];

@@ -95,21 +95,14 @@ async fn splice_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::tcp_pair;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
-
-    async fn connected_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
 
     #[tokio::test]
     async fn carries_bytes_both_ways_and_half_close() {
         // left client ⇄ [relay between left server and right client] ⇄ right server
-        let (mut left, left_inner) = connected_pair().await;
-        let (right_inner, mut right) = connected_pair().await;
+        let (mut left, left_inner) = tcp_pair().await;
+        let (right_inner, mut right) = tcp_pair().await;
         let relay = tokio::spawn(relay_sockets(left_inner, right_inner));
 
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();

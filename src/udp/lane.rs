@@ -245,9 +245,7 @@ mod tests {
     }
 
     async fn full_lane_backs_up(sealed: bool) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ours = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut peer, _) = listener.accept().await.unwrap();
+        let (ours, mut peer) = crate::relay::tcp_pair().await;
         let (lane, mut peer_records) = if sealed {
             let lane = SealedLane::new(ours, secrets(1, 2)).unwrap();
             let (_, inbound) = sealed::record_layer(secrets(2, 1)).unwrap();
