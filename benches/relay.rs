@@ -106,18 +106,6 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
             }
         })
     });
-    // The lane relay: socket to socket, copying until bulk, then spliced.
-    group.bench_function("sockets_spliced", |b| {
-        b.to_async(&rt).iter(|| {
-            push_through_relay(payload.clone(), |visitor_side, sink| async move {
-                let target_side = TcpStream::connect(sink).await.unwrap();
-                burrow::relay::relay_sockets(visitor_side, target_side)
-                    .await
-                    .unwrap()
-                    .a_to_b
-            })
-        })
-    });
     // A plain lane as hub and agent run it, two relays: visitor → hub relay → lane → agent
     // relay → sink, framed until the first full read, then spliced (`relay/plain_lane.rs`).
     group.bench_function("plain_lane_hub_and_agent", |b| {

@@ -131,8 +131,8 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         flow: 0,
     }
     .encode();
-    // A reach stream is not a socket to frame from, so it takes plain lanes' framing only
-    // through the multiplexer; TLS lanes carry it.
+    // Plain-lane framing runs between two sockets and a reach stream is no socket: it takes
+    // a TLS lane or the multiplexer.
     let lanes = member
         .lanes
         .as_ref()

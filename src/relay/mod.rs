@@ -16,7 +16,6 @@ mod splice;
 
 pub use plain_lane::{relay_plain_lane, LaneEnd};
 pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
-pub use splice::relay_sockets;
 
 /// A lane: a dedicated agent↔hub data connection carrying one forwarded connection or UDP
 /// flow at a time (`hub/lanes.rs`, `agent/lanes.rs`). Plain TCP, or TLS that has left rustls
