@@ -184,7 +184,15 @@ async fn receive(
             to.shutdown().await?;
             return Ok((total, Ended::Closed, BytesMut::new()));
         };
-        pending.extend_from_slice(&chunk);
+        // Usually nothing is pending and the chunk is its own allocation: take it as is
+        // instead of copying it again.
+        if pending.is_empty() {
+            pending = chunk
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        } else {
+            pending.extend_from_slice(&chunk);
+        }
     }
 }
 
