@@ -114,7 +114,9 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
                 let (agent_lane, hub_lane) = burrow::relay::tcp_pair().await;
                 let agent = tokio::spawn(async move {
                     let target_side = TcpStream::connect(sink).await.unwrap();
-                    relay_plain_lane(target_side, agent_lane, LaneEnd::Agent).await.unwrap()
+                    relay_plain_lane(target_side, agent_lane, LaneEnd::Agent(Arc::new(|| true)))
+                        .await
+                        .unwrap()
                 });
                 let (hub, _) = relay_plain_lane(visitor_side, hub_lane, LaneEnd::Hub).await.unwrap();
                 assert_eq!(agent.await.unwrap().0.b_to_a, PAYLOAD as u64);

@@ -186,13 +186,7 @@ async fn visitors_ride_lanes(hub: &Hub, config: AgentConfig, kind: burrow::hub::
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 1, "it went over a lane");
     // The hub adds a connection's bytes when its relay ends, which can be just after the
     // visitor has read its reply and EOF.
-    tokio::time::timeout(WAIT, async {
-        while tunnel.jobs.load(Ordering::Relaxed) != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the visitor's relay ends");
+    all_relays_end(&tunnel).await;
     assert_eq!(tunnel.bytes_in.load(Ordering::Relaxed), upload.len() as u64);
 
     tokio::time::timeout(WAIT, pool.wait_idle(2))
@@ -402,22 +396,10 @@ async fn busy_plain_lanes_are_capped() {
 /// Once `cap` lanes carry connections the agent dials no replacement, so further visitors
 /// are multiplexed; when some finish, it dials again.
 async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
-
-    async fn hold(public: &str) -> tokio::net::TcpStream {
-        let mut visitor = tokio::net::TcpStream::connect(public).await.unwrap();
-        visitor.write_all(b"x").await.unwrap();
-        let mut got = [0u8; 1];
-        tokio::time::timeout(WAIT, visitor.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        visitor
-    }
     let mut held = Vec::new();
     for _ in 0..cap {
         tokio::time::timeout(WAIT, pool.wait_idle(1))
@@ -434,6 +416,81 @@ async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
     tokio::time::timeout(WAIT, pool.wait_idle(1))
         .await
         .expect("with lanes free again the agent dials a replacement");
+    shutdown.begin();
+}
+
+/// A visitor connected through an echo tunnel, one byte echoed: its connection is carried.
+async fn hold(public: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut visitor = tokio::net::TcpStream::connect(public).await.unwrap();
+    visitor.write_all(b"x").await.unwrap();
+    let mut got = [0u8; 1];
+    tokio::time::timeout(WAIT, visitor.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    visitor
+}
+
+/// Waits (bounded) until the hub has finished relaying every connection of `tunnel`, lanes
+/// parked or closed: it has no signal for that, so this polls its job count.
+async fn all_relays_end(tunnel: &Tunnel) {
+    tokio::time::timeout(WAIT, async {
+        while tunnel.jobs.load(Ordering::Relaxed) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every relay ends");
+}
+
+/// After a burst an agent keeps at most twice `--lanes` idle plain lanes: lanes beyond that
+/// close as their connections end (the agent sends no DONE, so the hub never parks them)
+/// instead of staying idle for the session's life.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_plain_lanes_shrink_after_a_burst() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (hub, _data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        tokio::time::timeout(WAIT, pool.wait_idle(1))
+            .await
+            .expect("a lane is idle");
+        held.push(hold(&public).await);
+    }
+    assert_eq!(
+        tunnel.lane_visitors.load(Ordering::Relaxed),
+        10,
+        "each visitor took a lane"
+    );
+    for mut visitor in held {
+        visitor.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, visitor.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty());
+    }
+    all_relays_end(&tunnel).await;
+    let idle = pool.idle();
+    // 2 = twice --lanes; one more if two connections ended at the same moment.
+    assert!(
+        (1..=3).contains(&idle),
+        "{idle} idle lanes after ten connections on --lanes 1"
+    );
+    let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+    let payload = random_bytes(1000);
+    assert_eq!(
+        round_trip(&public, &payload).await,
+        payload,
+        "the kept lanes still carry"
+    );
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), on_lanes + 1);
     shutdown.begin();
 }
 

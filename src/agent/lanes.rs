@@ -6,6 +6,7 @@
 //! carries everything else (control, `reach` flows).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio_rustls::TlsConnector;
 use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
-use crate::relay::{relay_plain_lane, Lane, LaneEnd, SealedLane};
+use crate::relay::{relay_plain_lane, Lane, LaneEnd, SealedLane, WantBack};
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
 use crate::udp::UdpFlow;
@@ -38,6 +39,15 @@ pub const MAX_BUSY_TLS_LANES: usize = 32;
 /// of one, so 10,000 idle visitors on lanes needed 20,000 there. Bulk transfers gain from a
 /// lane; many more than this at once share the machine anyway, and take the multiplexer.
 pub const MAX_BUSY_PLAIN_LANES: usize = 64;
+
+/// Idle plain lanes an agent keeps, as a multiple of `--lanes`, when connections end: a lane
+/// whose connection ended with more than this many idle is closed instead of kept. Without it
+/// a burst left its peak of lanes idle for the session's life (50 after 50 keep-alive
+/// visitors). Twice, not once, so that steady traffic above `--lanes` (connections ending
+/// while others start) keeps its lanes instead of closing and redialing them. Plain lanes
+/// only: the TLS relay (`relay/sealed.rs`) has no such question before its close_notify, so
+/// TLS lanes still stay at their peak (at most [`MAX_BUSY_TLS_LANES`]).
+const KEEP_IDLE_FACTOR: usize = 2;
 
 /// Where lanes go and what they are: the address the session reached, its lane token, and
 /// for a TLS session the connector and server name it used.
@@ -74,6 +84,15 @@ pub async fn keep_lanes(
     };
     let (events_tx, mut events) = mpsc::unbounded_channel::<LaneEvent>();
     let (mut idle, mut busy) = (0usize, 0usize);
+    // `idle` as the lanes' relays see it when they decide whether to come back. They may
+    // read it a moment stale, so a few more can come back at once; `keep_lanes` never
+    // dials while idle ≥ count, so it only bounds how many stay.
+    let idle_now = Arc::new(AtomicUsize::new(0));
+    let want_back: WantBack = {
+        let idle_now = idle_now.clone();
+        let keep_at_most = count * KEEP_IDLE_FACTOR;
+        Arc::new(move || idle_now.load(Ordering::Relaxed) < keep_at_most)
+    };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut retry_at = None;
     loop {
@@ -82,9 +101,11 @@ pub async fn keep_lanes(
                 Ok(lane) => {
                     idle += 1;
                     backoff.reset();
+                    idle_now.store(idle, Ordering::Relaxed);
                     tokio::spawn(serve_lane(
                         lane,
                         context.clone(),
+                        want_back.clone(),
                         events_tx.clone(),
                         lifetime.clone(),
                         shutdown.clone(),
@@ -103,18 +124,21 @@ pub async fn keep_lanes(
             }
         };
         tokio::select! {
-            Some(event) = events.recv() => match event {
-                LaneEvent::Taken => {
-                    idle -= 1;
-                    busy += 1;
+            Some(event) = events.recv() => {
+                match event {
+                    LaneEvent::Taken => {
+                        idle -= 1;
+                        busy += 1;
+                    }
+                    LaneEvent::Idle => {
+                        busy -= 1;
+                        idle += 1;
+                    }
+                    LaneEvent::Gone { was_busy: true } => busy -= 1,
+                    LaneEvent::Gone { was_busy: false } => idle -= 1,
                 }
-                LaneEvent::Idle => {
-                    busy -= 1;
-                    idle += 1;
-                }
-                LaneEvent::Gone { was_busy: true } => busy -= 1,
-                LaneEvent::Gone { was_busy: false } => idle -= 1,
-            },
+                idle_now.store(idle, Ordering::Relaxed);
+            }
             _ = retry => retry_at = None,
             _ = lifetime.closed() => return,
             _ = shutdown.draining() => return,
@@ -162,6 +186,7 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
 async fn serve_lane(
     mut lane: Lane,
     context: Arc<StreamContext>,
+    want_back: WantBack,
     events: mpsc::UnboundedSender<LaneEvent>,
     lifetime: Lifetime,
     shutdown: Shutdown,
@@ -177,7 +202,7 @@ async fn serve_lane(
             return;
         };
         let _ = events.send(LaneEvent::Taken);
-        let returned = carry(lane, header, &context).await;
+        let returned = carry(lane, header, &context, &want_back).await;
         match returned {
             Some(again) => {
                 lane = again;
@@ -201,8 +226,9 @@ async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
         .ok()
 }
 
-/// Carries one connection (or UDP flow); returns the lane if it can carry another.
-async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) -> Option<Lane> {
+/// Carries one connection (or UDP flow); returns the lane if it can carry another (and, for a
+/// plain lane, `want_back` said to keep it: see [`KEEP_IDLE_FACTOR`]).
+async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext, want_back: &WantBack) -> Option<Lane> {
     if header.kind == StreamKind::Udp {
         // A UDP flow keeps its lane until it ends, then closes it.
         serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
@@ -218,7 +244,7 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext) -> Opt
     // A target that cannot be reached closes the lane, which the visitor sees as a close.
     let upstream = connect_target(&context.target, &header.peer).await?;
     let relayed = match lane {
-        Lane::Plain(lane) => relay_plain_lane(upstream, lane, LaneEnd::Agent)
+        Lane::Plain(lane) => relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
             .await
             .map(|(_, again)| again.map(Lane::Plain)),
         Lane::Tls(lane) => crate::relay::relay_sealed(upstream, *lane)

@@ -19,6 +19,7 @@
 
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -42,11 +43,18 @@ const MAX_FRAME: usize = 0xFFFD;
 const DONE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Which end of the lane this relay runs at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum LaneEnd {
     Hub,
-    Agent,
+    /// The agent, asking [`WantBack`] whether to keep a lane whose connection ended framed.
+    Agent(WantBack),
 }
+
+/// The agent's answer, asked just before it would send [`DONE`]: `true` keeps the lane for
+/// the next connection, `false` closes it instead (enough lanes are idle already). It must be
+/// decided before `DONE`: once the hub has it, the hub may place a visitor on the lane at any
+/// moment, and a lane the agent closed after that would drop the visitor's header.
+pub type WantBack = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// How one direction ended.
 enum Ended {
@@ -69,7 +77,11 @@ pub async fn relay_plain_lane(
     // Set once the lane's END has come in. The agent's send, ending after that, writes its
     // END and DONE at once (one write and one wake-up at the hub fewer per connection).
     let other_side_ended = AtomicBool::new(false);
-    let done_with_end = (end == LaneEnd::Agent).then_some(&other_side_ended);
+    let want_back = match &end {
+        LaneEnd::Agent(want_back) => Some(want_back),
+        LaneEnd::Hub => None,
+    };
+    let done_with_end = want_back.map(|want_back| (&other_side_ended, &**want_back));
     let ((a_to_b, sent), (b_to_a, received, mut leftover)) = tokio::try_join!(
         send(&mut socket_read, &mut lane_write, done_with_end),
         receive(&mut lane_read, &mut socket_write, &other_side_ended),
@@ -79,9 +91,12 @@ pub async fn relay_plain_lane(
         (Ended::Framed { done_sent }, Ended::Framed { .. }) => done_sent,
         _ => return Ok((moved, None)),
     };
-    let reusable = match end {
-        LaneEnd::Agent => leftover.is_empty() && (done_sent || lane_write.write_all(&DONE.to_be_bytes()).await.is_ok()),
-        LaneEnd::Hub => matches!(
+    let reusable = match want_back {
+        Some(want_back) => {
+            leftover.is_empty()
+                && (done_sent || (want_back() && lane_write.write_all(&DONE.to_be_bytes()).await.is_ok()))
+        }
+        None => matches!(
             tokio::time::timeout(DONE_DEADLINE, read_done(&lane_read, &mut leftover)).await,
             Ok(Ok(()))
         ),
@@ -95,16 +110,17 @@ pub async fn relay_plain_lane(
 
 /// Socket to lane: frames, then [`END`]; or, from the first full read on, [`BULK`] and the
 /// rest spliced, then the lane's FIN. With `done_with_end` (the agent), [`DONE`] goes with the
-/// `END` when the other direction has already ended.
+/// `END` when the other direction has already ended and the agent wants the lane back.
 async fn send(
     from: &mut OwnedReadHalf,
     lane: &mut OwnedWriteHalf,
-    done_with_end: Option<&AtomicBool>,
+    done_with_end: Option<(&AtomicBool, &(dyn Fn() -> bool + Send + Sync))>,
 ) -> io::Result<(u64, Ended)> {
     let mut total = 0u64;
     loop {
         let Some(chunk) = read_chunk(from.as_ref()).await? else {
-            let done_sent = done_with_end.is_some_and(|ended| ended.load(Ordering::Relaxed));
+            let done_sent =
+                done_with_end.is_some_and(|(ended, want_back)| ended.load(Ordering::Relaxed) && want_back());
             let [e0, e1] = END.to_be_bytes();
             let [d0, d1] = DONE.to_be_bytes();
             let end_and_done = [e0, e1, d0, d1];
@@ -224,14 +240,15 @@ mod tests {
         agent: tokio::task::JoinHandle<io::Result<(Transferred, Option<TcpStream>)>>,
     }
 
-    async fn path(hub_lane: TcpStream, agent_lane: TcpStream) -> Path {
+    async fn path(hub_lane: TcpStream, agent_lane: TcpStream, want_back: bool) -> Path {
         let (visitor, visitor_at_hub) = tcp_pair().await;
         let (target_at_agent, target) = tcp_pair().await;
+        let agent_end = LaneEnd::Agent(Arc::new(move || want_back));
         Path {
             visitor,
             target,
             hub: tokio::spawn(relay_plain_lane(visitor_at_hub, hub_lane, LaneEnd::Hub)),
-            agent: tokio::spawn(relay_plain_lane(target_at_agent, agent_lane, LaneEnd::Agent)),
+            agent: tokio::spawn(relay_plain_lane(target_at_agent, agent_lane, agent_end)),
         }
     }
 
@@ -250,7 +267,7 @@ mod tests {
     async fn one_lane_carries_connection_after_connection_with_half_close() {
         let (mut hub_lane, mut agent_lane) = tcp_pair().await;
         for round in 0..3u8 {
-            let mut path = path(hub_lane, agent_lane).await;
+            let mut path = path(hub_lane, agent_lane, true).await;
             exchange(&mut path, &[round; 10], b"first reply").await;
             exchange(&mut path, b"second request", &[round; 3]).await;
             if round % 2 == 0 {
@@ -293,9 +310,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lane_the_agent_does_not_want_back_is_closed_at_both_ends() {
+        for visitor_closes_first in [true, false] {
+            let (hub_lane, agent_lane) = tcp_pair().await;
+            let mut path = path(hub_lane, agent_lane, false).await;
+            exchange(&mut path, b"request", b"reply").await;
+            let (first, second) = if visitor_closes_first {
+                (&mut path.visitor, &mut path.target)
+            } else {
+                (&mut path.target, &mut path.visitor)
+            };
+            first.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            second.read_to_end(&mut rest).await.unwrap();
+            second.write_all(b"last").await.unwrap();
+            second.shutdown().await.unwrap();
+            first.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"last", "the connection itself ends as usual");
+            let (moved, agent_lane) = path.agent.await.unwrap().unwrap();
+            assert!(
+                agent_lane.is_none(),
+                "the agent closes the lane instead of sending DONE"
+            );
+            assert_eq!(moved.a_to_b + moved.b_to_a, 7 + 5 + 4);
+            // Without DONE the hub sees the lane's end of file at once, not its DONE deadline.
+            let hub = tokio::time::timeout(Duration::from_secs(2), path.hub).await;
+            let (_, hub_lane) = hub.expect("the hub learns at once").unwrap().unwrap();
+            assert!(hub_lane.is_none(), "the hub does not park a lane without DONE");
+        }
+    }
+
+    #[tokio::test]
     async fn bulk_is_spliced_and_then_the_lane_is_closed() {
         let (hub_lane, agent_lane) = tcp_pair().await;
-        let mut path = path(hub_lane, agent_lane).await;
+        let mut path = path(hub_lane, agent_lane, true).await;
         exchange(&mut path, b"small first", b"ok").await;
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let sent = payload.clone();
