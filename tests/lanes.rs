@@ -402,9 +402,7 @@ async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
     let pool = tunnel.lane_pools()[0].clone();
     let mut held = Vec::new();
     for _ in 0..cap {
-        tokio::time::timeout(WAIT, pool.wait_idle(1))
-            .await
-            .expect("a lane is idle");
+        an_idle_lane(&pool).await;
         held.push(hold(&public).await);
     }
     for _ in 0..8 {
@@ -417,6 +415,13 @@ async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
         .await
         .expect("with lanes free again the agent dials a replacement");
     shutdown.begin();
+}
+
+/// Waits (bounded) until the agent has a lane idle on the hub.
+async fn an_idle_lane(pool: &burrow::hub::lanes::LanePool) {
+    tokio::time::timeout(WAIT, pool.wait_idle(1))
+        .await
+        .expect("a lane is idle");
 }
 
 /// A visitor connected through an echo tunnel, one byte echoed: its connection is carried.
@@ -457,9 +462,7 @@ async fn idle_plain_lanes_shrink_after_a_burst() {
     let pool = tunnel.lane_pools()[0].clone();
     let mut held = Vec::new();
     for _ in 0..10 {
-        tokio::time::timeout(WAIT, pool.wait_idle(1))
-            .await
-            .expect("a lane is idle");
+        an_idle_lane(&pool).await;
         held.push(hold(&public).await);
     }
     assert_eq!(
@@ -516,9 +519,7 @@ async fn lanes_are_used_again(hub: &Hub, config: AgentConfig, size: impl Fn(usiz
     let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
     for i in 0..20usize {
-        tokio::time::timeout(WAIT, pool.wait_idle(1))
-            .await
-            .expect("a lane is idle");
+        an_idle_lane(&pool).await;
         let payload = random_bytes(size(i));
         assert_eq!(round_trip(&public, &payload).await, payload);
     }
@@ -540,9 +541,7 @@ async fn reach_streams_ride_tls_lanes() {
 
     let local = reach(&hub, &shutdown).await.to_string();
     for size in [3 << 20, 1000] {
-        tokio::time::timeout(WAIT, pool.wait_idle(1))
-            .await
-            .expect("a lane is idle");
+        an_idle_lane(&pool).await;
         let payload = random_bytes(size);
         assert_eq!(round_trip(&local, &payload).await, payload);
     }
@@ -679,9 +678,7 @@ async fn curl_keep_alive_requests_ride_a_reused_plain_lane() {
     let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&server), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
     for round in 0..2 {
-        tokio::time::timeout(WAIT, pool.wait_idle(1))
-            .await
-            .expect("a lane is idle");
+        an_idle_lane(&pool).await;
         let output = tokio::time::timeout(
             WAIT,
             tokio::process::Command::new("curl")
