@@ -5,7 +5,9 @@
 #   (needs perf, iperf3 or wrk + nginx, a release build)
 # Prints the top symbols (self time) over both processes, and leaves perf.data in a temp dir.
 # PERF_CALLGRAPH="--call-graph dwarf" records call stacks through libc (memmove callers).
-# BURROW_LANES=0 profiles the multiplexed path. Ports used: 25201 (iperf3), 25280 (nginx),
+# BURROW_LANES=0 profiles the multiplexed path. SYSCALLS=1 counts system calls instead (perf
+# stat on syscall tracepoints), per HTTP request or per MB moved, for hub and agent apart.
+# Ports used: 25201 (iperf3), 25280 (nginx),
 # 25443 (hub), 25400-25409 (public ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,26 @@ else
 fi
 load=$!
 sleep 1.5  # past the load's start-up, into the steady state
+if [[ ${SYSCALLS:-0} == 1 ]]; then
+  calls=sendto,recvfrom,sendmsg,recvmsg,writev,readv,write,read,splice,epoll_wait,sched_yield
+  events=$(sed -E 's/([a-z_]+)/syscalls:sys_enter_\1/g' <<< "$calls"),context-switches
+  perf stat -x, -e "$events" -o "$work/hub.stat" -p "$hub" -- sleep "$secs" 2> /dev/null & counting=$!
+  perf stat -x, -e "$events" -o "$work/agent.stat" -p "$agent" -- sleep "$secs" 2> /dev/null
+  wait $counting 2>/dev/null || true
+  wait $load 2>/dev/null || true
+  grep -E "sender|receiver|Requests/sec" "$work/load.txt" || true
+  if [[ $workload == http ]]; then  # requests during the counted seconds, from wrk's rate
+    per=$(awk -v s="$secs" '/^Requests\/sec/ {print $2 * s}' "$work/load.txt"); unit=request
+  else
+    per=$(awk -v s="$secs" '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i-1) * 125 * s}' "$work/load.txt"); unit=MB
+  fi
+  for who in hub agent; do
+    awk -F, -v n="$per" -v who="$who" -v unit="$unit" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+        sub("syscalls:sys_enter_", "", $3); line = line sprintf(" %s=%.2f", $3, $1 / n) }
+      END { printf "%s, per %s:%s\n", who, unit, line }' "$work/$who.stat"
+  done
+  exit 0
+fi
 perf record -F 999 ${PERF_CALLGRAPH:--g} -o "$work/perf.data" -p "$hub,$agent" -- sleep "$secs" 2> /dev/null
 wait $load 2>/dev/null || true
 grep -E "sender|receiver|Requests/sec" "$work/load.txt" || true
