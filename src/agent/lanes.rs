@@ -2,7 +2,8 @@
 //! like the session's own connection, so a visitor can be relayed on a connection of its own
 //! (see `hub/lanes.rs`). Each lane carries one forwarded connection or UDP flow at a time; one
 //! whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
-//! carries the next, others are replaced; the multiplexed connection stays the fallback and
+//! carries the next unless enough plain lanes are idle already ([`KEEP_IDLE_FACTOR`]), others
+//! are replaced; the multiplexed connection stays the fallback and
 //! carries everything else (control, `reach` flows).
 
 use std::net::SocketAddr;

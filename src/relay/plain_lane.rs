@@ -3,7 +3,8 @@
 //! its end of stream) until a read fills the whole relay buffer; from then on that direction
 //! is raw bytes spliced socket to socket (see `splice.rs`), ended by the lane's own FIN, and
 //! the lane is closed afterwards. A lane whose two directions both ended framed is idle
-//! again once the agent confirms with [`DONE`].
+//! again once the agent confirms with [`DONE`]; an agent with enough idle lanes closes it
+//! instead ([`WantBack`]).
 //!
 //! Why: a new lane per visitor cost a whole TCP connection (the agent's dial, the hub's
 //! accept, both closes) on top of the visitor's and the target's, and left a TIME_WAIT
@@ -50,9 +51,9 @@ pub enum LaneEnd {
     Agent(WantBack),
 }
 
-/// The agent's answer, asked just before it would send [`DONE`]: `true` keeps the lane for
-/// the next connection, `false` closes it instead (enough lanes are idle already). It must be
-/// decided before `DONE`: once the hub has it, the hub may place a visitor on the lane at any
+/// The agent's answer, asked just before it would send `DONE` (the frame that tells the hub
+/// the lane is idle again): `true` keeps the lane for the next connection, `false` closes it
+/// instead (enough lanes are idle already). It must be decided before `DONE`: once the hub has it, the hub may place a visitor on the lane at any
 /// moment, and a lane the agent closed after that would drop the visitor's header.
 pub type WantBack = Arc<dyn Fn() -> bool + Send + Sync>;
 
