@@ -12,7 +12,7 @@
 //! while traffic flows (a polling thread is busy by definition) and none while idle.
 //!
 //! How: tokio calls `before_park` when its single thread has nothing to run. While the poll
-//! window is open, the hook wakes a do-nothing [`spinner`] task; the runtime then checks its
+//! window is open, the hook wakes a do-nothing `spinner` task; the runtime then checks its
 //! sockets and timers without blocking, runs whatever became ready, and comes back. The window
 //! opens again whenever a round did real work. Each round also yields the CPU
 //! (`sched_yield`), so a polling thread steps aside for any other runnable process: without

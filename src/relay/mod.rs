@@ -77,7 +77,7 @@ fn try_read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
     })
 }
 
-/// Waits until `socket` is readable, then reads what is there, as [`try_read_chunk`] does
+/// Waits until `socket` is readable, then reads what is there, as `try_read_chunk` does
 /// (`None` at end of file).
 pub async fn read_chunk(socket: &TcpStream) -> io::Result<Option<Bytes>> {
     loop {
@@ -137,7 +137,7 @@ pub struct Transferred {
 
 /// Relays between a TCP connection and a multiplexed stream, moving `Bytes` chunks: data
 /// read from the socket in bulk is handed to the transport without another copy (small
-/// reads are copied once, see [`try_read_chunk`]), and chunks from the transport are
+/// reads are copied once, see `try_read_chunk`), and chunks from the transport are
 /// written straight to the socket. No buffer is held while the connection is idle.
 pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> io::Result<Transferred> {
     let (tcp_read, mut tcp_write) = tcp.into_split();

@@ -67,7 +67,7 @@ pub enum ConnKind {
     /// An agent's multiplexed connection (control stream plus data streams).
     Agent(Role),
     /// A lane: a dedicated data connection offered by an `expose` agent, followed by its
-    /// 16-byte [`LaneToken`](crate::types::LaneToken). It then carries forwarded connections
+    /// 16-byte [`LaneToken`]. It then carries forwarded connections
     /// one at a time, each headed by a [`StreamHeader`], with no multiplexer in between (on a
     /// plain lane framed as `relay/plain_lane.rs` says).
     Lane,
