@@ -3,8 +3,8 @@
 //! (see `hub/lanes.rs`). Each lane carries one forwarded connection or UDP flow at a time; one
 //! whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
 //! carries the next unless enough plain lanes are idle already ([`KEEP_IDLE_FACTOR`]), others
-//! are replaced; the multiplexed connection stays the fallback and
-//! carries everything else (control, `reach` flows).
+//! are replaced; the multiplexed connection stays the fallback and carries everything else
+//! (control, `reach` flows).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -53,8 +53,9 @@ pub enum LaneEnd {
 
 /// The agent's answer, asked just before it would send `DONE` (the frame that tells the hub
 /// the lane is idle again): `true` keeps the lane for the next connection, `false` closes it
-/// instead (enough lanes are idle already). It must be decided before `DONE`: once the hub has it, the hub may place a visitor on the lane at any
-/// moment, and a lane the agent closed after that would drop the visitor's header.
+/// instead (enough lanes are idle already). It must be decided before `DONE`: once the hub
+/// has it, the hub may place a visitor on the lane at any moment, and a lane the agent closed
+/// after that would drop the visitor's header.
 pub type WantBack = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// How one direction ended.
@@ -82,7 +83,7 @@ pub async fn relay_plain_lane(
         LaneEnd::Agent(want_back) => Some(want_back),
         LaneEnd::Hub => None,
     };
-    let done_with_end = want_back.map(|want_back| (&other_side_ended, &**want_back));
+    let done_with_end = want_back.map(|want_back| (&other_side_ended, want_back));
     let ((a_to_b, sent), (b_to_a, received, mut leftover)) = tokio::try_join!(
         send(&mut socket_read, &mut lane_write, done_with_end),
         receive(&mut lane_read, &mut socket_write, &other_side_ended),
@@ -115,7 +116,7 @@ pub async fn relay_plain_lane(
 async fn send(
     from: &mut OwnedReadHalf,
     lane: &mut OwnedWriteHalf,
-    done_with_end: Option<(&AtomicBool, &(dyn Fn() -> bool + Send + Sync))>,
+    done_with_end: Option<(&AtomicBool, &WantBack)>,
 ) -> io::Result<(u64, Ended)> {
     let mut total = 0u64;
     loop {
