@@ -705,3 +705,39 @@ async fn curl_keep_alive_requests_ride_a_reused_plain_lane() {
     );
     shutdown.begin();
 }
+
+/// A visitor routed by name on the hub's main port (HTTP `Host`) rides a lane too, the bytes
+/// the hub read to route it going first: framed on a plain lane, raw on a TLS lane. Bodies
+/// of every size: none, framed after the head, and large enough to turn bulk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_routed_by_name_ride_plain_lanes() {
+    let (hub, _data) = hub().await;
+    routed_visitors_ride_lanes(&hub, agent(&hub, 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_routed_by_name_ride_tls_lanes() {
+    let (hub, data) = hub().await;
+    routed_visitors_ride_lanes(&hub, tls_agent(&hub, &data, 1)).await;
+}
+
+async fn routed_visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (_public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    let main_port = hub.listen.to_string();
+    for (i, body) in [0, 100 << 10, 2 << 20].into_iter().enumerate() {
+        an_idle_lane(&pool).await;
+        let head = format!("POST /{i} HTTP/1.1\r\nHost: bulk.localhost\r\nContent-Length: {body}\r\n\r\n");
+        let mut request = head.into_bytes();
+        request.extend(random_bytes(body));
+        assert_eq!(round_trip(&main_port, &request).await, request, "request {i}");
+        assert_eq!(
+            tunnel.lane_visitors.load(Ordering::Relaxed),
+            i as u64 + 1,
+            "request {i} went over a lane"
+        );
+    }
+    shutdown.begin();
+}

@@ -15,8 +15,8 @@ use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
 use crate::relay::{
-    relay_plain_lane, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane, LaneEnd, SealedLane,
-    Transferred,
+    frame_into_plain_lane, relay_plain_lane, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane,
+    LaneEnd, SealedLane, Transferred,
 };
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
@@ -177,7 +177,11 @@ async fn serve_visitor_on_lane(
     pool: &LanePool,
 ) {
     if let Visitor::Routed { sniffed, .. } = &visitor {
-        first.extend_from_slice(sniffed);
+        // A plain lane frames this direction from its first byte; a TLS lane relays it raw.
+        match &lane {
+            Lane::Plain(_) => frame_into_plain_lane(&mut first, sniffed),
+            Lane::Tls(_) => first.extend_from_slice(sniffed),
+        }
     }
     if lane.write_all(&first).await.is_err() {
         return;

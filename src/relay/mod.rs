@@ -14,7 +14,7 @@ mod plain_lane;
 pub mod sealed;
 mod splice;
 
-pub use plain_lane::{relay_plain_lane, LaneEnd, WantBack};
+pub use plain_lane::{frame_into as frame_into_plain_lane, relay_plain_lane, LaneEnd, WantBack};
 pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
 
 /// A lane: a dedicated agent↔hub data connection carrying one forwarded connection or UDP
