@@ -1,14 +1,29 @@
 //! Link options for the `burrow` binary.
 
 fn main() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
     // Pack the binary's relative relocations (DT_RELR, glibc >= 2.36, GNU ld >= 2.38): the
     // loader then reads a few kB of them at start instead of ~390 kB of RELA entries, which
     // stayed resident in every process (idle hub + agent RSS 18.2-18.7 vs 19.0-19.2 MB,
     // docs/benchmarks.md, eighth session).
-    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if os == "linux" && env == "gnu" {
+    if var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu" {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+    // Lay out the functions a hub and its agents execute together, in the order of
+    // link/symbol-order.txt (scripts/symbol-order.sh): a process's resident code is every
+    // 64 KiB window it touches, and spread over the whole binary that was most of its RSS
+    // (docs/benchmarks.md, ninth session). lld only, the default linker of this target since
+    // Rust 1.90; skipped when a linker is chosen by hand. Names the file lists that the binary
+    // no longer has are ignored, so a stale file costs memory, never a failed build.
+    let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
+    let linker_chosen = !var("RUSTC_LINKER").is_empty() || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
+    if var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" && !linker_chosen && order.exists() {
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    }
+    println!("cargo:rerun-if-changed=link/symbol-order.txt");
     println!("cargo:rerun-if-changed=build.rs");
 }
