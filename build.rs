@@ -13,11 +13,13 @@ fn main() {
     // link/symbol-order.txt (scripts/symbol-order.sh): a process's resident code is every
     // 64 KiB window it touches, and spread over the whole binary that was most of its RSS
     // (docs/benchmarks.md, ninth session). lld only, the default linker of this target since
-    // Rust 1.90; skipped when a linker is chosen by hand. Names the file lists that the binary
-    // no longer has are ignored, so a stale file costs memory, never a failed build.
+    // Rust 1.90: skipped for an older rustc and when a linker is chosen by hand. Names the
+    // file lists that the binary no longer has are ignored, so a stale file costs memory,
+    // never a failed build.
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
     let linker_chosen = !var("RUSTC_LINKER").is_empty() || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
-    if var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" && !linker_chosen && order.exists() {
+    let lld_by_default = var("TARGET") == "x86_64-unknown-linux-gnu" && rustc_minor().is_some_and(|minor| minor >= 90);
+    if var("PROFILE") == "release" && lld_by_default && !linker_chosen && order.exists() {
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()
@@ -26,4 +28,12 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=link/symbol-order.txt");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// The minor version of the rustc building this (`rustc 1.95.0 (...)` gives 95).
+fn rustc_minor() -> Option<u32> {
+    let rustc = std::env::var("RUSTC").ok()?;
+    let output = std::process::Command::new(rustc).arg("--version").output().ok()?;
+    let version = String::from_utf8(output.stdout).ok()?;
+    version.split_whitespace().nth(1)?.split('.').nth(1)?.parse().ok()
 }
