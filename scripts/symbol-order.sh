@@ -11,7 +11,7 @@
 # ways (iperf3), HTTP by Host on the hub's main port, and a reach agent; then
 # scripts/symbol-order.py turns the function lists into the ordering file.
 #
-# Usage: scripts/symbol-order.sh        (needs valgrind, iperf3, curl, python3; ~5 minutes)
+# Usage: scripts/symbol-order.sh        (needs valgrind, iperf3, curl, python3; about 4 minutes)
 # Ports used: 25443 (hub), 25100-25399 (public ports), 25007 25053 25201 25080 25009 (targets).
 # Rerun it after large changes to what the processes execute; a stale file costs only RSS
 # (functions it no longer names are laid out as if it were not there).
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 for tool in valgrind iperf3 curl python3; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
-cargo build --release --example udpload
+cargo build --release --bin burrow --example udpload  # the binary it profiles, and a UDP echo target
 work=$(mktemp -d); pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
