@@ -20,7 +20,11 @@ cd "$(dirname "$0")/.."
 for tool in valgrind iperf3 curl python3; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
-cargo build --release --bin burrow --example udpload  # the binary it profiles, and a UDP echo target
+# A UDP echo target, then the binary to profile, built on its own: built in one command with
+# the example, it would get the dev-dependencies' features, and half its symbol names (their
+# hashes) would differ from those of a plain `cargo build --release`.
+cargo build --release --example udpload
+cargo build --release
 work=$(mktemp -d); pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
