@@ -94,8 +94,13 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
+        // One connection: SQLite serialises writers anyway, the queries here are a few per
+        // agent connection, and each pooled connection is a worker thread with its own
+        // malloc arena and SQLite caches (a second one cost the hub 0.2 MB of RSS,
+        // docs/benchmarks.md, tenth session). Nothing here holds a connection while asking
+        // for another, so one cannot deadlock.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await?;
         for statement in SCHEMA {
