@@ -245,7 +245,7 @@ pub(super) async fn serve_udp_flow(
 pub(super) async fn connect_target(target: &str, peer: &str) -> Option<TcpStream> {
     match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
         Ok(Ok(tcp)) => {
-            let _ = tcp.set_nodelay(true);
+            crate::relay::configure_tcp(&tcp);
             Some(tcp)
         }
         Ok(Err(e)) => {

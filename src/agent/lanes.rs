@@ -154,7 +154,7 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
     hello.extend_from_slice(&dial.token.0);
     let connect = async {
         let tcp = TcpStream::connect(dial.hub).await?;
-        tcp.set_nodelay(true)?;
+        crate::relay::configure_tcp(&tcp);
         match &dial.tls {
             None => {
                 let mut tcp = tcp;

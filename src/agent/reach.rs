@@ -133,7 +133,7 @@ pub async fn run(
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
+                    crate::relay::configure_tcp(&tcp);
                     let guard = shutdown.track();
                     let route = route_rx.clone();
                     tokio::spawn(async move {

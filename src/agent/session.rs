@@ -94,7 +94,7 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<(Mux
         .await
         .map_err(|_| AgentError::Transient(format!("connecting to {addr} timed out")))?
         .map_err(|e| transient(&format!("connecting to {addr}"))(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
+    crate::relay::configure_tcp(&tcp);
     let mut preface = PREFACE.to_vec();
     preface.push(ConnKind::Agent(role).byte());
     if tls {

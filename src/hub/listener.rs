@@ -67,7 +67,7 @@ pub async fn serve_quic(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
 }
 
 async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+    crate::relay::configure_tcp(&stream);
     let (verdict, buf) = match tokio::time::timeout(SNIFF_DEADLINE, sniff_stream(&mut stream)).await {
         Ok(Ok(sniffed)) => sniffed,
         Ok(Err(e)) => {

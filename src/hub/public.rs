@@ -65,7 +65,7 @@ pub fn spawn_public_listener(
 
 async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: PublicContext) {
     while let Some((stream, peer)) = accept_until_draining(&listener, &context.shutdown, "public port").await {
-        let _ = stream.set_nodelay(true);
+        crate::relay::configure_tcp(&stream);
         let guard = context.shutdown.track();
         let tunnel = tunnel.clone();
         let wait = context.visitor_wait;

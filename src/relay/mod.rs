@@ -12,10 +12,12 @@ use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
 mod plain_lane;
 pub mod sealed;
+mod socket;
 mod splice;
 
 pub use plain_lane::{frame_into as frame_into_plain_lane, relay_plain_lane, LaneEnd, WantBack};
 pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
+pub use socket::configure_tcp;
 
 /// A lane: a dedicated agent↔hub data connection carrying one forwarded connection or UDP
 /// flow at a time (`hub/lanes.rs`, `agent/lanes.rs`). Plain TCP, or TLS that has left rustls
