@@ -40,11 +40,13 @@ mkdir -p "$work/profiles"
 
 python3 scripts/footprint.py echo 25007 & pids+=($!)
 target/release/examples/udpload echo 25053 & pids+=($!)
-iperf3 -s -p 25201 >/dev/null 2>&1 & pids+=($!)
 python3 -m http.server 25080 --bind 127.0.0.1 >/dev/null 2>&1 & pids+=($!)
 
 for transport in tcp tls quic; do
   rm -rf "$work/hub"
+  # An iperf3 server per round: one that lost a client mid-test under the profiler's slowness
+  # sometimes exited, and the next round's bulk traffic then found nothing to connect to.
+  iperf3 -s -p 25201 >/dev/null 2>&1 & iperf=$!; pids+=($iperf)
   vg "hub-$transport" "$bin" hub --listen 127.0.0.1:25443 --data-dir "$work/hub" --auth so:so-key \
     --allow-plaintext --port-range 25100-25399 --json --log-level warn > "$work/hub.out" 2>&1 &
   hub=$!; pids+=($hub)
@@ -77,6 +79,7 @@ for transport in tcp tls quic; do
   done
   kill -TERM "${agents[@]}"; wait "${agents[@]}" || true
   kill -TERM $hub; wait $hub || true
+  kill $iperf; wait $iperf || true
   echo "$transport: profiled"
 done
 
