@@ -23,7 +23,11 @@ const LOOPBACK_CONGESTION: &str = "reno";
 /// keep the system's choice.
 pub fn configure_tcp(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    if stream.peer_addr().is_ok_and(|peer| peer.ip().is_loopback()) {
+    // Canonical: a dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1.
+    let loopback = stream
+        .peer_addr()
+        .is_ok_and(|peer| peer.ip().to_canonical().is_loopback());
+    if loopback {
         if let Err(e) = setsockopt(stream, TcpCongestion, &OsString::from(LOOPBACK_CONGESTION)) {
             tracing::debug!(error = %e, "cannot set the loopback congestion control");
         }
