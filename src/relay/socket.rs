@@ -19,7 +19,7 @@ const LOOPBACK_CONGESTION: &str = "reno";
 /// CPU for a moment stalls for tens of microseconds to milliseconds. Each busy connection
 /// then waits on its own window, and the pacing timer adds work per packet. Measured through
 /// a tcp tunnel whose hub and agent share the host (docs/benchmarks.md, tenth session):
-/// eight iperf3 streams 1.3–2.1× in five alternated peers.sh pairs, one stream 1.1–1.8×.
+/// eight iperf3 streams 1.2–2.1× in five alternated peers.sh pairs, one stream 1.1–1.8×.
 /// Connections over a network keep the system's choice.
 pub fn configure_tcp(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
