@@ -393,6 +393,82 @@ async fn busy_plain_lanes_are_capped() {
     busy_lanes_are_capped(&hub, agent(&hub, 1), burrow::agent::MAX_BUSY_PLAIN_LANES).await;
 }
 
+/// A visitor through an echo tunnel that moved onto a plain lane: it starts multiplexed and
+/// moves at its first whole relay buffer, so it echoes 1 MiB.
+async fn hold_bulk(public: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let visitor = tokio::net::TcpStream::connect(public).await.unwrap();
+    let (mut read, mut write) = visitor.into_split();
+    let block = random_bytes(1 << 20);
+    let sent = block.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(&sent).await.unwrap();
+        write
+    });
+    let mut echoed = vec![0u8; block.len()];
+    tokio::time::timeout(WAIT, read.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(echoed == block, "the echo is intact");
+    read.reunite(writer.await.unwrap()).unwrap()
+}
+
+/// A visitor that moved onto a plain lane and stays framed there: it sends 64 KiB at a time
+/// (waiting for the ack server's byte for each) until the hub has moved it, so nothing is
+/// left to read after the move and its lane can be parked again when it ends.
+async fn hold_on_lane(public: &str, tunnel: &Tunnel) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let before = tunnel.lane_visitors.load(Ordering::Relaxed);
+    let mut visitor = tokio::net::TcpStream::connect(public).await.unwrap();
+    let block = vec![7u8; ACK_EVERY];
+    for _ in 0..100 {
+        visitor.write_all(&block).await.unwrap();
+        let mut ack = [0u8; 1];
+        tokio::time::timeout(WAIT, visitor.read_exact(&mut ack))
+            .await
+            .unwrap()
+            .unwrap();
+        // The hub takes the lane just after sending the block that filled its buffer, so
+        // before this ack can come back.
+        if tunnel.lane_visitors.load(Ordering::Relaxed) > before {
+            return visitor;
+        }
+    }
+    panic!("a hundred whole blocks and the connection never moved to a lane");
+}
+
+/// Bytes per ack from [`ack_server`]: one relay buffer.
+const ACK_EVERY: usize = 64 << 10;
+
+/// Answers one byte for every [`ACK_EVERY`] bytes received, and closes when the client does.
+async fn ack_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut buf, mut total) = (vec![0u8; 64 << 10], 0usize);
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let acks = (total + n) / ACK_EVERY - total / ACK_EVERY;
+                            total += n;
+                            if stream.write_all(&vec![b'k'; acks]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// Once `cap` lanes carry connections the agent dials no replacement, so further visitors
 /// are multiplexed; when some finish, it dials again.
 async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
@@ -400,13 +476,19 @@ async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
+    // Visitors take TLS lanes when they connect, plain ones once bulk.
+    let plain = pool.kind() == burrow::hub::lanes::LaneKind::Plain;
+    let carried = async || match plain {
+        true => hold_bulk(&public).await,
+        false => hold(&public).await,
+    };
     let mut held = Vec::new();
     for _ in 0..cap {
         an_idle_lane(&pool).await;
-        held.push(hold(&public).await);
+        held.push(carried().await);
     }
     for _ in 0..8 {
-        held.push(hold(&public).await);
+        held.push(carried().await);
     }
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), cap as u64);
     assert_eq!(pool.idle(), 0, "no lane was dialed beyond the cap");
@@ -456,19 +538,19 @@ async fn all_relays_end(tunnel: &Tunnel) {
 async fn idle_plain_lanes_shrink_after_a_burst() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (hub, _data) = hub().await;
-    let echo = echo_server().await;
+    let acks = ack_server().await;
     let shutdown = Shutdown::new();
-    let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&acks), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
     let mut held = Vec::new();
     for _ in 0..10 {
         an_idle_lane(&pool).await;
-        held.push(hold(&public).await);
+        held.push(hold_on_lane(&public, &tunnel).await);
     }
     assert_eq!(
         tunnel.lane_visitors.load(Ordering::Relaxed),
         10,
-        "each visitor took a lane"
+        "each visitor moved to a lane"
     );
     for mut visitor in held {
         visitor.shutdown().await.unwrap();
@@ -486,14 +568,9 @@ async fn idle_plain_lanes_shrink_after_a_burst() {
         (1..=3).contains(&idle),
         "{idle} idle lanes after ten connections on --lanes 1"
     );
-    let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
-    let payload = random_bytes(1000);
-    assert_eq!(
-        round_trip(&public, &payload).await,
-        payload,
-        "the kept lanes still carry"
-    );
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), on_lanes + 1);
+    let admitted = pool.admitted();
+    drop(hold_on_lane(&public, &tunnel).await);
+    assert_eq!(pool.admitted(), admitted, "a kept lane carried the next one");
     shutdown.begin();
 }
 
@@ -505,12 +582,33 @@ async fn tls_lanes_are_used_again_after_a_clean_close() {
     lanes_are_used_again(&hub, tls_agent(&hub, &data, 1), |i| 1000 + i * 5000).await;
 }
 
-/// A plain lane whose connection ended framed both ways (nothing large enough to splice)
-/// carries the next one: twenty connections in turn cost no new lane connection each.
+/// A plain lane whose connection moved onto it and then ended framed both ways (nothing
+/// large enough to splice after the move) carries the next one: twenty connections in turn
+/// cost no new lane connection each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_lanes_are_used_again_after_a_framed_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (hub, _data) = hub().await;
-    lanes_are_used_again(&hub, agent(&hub, 1), |i| 1 + i * 1500).await;
+    let acks = ack_server().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&acks), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    for _ in 0..20 {
+        an_idle_lane(&pool).await;
+        let mut visitor = hold_on_lane(&public, &tunnel).await;
+        visitor.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, visitor.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty());
+        all_relays_end(&tunnel).await;
+    }
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 20);
+    let admitted = pool.admitted();
+    assert!(admitted <= 3, "{admitted} lanes dialed for 20 connections");
+    shutdown.begin();
 }
 
 async fn lanes_are_used_again(hub: &Hub, config: AgentConfig, size: impl Fn(usize) -> usize) {
@@ -651,7 +749,11 @@ async fn http_server() -> String {
                         pending.drain(..end + 4);
                         served += 1;
                         let path = request.split(' ').nth(1).unwrap_or("?").to_string();
-                        let body = format!("{path} #{served}\n");
+                        let body = match path.strip_prefix("/big") {
+                            // 4 MiB: a download large enough to move to a lane.
+                            Some(_) => "x".repeat(4 << 20),
+                            None => format!("{path} #{served}\n"),
+                        };
                         let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                         if stream.write_all(reply.as_bytes()).await.is_err() {
                             return;
@@ -668,47 +770,59 @@ async fn http_server() -> String {
     addr
 }
 
-/// curl, a real HTTP client, through a plain lane: two requests on one keep-alive
-/// connection, then a second connection, which takes a lane that carried the first.
+/// curl, a real HTTP client, through a session with plain lanes: keep-alive requests with
+/// small answers stay on the multiplexer (where they cost the fewest system calls), and a
+/// 4 MiB download on the same kind of connection moves to a lane.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_keep_alive_requests_ride_a_reused_plain_lane() {
+async fn curl_keep_alive_requests_stay_multiplexed_and_a_download_moves_to_a_lane() {
     let (hub, _data) = hub().await;
     let server = http_server().await;
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&server), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
-    for round in 0..2 {
-        an_idle_lane(&pool).await;
+    an_idle_lane(&pool).await;
+    let curl = async |paths: &[&str]| {
         let output = tokio::time::timeout(
             WAIT,
             tokio::process::Command::new("curl")
                 .args(["-sS", "--http1.1", "--max-time", "10"])
-                .arg(format!("http://{public}/a"))
-                .arg(format!("http://{public}/b"))
+                .args(paths.iter().map(|path| format!("http://{public}{path}")))
                 .output(),
         )
         .await
         .expect("curl finishes")
         .expect("curl runs (installed by .ci/run)");
-        assert!(output.status.success(), "round {round}: {output:?}");
+        assert!(output.status.success(), "{output:?}");
+        output.stdout
+    };
+    for _ in 0..2 {
+        let answers = curl(&["/a", "/b"]).await;
         assert_eq!(
-            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&answers),
             "/a #1\n/b #2\n",
             "both requests on one connection, answered in order"
         );
     }
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 2);
-    let admitted = pool.admitted();
-    assert!(
-        admitted <= 2,
-        "{admitted} lanes dialed for two connections with --lanes 1"
+    assert_eq!(
+        tunnel.lane_visitors.load(Ordering::Relaxed),
+        0,
+        "small answers stay multiplexed"
+    );
+    let answers = curl(&["/a", "/big"]).await;
+    assert_eq!(answers.len(), "/a #1\n".len() + (4 << 20));
+    assert!(answers.starts_with(b"/a #1\n") && answers[6..].iter().all(|&b| b == b'x'));
+    assert_eq!(
+        tunnel.lane_visitors.load(Ordering::Relaxed),
+        1,
+        "the download moved to a lane"
     );
     shutdown.begin();
 }
 
 /// A visitor routed by name on the hub's main port (HTTP `Host`) rides a lane too, the bytes
-/// the hub read to route it going first: framed on a plain lane, raw on a TLS lane. Bodies
-/// of every size: none, framed after the head, and large enough to turn bulk.
+/// the hub read to route it going first: on the multiplexer before it moves to a plain lane,
+/// raw on a TLS lane. Bodies of every size: none, framed after the head (or multiplexed),
+/// and large enough to turn bulk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_routed_by_name_ride_plain_lanes() {
     let (hub, _data) = hub().await;
@@ -733,10 +847,19 @@ async fn routed_visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
         let mut request = head.into_bytes();
         request.extend(random_bytes(body));
         assert_eq!(round_trip(&main_port, &request).await, request, "request {i}");
-        assert_eq!(
-            tunnel.lane_visitors.load(Ordering::Relaxed),
-            i as u64 + 1,
-            "request {i} went over a lane"
+        let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+        if pool.kind() == burrow::hub::lanes::LaneKind::Tls {
+            assert_eq!(on_lanes, i as u64 + 1, "request {i} went over a lane");
+        } else if body == 0 {
+            assert_eq!(on_lanes, 0, "a request without a body stays multiplexed");
+        }
+    }
+    if pool.kind() == burrow::hub::lanes::LaneKind::Plain {
+        // 100 KiB may or may not have filled a read at the hub; 2 MiB did.
+        let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+        assert!(
+            (1..=2).contains(&on_lanes),
+            "{on_lanes} routed visitors moved to a lane"
         );
     }
     shutdown.begin();

@@ -147,6 +147,7 @@ async fn connect_once(
         datagrams: udp,
         udp_idle: config.udp.idle_timeout,
         udp_stats: config.udp_stats.clone(),
+        moved_lanes: Default::default(),
     };
     let context = Arc::new(context);
     let lanes = lanes_at.map(|dial| {
@@ -174,6 +175,8 @@ pub(super) struct StreamContext {
     datagrams: Option<Arc<crate::udp::DatagramRouter>>,
     udp_idle: Duration,
     udp_stats: Arc<crate::udp::UdpStats>,
+    /// Where connections the hub moves off the multiplexer meet their lanes.
+    pub(super) moved_lanes: crate::relay::MovedLanes,
 }
 
 /// Streams still arriving while the agent drains are served too: the hub opened them for
@@ -200,6 +203,10 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         Err(_) => return,
     };
     let target = context.target.as_str();
+    if header.kind == crate::wire::StreamKind::Moved {
+        tracing::debug!("the hub sent a lane-only stream kind on a stream");
+        return;
+    }
     if header.kind == crate::wire::StreamKind::Udp {
         serve_udp_flow(context, |sink, stats| {
             Some(crate::udp::UdpFlow::accept(
@@ -216,7 +223,7 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
     let Some(upstream) = connect_target(target, &header.peer).await else {
         return;
     };
-    if let Err(e) = crate::relay::relay_tcp(upstream, stream).await {
+    if let Err(e) = crate::relay::relay_movable_at_agent(upstream, stream, &context.moved_lanes).await {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
     }
 }

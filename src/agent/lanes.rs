@@ -1,6 +1,7 @@
 //! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
 //! like the session's own connection, so a visitor can be relayed on a connection of its own
-//! (see `hub/lanes.rs`). Each lane carries one forwarded connection or UDP flow at a time; one
+//! (see `hub/lanes.rs`: at once on TLS, once bulk on plain lanes, where a lane then arrives
+//! naming the multiplexed stream it continues). Each lane carries one forwarded connection or UDP flow at a time; one
 //! whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
 //! carries the next unless enough plain lanes are idle already ([`KEEP_IDLE_FACTOR`]), others
 //! are replaced; the multiplexed connection stays the fallback and carries everything else
@@ -14,13 +15,13 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
 use super::expose::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
-use crate::relay::{relay_plain_lane, Lane, LaneEnd, SealedLane, WantBack};
+use crate::relay::{relay_plain_lane, Handoff, Lane, LaneEnd, SealedLane, WantBack, MEET_DEADLINE};
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
 use crate::udp::UdpFlow;
@@ -203,7 +204,10 @@ async fn serve_lane(
             return;
         };
         let _ = events.send(LaneEvent::Taken);
-        let returned = carry(lane, header, &context, &want_back).await;
+        let returned = match header.kind {
+            StreamKind::Moved => carry_moved(lane, header.flow, &context, &want_back).await,
+            _ => carry(lane, header, &context, &want_back).await,
+        };
         match returned {
             Some(again) => {
                 lane = again;
@@ -225,6 +229,31 @@ async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
     header
         .inspect_err(|e| tracing::debug!(error = %e, "lane closed before use"))
         .ok()
+}
+
+/// Hands a plain lane to the relay of the multiplexed stream `flow` names, whose connection
+/// the hub moved here (`relay/moving.rs`), and waits for the lane to come back.
+async fn carry_moved(lane: Lane, flow: u64, context: &StreamContext, want_back: &WantBack) -> Option<Lane> {
+    let (Lane::Plain(lane), Ok(id)) = (lane, u32::try_from(flow)) else {
+        tracing::debug!("a moved connection on a TLS lane, or a bad stream id: closing the lane");
+        return None;
+    };
+    let (back, mut returned) = oneshot::channel();
+    let handoff = Handoff {
+        lane,
+        want_back: want_back.clone(),
+        back,
+    };
+    context.moved_lanes.arrive(id, handoff);
+    let lane = tokio::select! {
+        lane = &mut returned => lane,
+        () = tokio::time::sleep(MEET_DEADLINE) => {
+            // Unclaimed by now: dropped, and `returned` says so. Claimed: its relay runs on.
+            context.moved_lanes.withdraw(id);
+            returned.await
+        }
+    };
+    lane.ok().flatten().map(Lane::Plain)
 }
 
 /// Carries one connection (or UDP flow); returns the lane if it can carry another (and, for a

@@ -1,9 +1,10 @@
 //! Lanes on the hub: dedicated data connections that an `expose` agent dials ahead of need,
-//! plain TCP for a plain-TCP session and TLS for a TLS one. A visitor that finds an idle lane
-//! is relayed onto it alone (framed, then spliced once bulk, on plain lanes, see
-//! [`crate::relay::relay_plain_lane`]; sealed on TLS ones) instead of being framed into the
-//! agent's HTTP/2 connection; with no idle lane it takes a multiplexed stream as before. A
-//! lane whose connection ended cleanly is parked again for the next visitor.
+//! plain TCP for a plain-TCP session and TLS for a TLS one. On a TLS session a visitor that
+//! finds an idle lane is relayed onto it alone (sealed, see `relay/sealed.rs`) instead of
+//! being framed into the agent's HTTP/2 connection. On a plain session every visitor starts
+//! multiplexed and moves onto an idle lane once bulk (`relay/moving.rs`; framed, then
+//! spliced, see [`crate::relay::relay_plain_lane`]). With no idle lane a visitor stays on
+//! its multiplexed stream. A lane whose connection ended cleanly is parked again.
 //!
 //! Each TCP or TLS `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`]
 //! here; a lane proves which session it belongs to by sending the token after the preface,

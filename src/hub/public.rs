@@ -15,8 +15,7 @@ use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
 use crate::relay::{
-    frame_into_plain_lane, relay_plain_lane, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane,
-    LaneEnd, SealedLane, Transferred,
+    relay_movable_at_hub, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane, SealedLane, Transferred,
 };
 use crate::shutdown::Shutdown;
 use crate::types::UserName;
@@ -131,13 +130,13 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         flow: 0,
     }
     .encode();
-    // Plain-lane framing runs between two sockets and a reach stream is no socket: it takes
-    // a TLS lane or the multiplexer.
-    let lanes = member
-        .lanes
-        .as_ref()
-        .filter(|pool| !matches!(visitor, Visitor::Reach(_)) || pool.kind() == LaneKind::Tls);
-    if let Some((pool, lane)) = lanes.and_then(|pool| Some((pool, pool.take()?))) {
+    // A visitor of a session with plain lanes starts on the multiplexer and moves to a lane
+    // once bulk (`relay/moving.rs`). Plain-lane framing runs between two sockets and a reach
+    // stream is no socket: it takes a TLS lane or the multiplexer. TLS lanes are taken at
+    // once, as connections do not move onto them.
+    let plain_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Plain);
+    let tls_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Tls);
+    if let Some((pool, lane)) = tls_lanes.and_then(|pool| Some((pool, pool.take()?))) {
         serve_visitor_on_lane(&tunnel, visitor, peer, header, lane, pool).await;
         return;
     }
@@ -152,10 +151,14 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
+    let relay = async |tcp, stream| match plain_lanes {
+        Some(pool) => relay_movable(&tunnel, &peer, tcp, stream, pool).await,
+        None => relay_tcp(tcp, stream).await,
+    };
     let result = match visitor {
-        Visitor::Tcp(tcp) => relay_tcp(tcp, stream).await,
+        Visitor::Tcp(tcp) => relay(tcp, stream).await,
         Visitor::Routed { sniffed, tcp } => match stream.write_all(&sniffed).await {
-            Ok(()) => relay_tcp(tcp, stream).await,
+            Ok(()) => relay(tcp, stream).await,
             Err(e) => Err(e),
         },
         Visitor::Reach(reach) => relay_streams(reach, stream).await,
@@ -164,10 +167,47 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
     account(&tunnel, &peer, result);
 }
 
-/// Carries a visitor on a lane: the encoded stream header (with a routed visitor's sniffed
-/// bytes in the same write), then the relay: socket to socket (spliced) on a plain lane,
-/// sealed into TLS records on a TLS one; a `reach` visitor's multiplexed stream is relayed
-/// onto it. A TLS lane whose connection ended cleanly goes back to `pool` for the next one.
+/// Relays a visitor on its multiplexed stream, moving it onto one of `pool`'s plain lanes
+/// once bulk; a lane whose connection ended cleanly goes back to `pool`.
+async fn relay_movable(
+    tunnel: &Tunnel,
+    peer: &str,
+    tcp: TcpStream,
+    stream: MuxStream,
+    pool: &LanePool,
+) -> std::io::Result<Transferred> {
+    let take_lane = || match pool.take()? {
+        Lane::Plain(lane) => {
+            tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
+            Some(lane)
+        }
+        // A plain pool holds plain lanes only; a TLS one would go back unused.
+        tls @ Lane::Tls(_) => {
+            pool.give_back(tls);
+            None
+        }
+    };
+    let moved_header = |id: u32| {
+        StreamHeader {
+            kind: StreamKind::Moved,
+            tunnel: tunnel.id,
+            peer: peer.to_owned(),
+            flow: u64::from(id),
+        }
+        .encode()
+    };
+    let (moved, lane) = relay_movable_at_hub(tcp, stream, take_lane, moved_header).await?;
+    if let Some(lane) = lane {
+        pool.give_back(Lane::Plain(lane));
+    }
+    Ok(moved)
+}
+
+/// Carries a visitor on a TLS lane: the encoded stream header (with a routed visitor's
+/// sniffed bytes in the same write), then the relay sealed into TLS records; a `reach`
+/// visitor's multiplexed stream is relayed onto it. A lane whose connection ended cleanly
+/// goes back to `pool` for the next one. Plain lanes are not taken here: connections move
+/// onto them once bulk ([`relay_movable`]).
 async fn serve_visitor_on_lane(
     tunnel: &Tunnel,
     visitor: Visitor,
@@ -177,11 +217,7 @@ async fn serve_visitor_on_lane(
     pool: &LanePool,
 ) {
     if let Visitor::Routed { sniffed, .. } = &visitor {
-        // A plain lane frames this direction from its first byte; a TLS lane relays it raw.
-        match &lane {
-            Lane::Plain(_) => frame_into_plain_lane(&mut first, sniffed),
-            Lane::Tls(_) => first.extend_from_slice(sniffed),
-        }
+        first.extend_from_slice(sniffed);
     }
     if lane.write_all(&first).await.is_err() {
         return;
@@ -199,13 +235,8 @@ async fn serve_visitor_on_lane(
     };
     let tls = |(moved, lane): (Transferred, Option<SealedLane>)| (moved, lane.map(|lane| Lane::Tls(Box::new(lane))));
     let result = match (visitor, lane) {
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Plain(lane)) => park_again(
-            relay_plain_lane(tcp, lane, LaneEnd::Hub)
-                .await
-                .map(|(moved, lane)| (moved, lane.map(Lane::Plain))),
-        ),
-        // Never taken (see `serve_visitor`): a plain lane frames from a socket only.
-        (Visitor::Reach(_), Lane::Plain(_)) => Err(std::io::Error::other("a reach stream on a plain lane")),
+        // Never taken (see `serve_visitor`).
+        (_, Lane::Plain(_)) => Err(std::io::Error::other("a visitor placed on a plain lane")),
         (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => {
             park_again(relay_sealed(tcp, *lane).await.map(tls))
         }
@@ -251,6 +282,7 @@ pub async fn serve_reach_stream(
     };
     let _guard = shared.shutdown.track();
     match header.kind {
+        StreamKind::Moved => tracing::debug!(%agent, "a reach agent sent a lane-only stream kind"),
         StreamKind::Tcp => serve_visitor(tunnel, Visitor::Reach(stream), header.peer, shared.config.visitor_wait).await,
         StreamKind::Udp => {
             let stats = shared.udp_stats.clone();

@@ -5,6 +5,10 @@
 //! explicitly, and h2's small-DATA-frame budget is raised: interactive protocols legitimately
 //! send many tiny frames on many streams, and the default budget made h2 answer a busy
 //! connection with GOAWAY ENHANCE_YOUR_CALM, dropping every stream on it.
+//!
+//! A body may also end with trailers carrying [`MOVED_TRAILER`]: the stream's connection goes
+//! on over a plain lane from there (`relay/moving.rs`), so the reader must not take it for a
+//! half-close.
 
 use std::io;
 use std::pin::Pin;
@@ -27,6 +31,8 @@ const MAX_STREAMS: u32 = 32 * 1024;
 /// monopolise the connection's send buffer.
 const MAX_WRITE: usize = 256 * 1024;
 const DATA_FRAME_BUDGET: usize = 64 * 1024 * 1024;
+/// The trailer that ends one direction of a stream whose connection moves to a lane.
+const MOVED_TRAILER: &str = "burrow-moved";
 
 /// Runs the HTTP/2 client side on `io`, opening the first stream as the control stream.
 pub async fn client<T>(io: T, transport: &'static str) -> Result<MuxConn, MuxError>
@@ -152,6 +158,8 @@ pub struct H2Recv {
     recv: Recv,
     /// Bytes of a frame not yet consumed through `AsyncRead` (e.g. after a header was read).
     pending: Bytes,
+    /// The body ended with [`MOVED_TRAILER`] rather than a plain end of stream.
+    moved: bool,
 }
 
 impl H2Recv {
@@ -176,7 +184,13 @@ impl H2Recv {
                         }
                     }
                     Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-                    None => self.recv = Recv::Done,
+                    None => {
+                        // Trailers, if any, are already in: they came with the end of stream.
+                        if let Some(trailers) = ready!(body.poll_trailers(cx)).map_err(to_io)? {
+                            self.moved = trailers.contains_key(MOVED_TRAILER);
+                        }
+                        self.recv = Recv::Done;
+                    }
                 },
                 Recv::Done => return Poll::Ready(Ok(None)),
             }
@@ -185,6 +199,12 @@ impl H2Recv {
 
     pub async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// Whether the stream ended because its connection moved to a lane (after `chunk` said
+    /// `None`).
+    pub fn moved(&self) -> bool {
+        self.moved
     }
 }
 
@@ -224,6 +244,24 @@ impl H2Send {
         Ok(())
     }
 
+    /// The stream's id, the same at both ends of the connection.
+    pub fn id(&self) -> u32 {
+        self.send.stream_id().as_u32()
+    }
+
+    /// Ends this direction with [`MOVED_TRAILER`]: the peer reads end of stream and sees
+    /// [`H2Recv::moved`].
+    pub fn finish_moved(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.closed = true;
+        self.send.reserve_capacity(0);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(MOVED_TRAILER, http::HeaderValue::from_static("lane"));
+        self.send.send_trailers(trailers).map_err(to_io)
+    }
+
     /// Half-closes: the peer reads end of stream.
     pub fn finish(&mut self) -> io::Result<()> {
         if !self.closed {
@@ -248,8 +286,14 @@ impl H2Stream {
             recv: H2Recv {
                 recv,
                 pending: Bytes::new(),
+                moved: false,
             },
         }
+    }
+
+    /// The stream's id, the same at both ends of the connection.
+    pub fn id(&self) -> u32 {
+        self.send.id()
     }
 
     pub fn into_split(self) -> (H2Recv, H2Send) {

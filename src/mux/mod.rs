@@ -78,6 +78,15 @@ impl AsyncWrite for MuxStream {
 const MAX_CHUNK: usize = 256 * 1024;
 
 impl MuxStream {
+    /// The id a lane names this stream by when its connection moves there
+    /// (`relay/moving.rs`); `None` where connections do not move (QUIC: no lanes).
+    pub fn movable_id(&self) -> Option<u32> {
+        match self {
+            MuxStream::Quic { .. } => None,
+            MuxStream::H2(stream) => Some(stream.id()),
+        }
+    }
+
     /// Splits into halves that move data as `Bytes` chunks, without copying through a buffer.
     pub fn into_split(self) -> (MuxRecv, MuxSend) {
         match self {
@@ -104,6 +113,11 @@ impl MuxRecv {
             MuxRecv::H2(recv) => recv.chunk().await,
         }
     }
+
+    /// Whether the stream ended because its connection moved to a lane (`relay/moving.rs`).
+    pub fn moved(&self) -> bool {
+        matches!(self, MuxRecv::H2(recv) if recv.moved())
+    }
 }
 
 /// The sending half of a [`MuxStream`].
@@ -126,6 +140,14 @@ impl MuxSend {
         match self {
             MuxSend::Quic(send) => send.finish().map_err(io::Error::other),
             MuxSend::H2(send) => send.finish(),
+        }
+    }
+
+    /// Ends this direction because the connection goes on over a lane (HTTP/2 only).
+    pub fn finish_moved(&mut self) -> io::Result<()> {
+        match self {
+            MuxSend::Quic(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "QUIC streams do not move")),
+            MuxSend::H2(send) => send.finish_moved(),
         }
     }
 }

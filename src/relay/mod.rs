@@ -10,12 +10,14 @@ use tokio::net::TcpStream;
 
 use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
+mod moving;
 mod plain_lane;
 pub mod sealed;
 mod socket;
 mod splice;
 
-pub use plain_lane::{frame_into as frame_into_plain_lane, relay_plain_lane, LaneEnd, WantBack};
+pub use moving::{relay_movable_at_agent, relay_movable_at_hub, Handoff, MovedLanes, MEET_DEADLINE};
+pub use plain_lane::{relay_plain_lane, LaneEnd, WantBack};
 pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
 pub use socket::configure_tcp;
 
@@ -154,7 +156,7 @@ pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> io::Result<Transfer
         Ok(total)
     };
     let down = async {
-        let total = copy_chunks(&mut mux_read, &mut tcp_write).await?;
+        let total = copy_chunks(&mut mux_read, &mut tcp_write, || {}).await?;
         tcp_write.shutdown().await?;
         Ok::<_, io::Error>(total)
     };
@@ -162,7 +164,13 @@ pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> io::Result<Transfer
     Ok(Transferred { a_to_b, b_to_a })
 }
 
-async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> io::Result<u64> {
+/// Writes the stream's chunks to `to` until the stream ends; `on_bulk` is called after each
+/// write of a whole relay buffer (the stream is carrying bulk data).
+async fn copy_chunks<W: AsyncWrite + Unpin>(
+    from: &mut MuxRecv,
+    to: &mut W,
+    mut on_bulk: impl FnMut(),
+) -> io::Result<u64> {
     use futures_util::FutureExt;
     let mut total = 0u64;
     while let Some(first) = from.chunk().await? {
@@ -196,6 +204,9 @@ async fn copy_chunks<W: AsyncWrite + Unpin>(from: &mut MuxRecv, to: &mut W) -> i
             }
             to.write_all(&joined).await?;
         }
+        if size >= RELAY_BUFFER {
+            on_bulk();
+        }
         if ended {
             break;
         }
@@ -222,7 +233,6 @@ async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> io::Result<u64> {
     Ok(total)
 }
 
-/// An HTTP/2 connection over an in-memory pipe with one data stream open, and a connected
 /// Both ends of one TCP connection on loopback (connecting end first). For tests and benches.
 pub async fn tcp_pair() -> (TcpStream, TcpStream) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -233,6 +243,7 @@ pub async fn tcp_pair() -> (TcpStream, TcpStream) {
     (client.expect("connect"), accepted.expect("accept").0)
 }
 
+/// An HTTP/2 connection over an in-memory pipe with one data stream open, and a connected
 /// TCP pair on loopback: the pieces of a relay without a network between hub and agent. For
 /// tests and benches.
 pub async fn h2_pair_and_tcp() -> (TcpStream, TcpStream, MuxStream, MuxStream) {

@@ -41,7 +41,7 @@ pub async fn read_stream_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Strea
     read_exact_or_truncated(r, &mut peer).await?;
     let peer = String::from_utf8(peer).map_err(|_| WireError::BadPeerAddr)?;
     let mut flow = [0u8; 8];
-    if kind == super::StreamKind::Udp {
+    if kind.has_flow() {
         read_exact_or_truncated(r, &mut flow).await?;
     }
     Ok(StreamHeader {

@@ -74,10 +74,11 @@ pub enum ConnKind {
 }
 
 impl ConnKind {
-    /// `F` since plain lanes are framed and reused; the unframed lanes before said `L`, and
-    /// a hub and an agent of the two kinds refuse each other's lanes instead of misreading
-    /// them (the agent then uses its multiplexed connection).
-    pub const LANE_BYTE: u8 = b'F';
+    /// `M` since multiplexed connections move onto plain lanes once bulk (a lane may then
+    /// carry [`StreamKind::Moved`]); before that `F` (framed, reused lanes) and `L`
+    /// (unframed). A hub and an agent of different kinds refuse each other's lanes instead of
+    /// misreading them (the agent then uses its multiplexed connection only).
+    pub const LANE_BYTE: u8 = b'M';
 
     pub fn byte(self) -> u8 {
         match self {
@@ -244,19 +245,30 @@ pub enum StreamKind {
     /// One UDP flow (one client address); datagrams framed on the stream or sent as QUIC
     /// DATAGRAM frames tagged with the header's flow id.
     Udp = 2,
+    /// On a plain lane only: the connection of the multiplexed stream whose id is in `flow`
+    /// goes on here (see `relay/moving.rs`).
+    Moved = 3,
+}
+
+impl StreamKind {
+    /// Whether the header carries `flow`.
+    fn has_flow(self) -> bool {
+        matches!(self, StreamKind::Udp | StreamKind::Moved)
+    }
 }
 
 /// The header written by whoever opens a data stream, before any payload.
 ///
 /// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8) | [flow u64 BE, UDP
-/// only]`. Binary rather than JSON because one is written per forwarded connection.
+/// and moved streams only]`. Binary rather than JSON because one is written per forwarded connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamHeader {
     pub kind: StreamKind,
     pub tunnel: TunnelId,
     /// The visitor's address as the hub saw it, for logs and PROXY headers.
     pub peer: String,
-    /// The UDP flow id its QUIC datagrams carry (0 for TCP).
+    /// The UDP flow id its QUIC datagrams carry, or a moved connection's stream id (0 for
+    /// TCP).
     pub flow: u64,
 }
 
@@ -270,7 +282,7 @@ impl StreamHeader {
         out.extend_from_slice(&self.tunnel.0);
         out.push(peer.len() as u8);
         out.extend_from_slice(peer);
-        if self.kind == StreamKind::Udp {
+        if self.kind.has_flow() {
             out.extend_from_slice(&self.flow.to_be_bytes());
         }
         out
@@ -281,6 +293,7 @@ impl StreamHeader {
         let kind = match buf[0] {
             1 => StreamKind::Tcp,
             2 => StreamKind::Udp,
+            3 => StreamKind::Moved,
             other => return Err(WireError::UnknownStreamKind(other)),
         };
         let mut id = [0u8; 16];
