@@ -176,15 +176,24 @@ async fn relay_movable(
     stream: MuxStream,
     pool: &LanePool,
 ) -> std::io::Result<Transferred> {
-    let take_lane = || match pool.take()? {
-        Lane::Plain(lane) => {
-            tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-            Some(lane)
-        }
-        // A plain pool holds plain lanes only; a TLS one would go back unused.
-        tls @ Lane::Tls(_) => {
-            pool.give_back(tls);
-            None
+    let take_lane = |wait: Duration| async move {
+        let lane = match pool.take() {
+            None if !wait.is_zero() => {
+                let _ = tokio::time::timeout(wait, pool.wait_idle(1)).await;
+                pool.take()
+            }
+            idle => idle,
+        };
+        match lane? {
+            Lane::Plain(lane) => {
+                tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
+                Some(lane)
+            }
+            // A plain pool holds plain lanes only; a TLS one would go back unused.
+            tls @ Lane::Tls(_) => {
+                pool.give_back(tls);
+                None
+            }
         }
     };
     let moved_header = |id: u32| {

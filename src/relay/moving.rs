@@ -11,9 +11,11 @@
 //! buffer in either direction.
 //!
 //! The move, keeping each direction in order:
-//! 1. The hub stops reading the visitor, writes a [`StreamKind::Moved`] header naming the
+//! 1. The hub stops reading the visitor, writes a `StreamKind::Moved` header naming the
 //!    stream on an idle lane, and ends its direction of the stream with the "moved" trailer
-//!    (`mux/h2.rs`). What it reads from the visitor from then on goes on the lane.
+//!    (`mux/h2.rs`). What it reads from the visitor from then on goes on the lane; when the
+//!    move came from a whole read of the visitor, that read goes there too, right after the
+//!    header as the start of a spliced direction, so no bulk data enters HTTP/2's windows.
 //! 2. The agent writes what the stream brought to the target up to that trailer, stops
 //!    reading the target, ends its own direction with the same trailer, and meets the lane
 //!    ([`MovedLanes`]; the lane may arrive before or after the trailer).
@@ -29,11 +31,12 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
-use super::plain_lane::{relay_plain_lane, LaneEnd, WantBack};
+use super::plain_lane::{relay_plain_lane, relay_plain_lane_bulk_sent, write_both, LaneEnd, WantBack, BULK_HEAD};
 use super::{copy_chunks, read_chunk, relay_tcp, Transferred, RELAY_BUFFER};
 use crate::mux::MuxStream;
 
@@ -41,16 +44,27 @@ use crate::mux::MuxStream;
 /// for its lane. Both are sent together by the hub, so this only bounds a broken peer.
 pub const MEET_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a connection that turned bulk waits for a lane when none is idle, once: the
+/// agent dials a replacement whenever a lane is taken, so one is usually a connection setup
+/// away. Meanwhile the visitor is not read. Without the wait, connections beyond the idle
+/// lanes (`iperf3 -P 8` on `--lanes 4`) pumped megabytes into the HTTP/2 windows until a
+/// lane came (hub + agent peak 17 MB against 12.6 with enough lanes idle).
+pub const LANE_WAIT: Duration = Duration::from_millis(50);
+
 /// At the hub: relays `visitor` on `stream` (its stream header already sent) and moves the
 /// connection onto a plain lane from `take_lane` once either direction carries a whole relay
-/// buffer. `moved_header(id)` is the lane's stream header for stream `id`. Returns the bytes
-/// moved (`a_to_b`: visitor to agent) and the lane when it can carry another connection.
-pub async fn relay_movable_at_hub(
+/// buffer. `take_lane(wait)` returns an idle lane, waiting up to `wait` for one.
+/// `moved_header(id)` is the lane's stream header for stream `id`. Returns the bytes moved
+/// (`a_to_b`: visitor to agent) and the lane when it can carry another connection.
+pub async fn relay_movable_at_hub<TakeLane>(
     visitor: TcpStream,
     stream: MuxStream,
-    mut take_lane: impl FnMut() -> Option<TcpStream>,
+    mut take_lane: impl FnMut(Duration) -> TakeLane,
     moved_header: impl Fn(u32) -> Vec<u8>,
-) -> io::Result<(Transferred, Option<TcpStream>)> {
+) -> io::Result<(Transferred, Option<TcpStream>)>
+where
+    TakeLane: std::future::Future<Output = Option<TcpStream>>,
+{
     let Some(id) = stream.movable_id() else {
         return relay_tcp(visitor, stream).await.map(|moved| (moved, None));
     };
@@ -59,24 +73,38 @@ pub async fn relay_movable_at_hub(
     let bulk_down = Notify::new();
     let up = async {
         let mut total = 0u64;
-        let mut try_move = async |mux_write: &mut crate::mux::MuxSend| -> io::Result<Option<TcpStream>> {
-            let Some(mut lane) = take_lane() else {
-                return Ok(None);
+        let mut waited = false;
+        // `first`: a whole read that goes on the lane, raw, right after the header, instead
+        // of through the multiplexer's windows.
+        let mut try_move =
+            async |mux_write: &mut crate::mux::MuxSend, first: Option<&Bytes>| -> io::Result<Option<TcpStream>> {
+                let wait = if waited { Duration::ZERO } else { LANE_WAIT };
+                waited = true;
+                let Some(mut lane) = take_lane(wait).await else {
+                    return Ok(None);
+                };
+                let mut head = moved_header(id);
+                if first.is_some() {
+                    head.extend_from_slice(&BULK_HEAD);
+                }
+                let written = match first {
+                    Some(first) => write_both(&mut lane, &head, first).await,
+                    None => lane.write_all(&head).await,
+                };
+                if let Err(e) = written {
+                    // Nothing was promised yet: stay on the multiplexer.
+                    tracing::debug!(error = %e, "a lane failed before a connection moved to it");
+                    return Ok(None);
+                }
+                mux_write.finish_moved()?;
+                Ok(Some(lane))
             };
-            if let Err(e) = lane.write_all(&moved_header(id)).await {
-                // Nothing was promised yet: stay on the multiplexer.
-                tracing::debug!(error = %e, "a lane failed before a connection moved to it");
-                return Ok(None);
-            }
-            mux_write.finish_moved()?;
-            Ok(Some(lane))
-        };
         loop {
             let chunk = tokio::select! {
                 biased;
                 chunk = read_chunk(visitor_read.as_ref()) => chunk?,
-                () = bulk_down.notified() => match try_move(&mut mux_write).await? {
-                    Some(lane) => return Ok((total, Some(lane))),
+                () = bulk_down.notified() => match try_move(&mut mux_write, None).await? {
+                    Some(lane) => return Ok((total, Some((lane, false)))),
                     None => continue,
                 },
             };
@@ -84,14 +112,13 @@ pub async fn relay_movable_at_hub(
                 mux_write.finish()?;
                 return Ok((total, None));
             };
-            let bulk = chunk.len() >= RELAY_BUFFER;
             total += chunk.len() as u64;
-            mux_write.send(chunk).await?;
-            if bulk {
-                if let Some(lane) = try_move(&mut mux_write).await? {
-                    return Ok((total, Some(lane)));
+            if chunk.len() >= RELAY_BUFFER {
+                if let Some(lane) = try_move(&mut mux_write, Some(&chunk)).await? {
+                    return Ok((total, Some((lane, true))));
                 }
             }
+            mux_write.send(chunk).await?;
         }
     };
     let down = async {
@@ -107,7 +134,7 @@ pub async fn relay_movable_at_hub(
         a_to_b: up_total,
         b_to_a: down_total,
     };
-    let Some(lane) = lane else {
+    let Some((lane, bulk_sent)) = lane else {
         if down_moved {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -117,7 +144,10 @@ pub async fn relay_movable_at_hub(
         return Ok((moved, None));
     };
     let visitor = visitor_read.reunite(visitor_write).map_err(io::Error::other)?;
-    let (on_lane, lane) = relay_plain_lane(visitor, lane, LaneEnd::Hub).await?;
+    let (on_lane, lane) = match bulk_sent {
+        true => (relay_plain_lane_bulk_sent(visitor, lane).await?, None),
+        false => relay_plain_lane(visitor, lane, LaneEnd::Hub).await?,
+    };
     moved.a_to_b += on_lane.a_to_b;
     moved.b_to_a += on_lane.b_to_a;
     Ok((moved, lane))
@@ -299,10 +329,12 @@ mod tests {
         let mut spare = Some(hub_lane);
         let take_lane = {
             let taken = taken.clone();
-            move || {
-                let lane = spare.take()?;
-                taken.fetch_add(1, Ordering::Relaxed);
-                Some(lane)
+            move |_wait| {
+                let lane = spare.take();
+                if lane.is_some() {
+                    taken.fetch_add(1, Ordering::Relaxed);
+                }
+                std::future::ready(lane)
             }
         };
         let hub = tokio::spawn(relay_movable_at_hub(visitor_at_hub, near, take_lane, |id| {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -110,6 +110,27 @@ pub async fn relay_plain_lane(
     Ok((moved, Some(lane)))
 }
 
+/// The head that starts a raw, spliced direction: what a connection that moves onto a lane
+/// at a whole read (`moving.rs`) writes before that read's bytes.
+pub(super) const BULK_HEAD: [u8; 2] = BULK.to_be_bytes();
+
+/// As [`relay_plain_lane`] at the hub, for a connection whose socket-to-lane direction has
+/// already written [`BULK_HEAD`] and its first bytes: that direction is spliced from here
+/// on. The lane is not used again.
+pub(super) async fn relay_plain_lane_bulk_sent(socket: TcpStream, lane: TcpStream) -> io::Result<Transferred> {
+    let (socket_read, mut socket_write) = socket.into_split();
+    let (mut lane_read, mut lane_write) = lane.into_split();
+    let other_side_ended = AtomicBool::new(false);
+    let send = async {
+        let total = splice_to_end(&socket_read, &lane_write).await?;
+        lane_write.shutdown().await?;
+        Ok(total)
+    };
+    let (a_to_b, (b_to_a, _, _)) =
+        tokio::try_join!(send, receive(&mut lane_read, &mut socket_write, &other_side_ended))?;
+    Ok(Transferred { a_to_b, b_to_a })
+}
+
 /// Socket to lane: frames, then [`END`]; or, from the first full read on, [`BULK`] and the
 /// rest spliced, then the lane's FIN. With `done_with_end` (the agent), [`DONE`] goes with the
 /// `END` when the other direction has already ended and the agent wants the lane back.
@@ -144,8 +165,12 @@ async fn send(
 /// One write of a 2-byte `head` and `body` where the socket takes both at once, as it does
 /// for a small message.
 async fn write_headed(to: &mut OwnedWriteHalf, head: u16, body: &[u8]) -> io::Result<()> {
-    let head = head.to_be_bytes();
-    let written = to.write_vectored(&[IoSlice::new(&head), IoSlice::new(body)]).await?;
+    write_both(to, &head.to_be_bytes(), body).await
+}
+
+/// Writes `head`, then `body`, in one system call when the socket takes both.
+pub(super) async fn write_both(to: &mut (impl AsyncWrite + Unpin), head: &[u8], body: &[u8]) -> io::Result<()> {
+    let written = to.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]).await?;
     if written < head.len() {
         to.write_all(&head[written..]).await?;
         to.write_all(body).await
