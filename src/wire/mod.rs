@@ -336,6 +336,30 @@ mod tests {
         assert_eq!(peer_len, h.peer.len());
     }
 
+    /// A moved connection's header carries its stream id as UDP's carries its flow id, and
+    /// reads back whole over a socket-like stream (a lane).
+    #[tokio::test]
+    async fn moved_and_udp_headers_carry_their_id_through_the_reader() {
+        for (kind, flow) in [
+            (StreamKind::Moved, 0x1_0003u64),
+            (StreamKind::Udp, 7),
+            (StreamKind::Tcp, 0),
+        ] {
+            let sent = StreamHeader {
+                kind,
+                tunnel: TunnelId::random(),
+                peer: "127.0.0.1:40000".into(),
+                flow,
+            };
+            let mut bytes = sent.encode();
+            bytes.extend_from_slice(b"payload");
+            let mut reader = &bytes[..];
+            let read = io::read_stream_header(&mut reader).await.unwrap();
+            assert_eq!(read, sent);
+            assert_eq!(reader, b"payload", "the header ends where it says");
+        }
+    }
+
     #[test]
     fn unknown_stream_kind_is_an_error() {
         let mut fixed = [0u8; StreamHeader::FIXED_LEN];
