@@ -443,6 +443,19 @@ async fn hold_on_lane(public: &str, tunnel: &Tunnel) -> tokio::net::TcpStream {
     panic!("a hundred whole blocks and the connection never moved to a lane");
 }
 
+/// Half-closes a held visitor and waits (bounded) for the tunnel's end of stream, with
+/// nothing left before it.
+async fn close_and_see_the_end(mut visitor: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    visitor.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, visitor.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+}
+
 /// Bytes [`block_server`] answers per byte asked: one relay buffer.
 const BLOCK: usize = 64 << 10;
 
@@ -542,7 +555,6 @@ async fn all_relays_end(tunnel: &Tunnel) {
 /// instead of staying idle for the session's life.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_plain_lanes_shrink_after_a_burst() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (hub, _data) = hub().await;
     let blocks = block_server().await;
     let shutdown = Shutdown::new();
@@ -558,14 +570,8 @@ async fn idle_plain_lanes_shrink_after_a_burst() {
         10,
         "each visitor moved to a lane"
     );
-    for mut visitor in held {
-        visitor.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tokio::time::timeout(WAIT, visitor.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(rest.is_empty());
+    for visitor in held {
+        close_and_see_the_end(visitor).await;
     }
     all_relays_end(&tunnel).await;
     let idle = pool.idle();
@@ -592,7 +598,6 @@ async fn tls_lanes_are_used_again_after_a_clean_close() {
 /// cost no new lane connection each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_lanes_are_used_again_after_a_framed_close() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (hub, _data) = hub().await;
     let blocks = block_server().await;
     let shutdown = Shutdown::new();
@@ -600,14 +605,7 @@ async fn plain_lanes_are_used_again_after_a_framed_close() {
     let pool = tunnel.lane_pools()[0].clone();
     for _ in 0..20 {
         an_idle_lane(&pool).await;
-        let mut visitor = hold_on_lane(&public, &tunnel).await;
-        visitor.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tokio::time::timeout(WAIT, visitor.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(rest.is_empty());
+        close_and_see_the_end(hold_on_lane(&public, &tunnel).await).await;
         all_relays_end(&tunnel).await;
     }
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 20);
