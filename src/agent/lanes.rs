@@ -1,8 +1,8 @@
 //! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
 //! like the session's own connection, so a visitor can be relayed on a connection of its own
 //! (see `hub/lanes.rs`: at once on TLS, once bulk on plain lanes, where a lane then arrives
-//! naming the multiplexed stream it continues). Each lane carries one forwarded connection or UDP flow at a time; one
-//! whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
+//! naming the multiplexed stream it continues). Each lane carries one forwarded connection
+//! or UDP flow at a time; one whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
 //! carries the next unless enough plain lanes are idle already ([`KEEP_IDLE_FACTOR`]), others
 //! are replaced; the multiplexed connection stays the fallback and carries everything else
 //! (control, `reach` flows).

@@ -255,21 +255,28 @@ impl H2Send {
         if self.closed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        self.closed = true;
-        self.send.reserve_capacity(0);
         let mut trailers = http::HeaderMap::new();
         trailers.insert(MOVED_TRAILER, http::HeaderValue::from_static("lane"));
-        self.send.send_trailers(trailers).map_err(to_io)
+        self.end(Some(trailers))
     }
 
     /// Half-closes: the peer reads end of stream.
     pub fn finish(&mut self) -> io::Result<()> {
-        if !self.closed {
-            self.closed = true;
-            self.send.reserve_capacity(0);
-            self.send.send_data(Bytes::new(), true).map_err(to_io)?;
+        if self.closed {
+            return Ok(());
         }
-        Ok(())
+        self.end(None)
+    }
+
+    /// Ends this direction, with `trailers` if given, and gives back unused send capacity.
+    fn end(&mut self, trailers: Option<http::HeaderMap>) -> io::Result<()> {
+        self.closed = true;
+        self.send.reserve_capacity(0);
+        match trailers {
+            Some(trailers) => self.send.send_trailers(trailers),
+            None => self.send.send_data(Bytes::new(), true),
+        }
+        .map_err(to_io)
     }
 }
 
