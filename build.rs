@@ -17,7 +17,11 @@ fn main() {
     // file lists that the binary no longer has are ignored, so a stale file costs memory,
     // never a failed build.
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
-    let linker_chosen = !var("RUSTC_LINKER").is_empty() || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
+    // link/cc (.cargo/config.toml) is `cc` with a static libc, so lld still links.
+    let our_cc = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/cc");
+    let linker = var("RUSTC_LINKER");
+    let linker_chosen = (!linker.is_empty() && std::path::Path::new(&linker) != our_cc)
+        || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
     let lld_by_default = var("TARGET") == "x86_64-unknown-linux-gnu" && rustc_minor().is_some_and(|minor| minor >= 90);
     if var("PROFILE") == "release" && lld_by_default && !linker_chosen && order.exists() {
         println!(

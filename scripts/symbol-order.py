@@ -7,8 +7,9 @@
 Each profile is a set of executed functions. They are grouped by which processes run them,
 in the order of PRIORITY: the functions of the first group form one contiguous run, and a
 reflected (Gray-code) order keeps each later group in as few runs as it can, so every kind of
-process touches few 64 KiB windows of code. Names the binary does not define (libc, the
-loader) are left out. Prints the file on stdout.
+process touches few 64 KiB windows of code. The binary links glibc statically (link/cc), so
+libc's functions are laid out with the rest; names the binary does not define (the vDSO, a
+shared libc when the static link fell back) are left out. Prints the file on stdout.
 """
 import subprocess
 import sys
