@@ -233,6 +233,24 @@ async fn hub_restart_is_survived(transport: &str) {
     }
 }
 
+/// The binary resolves host names (it links glibc statically, `link/cc`): an agent whose
+/// target is `localhost:PORT` reaches it, over IPv6 or IPv4, whichever the name gives first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_named_by_host_name_is_reached() {
+    let hub = TestHub::start(&["--allow-plaintext"]).await;
+    let echo = echo_server().await;
+    let port = echo.rsplit(':').next().unwrap();
+    let target = format!("localhost:{port}");
+    let mut agent = hub.expose("tcp", "alice", &target, &["--name", "named", "--public"]);
+    let public = str_of(&agent.ready().await, "public_address");
+    let data = random_bytes(64 << 10);
+    assert_eq!(
+        round_trip(&public, &data).await,
+        data,
+        "the echo through a named target"
+    );
+}
+
 macro_rules! per_transport {
     ($($transport:ident),*) => {$(
         mod $transport {
