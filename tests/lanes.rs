@@ -462,30 +462,23 @@ const BLOCK: usize = 64 << 10;
 /// Answers each byte it receives with [`BLOCK`] bytes, and closes when the client does.
 async fn block_server() -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut asked = [0u8; 64];
-                let block = vec![b'b'; BLOCK];
-                loop {
-                    match stream.read(&mut asked).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            for _ in 0..n {
-                                if stream.write_all(&block).await.is_err() {
-                                    return;
-                                }
-                            }
+    spawn_target(|mut stream| async move {
+        let mut asked = [0u8; 64];
+        let block = vec![b'b'; BLOCK];
+        loop {
+            match stream.read(&mut asked).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for _ in 0..n {
+                        if stream.write_all(&block).await.is_err() {
+                            return;
                         }
                     }
                 }
-                let _ = stream.shutdown().await;
-            });
+            }
         }
-    });
-    addr
+        let _ = stream.shutdown().await;
+    })
 }
 
 /// Once `cap` lanes carry connections the agent dials no replacement, so further visitors
@@ -739,38 +732,31 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
 /// number of requests that connection has carried.
 async fn http_server() -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut pending, mut served) = (Vec::new(), 0);
-                let mut buf = [0u8; 4096];
-                loop {
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let request = String::from_utf8_lossy(&pending[..end]).to_string();
-                        pending.drain(..end + 4);
-                        served += 1;
-                        let path = request.split(' ').nth(1).unwrap_or("?").to_string();
-                        let body = match path.strip_prefix("/big") {
-                            // 4 MiB: a download large enough to move to a lane.
-                            Some(_) => "x".repeat(4 << 20),
-                            None => format!("{path} #{served}\n"),
-                        };
-                        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                        if stream.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => pending.extend_from_slice(&buf[..n]),
-                    }
+    spawn_target(|mut stream| async move {
+        let (mut pending, mut served) = (Vec::new(), 0);
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let request = String::from_utf8_lossy(&pending[..end]).to_string();
+                pending.drain(..end + 4);
+                served += 1;
+                let path = request.split(' ').nth(1).unwrap_or("?").to_string();
+                let body = match path.strip_prefix("/big") {
+                    // 4 MiB: a download large enough to move to a lane.
+                    Some(_) => "x".repeat(4 << 20),
+                    None => format!("{path} #{served}\n"),
+                };
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                if stream.write_all(reply.as_bytes()).await.is_err() {
+                    return;
                 }
-            });
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+    })
 }
 
 /// curl, a real HTTP client, through a session with plain lanes: keep-alive requests with

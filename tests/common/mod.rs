@@ -216,20 +216,30 @@ fn target_listener() -> TcpListener {
     socket.listen(4096).unwrap()
 }
 
-/// An echo server: every connection gets its bytes back, and EOF after the client's EOF.
-pub async fn echo_server() -> String {
+/// A target service on loopback: each accepted connection is served by `serve` on a task of
+/// its own. Returns the address.
+pub fn spawn_target<Serve, Served>(serve: Serve) -> String
+where
+    Serve: Fn(TcpStream) -> Served + Send + 'static,
+    Served: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = target_listener();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// An echo server: every connection gets its bytes back, and EOF after the client's EOF.
+pub async fn echo_server() -> String {
+    spawn_target(|stream| async move {
+        let (mut r, mut w) = stream.into_split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
 }
 
 /// A UDP echo server: every datagram goes back to where it came from.
@@ -247,65 +257,47 @@ pub async fn udp_echo_server() -> String {
 
 /// A server that answers each connection with `tag` and closes: tells which target served.
 pub async fn tag_server(tag: &'static str) -> String {
-    let listener = target_listener();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = stream.write_all(tag.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    addr
+    spawn_target(move |mut stream| async move {
+        let _ = stream.write_all(tag.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
 }
 
 /// A sink that reads until EOF, then replies with the SHA-256 (hex) and length of what it
 /// read, and closes. Proves half-close travels: it can only answer after the client's EOF.
 pub async fn hashing_sink() -> String {
-    let listener = target_listener();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0u64;
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            ctx.update(&buf[..n]);
-                            total += n as u64;
-                        }
-                        Err(_) => return,
-                    }
+    spawn_target(|mut stream| async move {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    ctx.update(&buf[..n]);
+                    total += n as u64;
                 }
-                let reply = format!("{} {total}", hex::encode(ctx.finish().as_ref()));
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
+                Err(_) => return,
+            }
         }
-    });
-    addr
+        let reply = format!("{} {total}", hex::encode(ctx.finish().as_ref()));
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
 }
 
 /// A server that writes as fast as the connection accepts, counting bytes accepted by the
 /// kernel, so a test can see how much a stalled reader lets pile up.
 pub async fn firehose_server() -> (String, Arc<AtomicU64>) {
-    let listener = target_listener();
-    let addr = listener.local_addr().unwrap().to_string();
     let written = Arc::new(AtomicU64::new(0));
     let counter = written.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let chunk = vec![7u8; 64 * 1024];
-                while let Ok(n) = stream.write(&chunk).await {
-                    counter.fetch_add(n as u64, Ordering::SeqCst);
-                }
-            });
+    let addr = spawn_target(move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            let chunk = vec![7u8; 64 * 1024];
+            while let Ok(n) = stream.write(&chunk).await {
+                counter.fetch_add(n as u64, Ordering::SeqCst);
+            }
         }
     });
     (addr, written)
