@@ -16,9 +16,10 @@ fn main() {
     // Rust 1.90: skipped for an older rustc and when a linker is chosen by hand. Names the
     // file lists that the binary no longer has are ignored, so a stale file costs memory,
     // never a failed build.
-    let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/symbol-order.txt");
+    let manifest_dir = std::path::PathBuf::from(var("CARGO_MANIFEST_DIR"));
+    let order = manifest_dir.join("link/symbol-order.txt");
     // link/cc (.cargo/config.toml) is `cc` with a static libc, so lld still links.
-    let our_cc = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/cc");
+    let our_cc = manifest_dir.join("link/cc");
     let linker = var("RUSTC_LINKER");
     let linker_chosen = (!linker.is_empty() && std::path::Path::new(&linker) != our_cc)
         || var("CARGO_ENCODED_RUSTFLAGS").contains("link");

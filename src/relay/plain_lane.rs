@@ -121,13 +121,10 @@ pub(super) async fn relay_plain_lane_bulk_sent(socket: TcpStream, lane: TcpStrea
     let (socket_read, mut socket_write) = socket.into_split();
     let (mut lane_read, mut lane_write) = lane.into_split();
     let other_side_ended = AtomicBool::new(false);
-    let send = async {
-        let total = splice_to_end(&socket_read, &lane_write).await?;
-        lane_write.shutdown().await?;
-        Ok(total)
-    };
-    let (a_to_b, (b_to_a, _, _)) =
-        tokio::try_join!(send, receive(&mut lane_read, &mut socket_write, &other_side_ended))?;
+    let (a_to_b, (b_to_a, _, _)) = tokio::try_join!(
+        splice_rest(&socket_read, &mut lane_write),
+        receive(&mut lane_read, &mut socket_write, &other_side_ended)
+    )?;
     Ok(Transferred { a_to_b, b_to_a })
 }
 
@@ -154,12 +151,18 @@ async fn send(
         total += chunk.len() as u64;
         if chunk.len() > MAX_FRAME {
             write_headed(lane, BULK, &chunk).await?;
-            total += splice_to_end(from, lane).await?;
-            lane.shutdown().await?;
+            total += splice_rest(from, lane).await?;
             return Ok((total, Ended::Closed));
         }
         write_headed(lane, chunk.len() as u16, &chunk).await?;
     }
+}
+
+/// The rest of a spliced direction: everything `from` sends, then the lane's FIN.
+async fn splice_rest(from: &OwnedReadHalf, lane: &mut OwnedWriteHalf) -> io::Result<u64> {
+    let total = splice_to_end(from, lane).await?;
+    lane.shutdown().await?;
+    Ok(total)
 }
 
 /// One write of a 2-byte `head` and `body` where the socket takes both at once, as it does
