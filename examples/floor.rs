@@ -1,0 +1,142 @@
+//! The floor for `scripts/floor.sh`: the plainest relays that can stand where a hub and an
+//! agent stand, so `peers.sh` can say, in the same run as `direct`, what any relay chain
+//! reaches on this machine. Not a product: no framing, no multiplexing, no flows, no
+//! authentication, no error handling beyond dropping a connection.
+//!
+//! ```text
+//! floor tcp LISTEN TARGET   each accepted connection gets its own connection to TARGET;
+//!                           one thread, level-triggered epoll, one read and one write per
+//!                           message (what a lane per visitor costs, with nothing else)
+//! floor udp LISTEN TARGET   one client's datagrams to TARGET and the replies back; one
+//!                           thread busy-polling both sockets, yielding the CPU when neither
+//!                           had anything, and blocking in epoll after 50 µs without a
+//!                           datagram (as burrow's runtime polls)
+//! ```
+//!
+//! Two of them chained (LISTEN → the next one's LISTEN → target) are a hub and an agent
+//! doing nothing but forwarding.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+/// The epoll token of the listening socket; connections use their index in `streams`.
+const LISTENER: u64 = u64::MAX;
+
+/// How long the UDP relay keeps polling after its last datagram: burrow's default window.
+const SPIN: Duration = Duration::from_micros(50);
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(mode), Some(listen), Some(target)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("usage: floor tcp|udp LISTEN_ADDR TARGET_ADDR");
+        std::process::exit(2);
+    };
+    let target: SocketAddr = target.parse().expect("TARGET_ADDR: ip:port");
+    match mode.as_str() {
+        "tcp" => relay_tcp(listen, target),
+        "udp" => relay_udp(listen, target),
+        _ => {
+            eprintln!("mode must be tcp or udp");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// One accepted connection and the one dialled for it.
+struct Pair {
+    streams: [TcpStream; 2],
+}
+
+fn relay_tcp(listen: &str, target: SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen)?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+    // Token = 2 × pair id + side; a side's peer is token ^ 1.
+    let mut pairs: HashMap<u64, Pair> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut events = vec![EpollEvent::empty(); 64];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = epoll.wait(&mut events, EpollTimeout::NONE)?;
+        for event in &events[..n] {
+            let token = event.data();
+            if token == LISTENER {
+                let Ok((visitor, _)) = listener.accept() else { continue };
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let id = next_id;
+                next_id += 1;
+                for (side, stream) in [&visitor, &upstream].into_iter().enumerate() {
+                    stream.set_nodelay(true)?;
+                    epoll.add(
+                        stream.as_fd(),
+                        EpollEvent::new(EpollFlags::EPOLLIN, 2 * id + side as u64),
+                    )?;
+                }
+                pairs.insert(
+                    id,
+                    Pair {
+                        streams: [visitor, upstream],
+                    },
+                );
+                continue;
+            }
+            let (id, side) = (token / 2, (token % 2) as usize);
+            let Some(pair) = pairs.get_mut(&id) else { continue };
+            let [a, b] = &mut pair.streams;
+            let (from, to) = if side == 0 { (a, b) } else { (b, a) };
+            let done = match from.read(&mut buf) {
+                Ok(0) => true,
+                Ok(len) => to.write_all(&buf[..len]).is_err(),
+                Err(e) => e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::Interrupted,
+            };
+            if done {
+                // Dropping both streams closes them and takes them out of the epoll set.
+                pairs.remove(&id);
+            }
+        }
+    }
+}
+
+fn relay_udp(listen: &str, target: SocketAddr) -> std::io::Result<()> {
+    let public = UdpSocket::bind(listen)?;
+    let upstream = UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    upstream.connect(target)?;
+    public.set_nonblocking(true)?;
+    upstream.set_nonblocking(true)?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for socket in [&public, &upstream] {
+        epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+    }
+    let mut events = vec![EpollEvent::empty(); 2];
+    let mut client = None;
+    let mut buf = vec![0u8; 65536];
+    let mut last_datagram = Instant::now();
+    loop {
+        let mut worked = false;
+        if let Ok((len, from)) = public.recv_from(&mut buf) {
+            client = Some(from);
+            let _ = upstream.send(&buf[..len]);
+            worked = true;
+        }
+        if let Ok(len) = upstream.recv(&mut buf) {
+            if let Some(to) = client {
+                let _ = public.send_to(&buf[..len], to);
+            }
+            worked = true;
+        }
+        if worked {
+            last_datagram = Instant::now();
+        } else if last_datagram.elapsed() < SPIN {
+            std::thread::yield_now();
+        } else {
+            epoll.wait(&mut events, EpollTimeout::NONE)?;
+        }
+    }
+}
