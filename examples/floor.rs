@@ -11,6 +11,9 @@
 //!                           thread busy-polling both sockets, yielding the CPU when neither
 //!                           had anything, and blocking in epoll after 50 µs without a
 //!                           datagram (as burrow's runtime polls)
+//! floor udp-tokio LISTEN TARGET
+//!                           the same relay as two tasks on burrow's runtime (one thread,
+//!                           busy-polling 50 µs): what the runtime costs a round trip
 //! ```
 //!
 //! Two of them chained (LISTEN → the next one's LISTEN → target) are a hub and an agent
@@ -33,15 +36,16 @@ const SPIN: Duration = Duration::from_micros(50);
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(listen), Some(target)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: floor tcp|udp LISTEN_ADDR TARGET_ADDR");
+        eprintln!("usage: floor tcp|udp|udp-tokio LISTEN_ADDR TARGET_ADDR");
         std::process::exit(2);
     };
     let target: SocketAddr = target.parse().expect("TARGET_ADDR: ip:port");
     match mode.as_str() {
         "tcp" => relay_tcp(listen, target),
         "udp" => relay_udp(listen, target),
+        "udp-tokio" => relay_udp_tokio(listen, target),
         _ => {
-            eprintln!("mode must be tcp or udp");
+            eprintln!("mode must be tcp, udp or udp-tokio");
             std::process::exit(2);
         }
     }
@@ -139,4 +143,37 @@ fn relay_udp(listen: &str, target: SocketAddr) -> std::io::Result<()> {
             epoll.wait(&mut events, EpollTimeout::NONE)?;
         }
     }
+}
+
+fn relay_udp_tokio(listen: &str, target: SocketAddr) -> std::io::Result<()> {
+    let runtime = burrow::runtime::single_thread(burrow::runtime::DEFAULT_BUSY_POLL)?;
+    runtime.block_on(async {
+        let public = std::sync::Arc::new(tokio::net::UdpSocket::bind(listen).await?);
+        let upstream = std::sync::Arc::new(
+            tokio::net::UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?,
+        );
+        upstream.connect(target).await?;
+        let client = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let replies = {
+            let (public, upstream, client) = (public.clone(), upstream.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(len) = upstream.recv(&mut buf).await {
+                    let to = *client.lock().expect("client lock");
+                    if let Some(to) = to {
+                        let _ = public.try_send_to(&buf[..len], to);
+                    }
+                }
+            })
+        };
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (len, from) = public.recv_from(&mut buf).await?;
+            *client.lock().expect("client lock") = Some(from);
+            let _ = upstream.try_send(&buf[..len]);
+            if replies.is_finished() {
+                return Ok(());
+            }
+        }
+    })
 }
