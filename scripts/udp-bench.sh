@@ -7,14 +7,14 @@
 # bulk_cpu: steadier than the rates, which the load generator's own CPU use disturbs).
 # Usage: scripts/udp-bench.sh [TRANSPORT] [ROUNDS] [SECS]   (defaults: tcp 3 3)
 # Needs: cargo build --release; rathole on PATH for the comparison (skipped if missing).
-# Env: BURROW_LANES (agent lanes, default 4); FLOOR=1 adds `floor`, a minimal blocking
-# two-process relay (examples/udpfloor.rs), for rr1 only: about the best a hub + agent pair
+# Env: BURROW_LANES (agent lanes, default 4); FLOOR=1 adds `floor`, two plain polling UDP
+# relays chained (examples/floor.rs, as scripts/floor.sh), for rr1 only: about the best a hub + agent pair
 # can do here. Prints medians per tool and ratios to direct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-tcp}; rounds=${2:-3}; secs=${3:-3}
 bin=${BURROW_BIN:-$PWD/target/release/burrow}  # BURROW_BIN: measure another build
-cargo build --release --quiet --example udpload --example udpfloor
+cargo build --release --quiet --example udpload --example floor
 load=$PWD/target/release/examples/udpload
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 2; }
 work=$(mktemp -d /tmp/burrow-udp-bench.XXXXXX)
@@ -75,10 +75,10 @@ for svc in echo:$ECHO:26453 sink:$SINK:26454; do
 done
 tools+=("burrow-$transport"); rr_addr[burrow-$transport]=127.0.0.1:26453; bulk_addr[burrow-$transport]=127.0.0.1:26454
 if [[ ${FLOOR:-} == 1 ]]; then
-  floor=$PWD/target/release/examples/udpfloor
-  "$floor" hub 127.0.0.1:26455 127.0.0.1:26456 & pids+=($!)
-  for _ in $(seq 50); do "$floor" agent 127.0.0.1:26456 127.0.0.1:$ECHO 2>/dev/null & p=$!; sleep 0.1; kill -0 $p 2>/dev/null && break; done
-  pids+=($p); tools+=(floor); rr_addr[floor]=127.0.0.1:26455; procs[floor]=""
+  floor=$PWD/target/release/examples/floor
+  "$floor" udp 127.0.0.1:26455 127.0.0.1:26456 & pids+=($!)
+  "$floor" udp 127.0.0.1:26456 127.0.0.1:$ECHO & pids+=($!)
+  tools+=(floor); rr_addr[floor]=127.0.0.1:26455; procs[floor]=""
 fi
 sleep 1 # let agents dial their lanes
 
