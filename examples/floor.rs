@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-/// The epoll token of the listening socket; connections use their index in `streams`.
+/// The epoll token of the listening socket; a connection's is 2 × its pair's id + its side
+/// (0 accepted, 1 dialled), so its peer's is the token ^ 1.
 const LISTENER: u64 = u64::MAX;
 
 /// How long the UDP relay keeps polling after its last datagram: burrow's default window.
-const SPIN: Duration = Duration::from_micros(50);
+const SPIN: Duration = burrow::runtime::DEFAULT_BUSY_POLL;
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -51,17 +52,12 @@ fn main() -> std::io::Result<()> {
     }
 }
 
-/// One accepted connection and the one dialled for it.
-struct Pair {
-    streams: [TcpStream; 2],
-}
-
 fn relay_tcp(listen: &str, target: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen)?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
-    // Token = 2 × pair id + side; a side's peer is token ^ 1.
-    let mut pairs: HashMap<u64, Pair> = HashMap::new();
+    // Each accepted connection and the one dialled for it, by pair id.
+    let mut pairs: HashMap<u64, [TcpStream; 2]> = HashMap::new();
     let mut next_id = 0u64;
     let mut events = vec![EpollEvent::empty(); 64];
     let mut buf = vec![0u8; 64 * 1024];
@@ -83,17 +79,12 @@ fn relay_tcp(listen: &str, target: SocketAddr) -> std::io::Result<()> {
                         EpollEvent::new(EpollFlags::EPOLLIN, 2 * id + side as u64),
                     )?;
                 }
-                pairs.insert(
-                    id,
-                    Pair {
-                        streams: [visitor, upstream],
-                    },
-                );
+                pairs.insert(id, [visitor, upstream]);
                 continue;
             }
             let (id, side) = (token / 2, (token % 2) as usize);
             let Some(pair) = pairs.get_mut(&id) else { continue };
-            let [a, b] = &mut pair.streams;
+            let [a, b] = pair;
             let (from, to) = if side == 0 { (a, b) } else { (b, a) };
             let done = match from.read(&mut buf) {
                 Ok(0) => true,
