@@ -30,7 +30,10 @@ pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// A round that spent longer than this running tasks did real work (the spinner alone takes
 /// well under a microsecond), so the window opens again. Wall time: a round the OS preempted
-/// also looks like work and keeps the thread polling for one more window.
+/// also looks like work and keeps the thread polling for one more window. Timed from the
+/// runtime's return from parking, so the `block_on` future's work counts too: it runs before
+/// the spinner, and a round timed from the spinner missed it (a `reach` agent's UDP socket
+/// is served there).
 const WORK_ROUND: Duration = Duration::from_micros(2);
 
 /// The runtime: `BURROW_WORKER_THREADS=N` workers, else one thread on machines with at most
@@ -83,11 +86,8 @@ pub fn single_thread(window: Duration) -> std::io::Result<tokio::runtime::Runtim
 struct PollState {
     /// Polling goes on until then.
     until: Option<Instant>,
-    /// When the runtime last came back from parking (blocking or not).
+    /// When the runtime last came back from parking (blocking or not): the round began.
     unparked_at: Option<Instant>,
-    /// When the spinner was polled in this round. Tasks the driver woke run after it, so the
-    /// time since then is what they took, without the scheduler's own work before it.
-    spun_at: Option<Instant>,
     /// The spinner, waiting to be woken for another round.
     spinner: Option<Waker>,
 }
@@ -99,17 +99,13 @@ thread_local! {
 }
 
 fn after_unpark() {
-    STATE.with_borrow_mut(|state| {
-        state.unparked_at = Some(Instant::now());
-        state.spun_at = None;
-    });
+    STATE.with_borrow_mut(|state| state.unparked_at = Some(Instant::now()));
 }
 
 fn before_park(window: Duration) {
     let spinner = STATE.with_borrow_mut(|state| {
         let now = Instant::now();
-        let round_began = state.spun_at.or(state.unparked_at);
-        if round_began.is_none_or(|at| now.duration_since(at) > WORK_ROUND) {
+        if state.unparked_at.is_none_or(|at| now.duration_since(at) > WORK_ROUND) {
             state.until = Some(now + window);
         }
         if state.until.is_some_and(|until| now < until) {
@@ -131,10 +127,7 @@ fn before_park(window: Duration) {
 /// `before_park` finds it.
 fn spinner() -> impl Future<Output = ()> {
     std::future::poll_fn(|cx| {
-        STATE.with_borrow_mut(|state| {
-            state.spinner = Some(cx.waker().clone());
-            state.spun_at = Some(Instant::now());
-        });
+        STATE.with_borrow_mut(|state| state.spinner = Some(cx.waker().clone()));
         Poll::Pending
     })
 }
