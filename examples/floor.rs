@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 /// The epoll token of the listening socket; a connection's is 2 × its pair's id + its side
-/// (0 accepted, 1 dialled), so its peer's is the token ^ 1.
+/// (0 accepted, 1 dialled).
 const LISTENER: u64 = u64::MAX;
 
 /// How long the UDP relay keeps polling after its last datagram: burrow's default window.
@@ -140,13 +140,13 @@ fn relay_udp_tokio(listen: &str, target: SocketAddr) -> std::io::Result<()> {
     let runtime = burrow::runtime::single_thread(burrow::runtime::DEFAULT_BUSY_POLL)?;
     runtime.block_on(async {
         let public = std::sync::Arc::new(tokio::net::UdpSocket::bind(listen).await?);
-        let upstream = std::sync::Arc::new(
-            tokio::net::UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?,
-        );
-        upstream.connect(target).await?;
+        // As an `expose` agent sets up its target: a connected socket and a clone to send on.
+        let Some((upstream, sender)) = burrow::udp::connect_target(&target.to_string()).await else {
+            return Err(std::io::Error::other("cannot set up the upstream socket"));
+        };
         let client = std::sync::Arc::new(std::sync::Mutex::new(None));
         let replies = {
-            let (public, upstream, client) = (public.clone(), upstream.clone(), client.clone());
+            let (public, client) = (public.clone(), client.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok(len) = upstream.recv(&mut buf).await {
@@ -161,7 +161,7 @@ fn relay_udp_tokio(listen: &str, target: SocketAddr) -> std::io::Result<()> {
         loop {
             let (len, from) = public.recv_from(&mut buf).await?;
             *client.lock().expect("client lock") = Some(from);
-            let _ = upstream.try_send(&buf[..len]);
+            let _ = sender.send(&buf[..len]);
             if replies.is_finished() {
                 return Ok(());
             }
