@@ -121,12 +121,17 @@ where
     })
 }
 
+/// An accepted stream. Its response headers are not sent yet: they leave with the stream's
+/// first data (or its end), in the same write, instead of costing a write and a read of their
+/// own at each end while a new connection is being set up.
 fn respond_stream(
     request: http::Request<RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
 ) -> Result<MuxStream, MuxError> {
-    let send = respond.send_response(http::Response::new(()), false)?;
-    Ok(MuxStream::H2(H2Stream::new(send, Recv::Ready(request.into_body()))))
+    Ok(MuxStream::H2(H2Stream::new(
+        SendHalf::Unanswered(respond),
+        Recv::Ready(request.into_body()),
+    )))
 }
 
 /// Opens one stream as the HTTP/2 client. The response (and so the receive half) arrives
@@ -137,7 +142,10 @@ pub async fn open(send_request: h2::client::SendRequest<Bytes>) -> Result<MuxStr
         .body(())
         .expect("static request is valid");
     let (response, send) = send_request.send_request(request, false)?;
-    Ok(MuxStream::H2(H2Stream::new(send, Recv::Pending(response))))
+    Ok(MuxStream::H2(H2Stream::new(
+        SendHalf::Open(send),
+        Recv::Pending(response),
+    )))
 }
 
 enum Recv {
@@ -210,24 +218,61 @@ impl H2Recv {
 
 /// The sending half of an HTTP/2 stream.
 pub struct H2Send {
-    send: SendStream<Bytes>,
+    half: SendHalf,
+    /// The stream's id, kept here as an unanswered stream has no `SendStream` yet.
+    id: u32,
     closed: bool,
 }
 
+enum SendHalf {
+    /// An accepted stream whose response headers wait for its first data or its end.
+    Unanswered(h2::server::SendResponse<Bytes>),
+    Open(SendStream<Bytes>),
+    /// Sending the response headers failed: the stream is gone.
+    Failed,
+}
+
 impl H2Send {
+    fn new(half: SendHalf) -> Self {
+        let id = match &half {
+            SendHalf::Unanswered(respond) => respond.stream_id().as_u32(),
+            SendHalf::Open(send) => send.stream_id().as_u32(),
+            SendHalf::Failed => 0,
+        };
+        Self {
+            half,
+            id,
+            closed: false,
+        }
+    }
+
+    /// The stream to send on, answering an accepted stream first.
+    fn stream(&mut self) -> io::Result<&mut SendStream<Bytes>> {
+        if let SendHalf::Unanswered(_) = self.half {
+            if let SendHalf::Unanswered(mut respond) = std::mem::replace(&mut self.half, SendHalf::Failed) {
+                self.half = SendHalf::Open(respond.send_response(http::Response::new(()), false).map_err(to_io)?);
+            }
+        }
+        match &mut self.half {
+            SendHalf::Open(send) => Ok(send),
+            _ => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
     /// Waits for send capacity (flow-control credit) for up to `want` bytes.
     fn poll_capacity_for(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         if self.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let want = want.min(MAX_WRITE);
-        self.send.reserve_capacity(want);
+        let send = self.stream()?;
+        send.reserve_capacity(want);
         loop {
-            let available = self.send.capacity();
+            let available = send.capacity();
             if available > 0 {
                 return Poll::Ready(Ok(available.min(want)));
             }
-            match ready!(self.send.poll_capacity(cx)) {
+            match ready!(send.poll_capacity(cx)) {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
                 None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
@@ -239,14 +284,14 @@ impl H2Send {
     pub async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() {
             let n = std::future::poll_fn(|cx| self.poll_capacity_for(cx, data.len())).await?;
-            self.send.send_data(data.split_to(n), false).map_err(to_io)?;
+            self.stream()?.send_data(data.split_to(n), false).map_err(to_io)?;
         }
         Ok(())
     }
 
     /// The stream's id, the same at both ends of the connection.
     pub fn id(&self) -> u32 {
-        self.send.stream_id().as_u32()
+        self.id
     }
 
     /// Ends this direction with [`MOVED_TRAILER`]: the peer reads end of stream and sees
@@ -271,10 +316,11 @@ impl H2Send {
     /// Ends this direction, with `trailers` if given, and gives back unused send capacity.
     fn end(&mut self, trailers: Option<http::HeaderMap>) -> io::Result<()> {
         self.closed = true;
-        self.send.reserve_capacity(0);
+        let send = self.stream()?;
+        send.reserve_capacity(0);
         match trailers {
-            Some(trailers) => self.send.send_trailers(trailers),
-            None => self.send.send_data(Bytes::new(), true),
+            Some(trailers) => send.send_trailers(trailers),
+            None => send.send_data(Bytes::new(), true),
         }
         .map_err(to_io)
     }
@@ -287,9 +333,9 @@ pub struct H2Stream {
 }
 
 impl H2Stream {
-    fn new(send: SendStream<Bytes>, recv: Recv) -> Self {
+    fn new(send: SendHalf, recv: Recv) -> Self {
         Self {
-            send: H2Send { send, closed: false },
+            send: H2Send::new(send),
             recv: H2Recv {
                 recv,
                 pending: Bytes::new(),
@@ -301,6 +347,14 @@ impl H2Stream {
     /// The stream's id, the same at both ends of the connection.
     pub fn id(&self) -> u32 {
         self.send.id()
+    }
+
+    /// See [`super::MuxStream::send_opening`].
+    pub fn send_opening(&mut self, data: Bytes) -> io::Result<()> {
+        if self.send.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.send.stream()?.send_data(data, false).map_err(to_io)
     }
 
     pub fn into_split(self) -> (H2Recv, H2Send) {
@@ -333,7 +387,7 @@ impl AsyncWrite for H2Stream {
         }
         let send = &mut self.get_mut().send;
         let n = ready!(send.poll_capacity_for(cx, buf.len()))?;
-        send.send
+        send.stream()?
             .send_data(Bytes::copy_from_slice(&buf[..n]), false)
             .map_err(to_io)?;
         Poll::Ready(Ok(n))
@@ -345,5 +399,115 @@ impl AsyncWrite for H2Stream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(self.get_mut().send.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// One end of an in-memory pipe that counts the writes made on it.
+    struct Counted {
+        io: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let written = Pin::new(&mut self.io).poll_write(cx, buf);
+            if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    async fn read_bounded(stream: &mut MuxStream, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+            .await
+            .expect("the data arrives")
+            .expect("read");
+        buf
+    }
+
+    /// Setting up a forwarded connection costs one write at each end: the opener's HEADERS
+    /// leave with the stream's first data, and the acceptor's response headers with its
+    /// first reply, not each in a write (and a read at the other end) of its own.
+    #[tokio::test]
+    async fn a_new_stream_costs_one_write_each_way() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client_writes, server_writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (opener, acceptor) = tokio::join!(
+            client(
+                Counted {
+                    io: a,
+                    writes: client_writes.clone()
+                },
+                "memory"
+            ),
+            server(
+                Counted {
+                    io: b,
+                    writes: server_writes.clone()
+                },
+                "memory"
+            ),
+        );
+        let (mut opener, mut acceptor) = (opener.unwrap(), acceptor.unwrap());
+        // One exchange on the control stream each way: the handshake's frames are out by then.
+        opener.control.write_all(b"a").await.unwrap();
+        assert_eq!(read_bounded(&mut acceptor.control, 1).await, b"a");
+        acceptor.control.write_all(b"b").await.unwrap();
+        assert_eq!(read_bounded(&mut opener.control, 1).await, b"b");
+        let (client_before, server_before) = (
+            client_writes.load(Ordering::SeqCst),
+            server_writes.load(Ordering::SeqCst),
+        );
+
+        let mut near = opener.opener.as_ref().unwrap().open().await.unwrap();
+        near.send_opening(Bytes::from_static(b"header, then the visitor's request"))
+            .await
+            .unwrap();
+        let mut far = acceptor.acceptor.as_mut().unwrap().accept().await.unwrap();
+        assert_eq!(read_bounded(&mut far, 34).await, b"header, then the visitor's request");
+        assert_eq!(
+            client_writes.load(Ordering::SeqCst) - client_before,
+            1,
+            "HEADERS and DATA in one write"
+        );
+        assert_eq!(
+            server_writes.load(Ordering::SeqCst),
+            server_before,
+            "nothing answered before the reply"
+        );
+
+        far.write_all(b"reply").await.unwrap();
+        assert_eq!(read_bounded(&mut near, 5).await, b"reply");
+        assert_eq!(
+            server_writes.load(Ordering::SeqCst) - server_before,
+            1,
+            "response headers and DATA in one write"
+        );
     }
 }

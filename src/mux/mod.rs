@@ -87,6 +87,18 @@ impl MuxStream {
         }
     }
 
+    /// Sends the first bytes of a stream this side just opened (its header, and what the
+    /// visitor had already sent) without waiting for flow-control credit: an HTTP/2 stream
+    /// gets none until its HEADERS frame has left, and this way its first DATA leaves in the
+    /// same write instead of a round later. For a few KiB only: h2 holds them until the
+    /// stream has credit, which the peer's initial window (`h2.rs`) always covers.
+    pub async fn send_opening(&mut self, data: bytes::Bytes) -> io::Result<()> {
+        match self {
+            MuxStream::Quic { send, .. } => send.write_chunk(data).await.map_err(io::Error::from),
+            MuxStream::H2(stream) => stream.send_opening(data),
+        }
+    }
+
     /// Splits into halves that move data as `Bytes` chunks, without copying through a buffer.
     pub fn into_split(self) -> (MuxRecv, MuxSend) {
         match self {
