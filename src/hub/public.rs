@@ -185,6 +185,8 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
 }
 
 /// Bytes of a visitor's first data read before its stream opens (see [`read_arrived`]).
+/// h2 holds them until the agent connection has window, so a stalled agent costs at most
+/// this much per waiting visitor, less than the kernel already buffers for its socket.
 const EARLY_BYTES: usize = 8 * 1024;
 
 /// Appends to `opening` what the visitor has already sent, up to [`EARLY_BYTES`], without
