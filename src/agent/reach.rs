@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -259,6 +258,18 @@ async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<R
         tracing::warn!(%peer, "no connection to the hub; dropping local connection");
         return;
     };
+    // The header and what the local client has already sent open the stream in one write.
+    let header = StreamHeader {
+        kind: StreamKind::Tcp,
+        tunnel,
+        peer: peer.to_string(),
+        flow: 0,
+    };
+    let mut opening = bytes::BytesMut::from(&header.encode()[..]);
+    if let Err(e) = crate::relay::read_arrived(&tcp, &mut opening) {
+        tracing::debug!(%peer, error = %e, "local connection failed before its stream opened");
+        return;
+    }
     let mut stream = match opener.open().await {
         Ok(stream) => stream,
         Err(e) => {
@@ -266,13 +277,7 @@ async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<R
             return;
         }
     };
-    let header = StreamHeader {
-        kind: StreamKind::Tcp,
-        tunnel,
-        peer: peer.to_string(),
-        flow: 0,
-    };
-    if stream.write_all(&header.encode()).await.is_err() {
+    if stream.send_opening(opening.freeze()).await.is_err() {
         return;
     }
     if let Err(e) = crate::relay::relay_tcp(tcp, stream).await {

@@ -132,6 +132,31 @@ pub fn try_read_draining(
     got.map_or(drained, Ok)
 }
 
+/// Bytes of a visitor's first data read before its stream opens (see [`read_arrived`]).
+/// h2 holds them until its connection has window, so a stalled peer costs at most
+/// this much per waiting visitor, less than the kernel already buffers for its socket.
+pub const EARLY_BYTES: usize = 8 * 1024;
+
+/// Appends to `opening` what the visitor has already sent, up to [`EARLY_BYTES`], without
+/// waiting: a client that speaks first has usually sent its request by the time its
+/// connection is accepted. The count read; 0 when nothing has arrived yet (or at end of
+/// stream, which the relay then reads for itself). The socket's readiness is tokio's to
+/// track: a read here at most costs the relay one read that finds nothing.
+pub fn read_arrived(tcp: &TcpStream, opening: &mut BytesMut) -> std::io::Result<usize> {
+    let start = opening.len();
+    opening.resize(start + EARLY_BYTES, 0);
+    let n = match nix::unistd::read(tcp, &mut opening[start..]) {
+        Ok(n) => n,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => 0,
+        Err(e) => {
+            opening.truncate(start);
+            return Err(e.into());
+        }
+    };
+    opening.truncate(start + n);
+    Ok(n)
+}
+
 /// Bytes moved by one relay, per direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transferred {
@@ -270,6 +295,32 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
+
+    /// What has arrived is taken without waiting, up to the limit, after what `opening`
+    /// already holds; the rest is left for the relay, whose socket still wakes it.
+    #[tokio::test]
+    async fn a_visitors_arrived_bytes_join_the_opening_and_the_rest_stays_readable() {
+        let (mut visitor, mut at_hub) = tcp_pair().await;
+        let mut opening = BytesMut::from(&b"hdr"[..]);
+        assert_eq!(read_arrived(&at_hub, &mut opening).unwrap(), 0, "nothing sent yet");
+        assert_eq!(&opening[..], b"hdr");
+
+        let request: Vec<u8> = (0..EARLY_BYTES + 5000).map(|i| (i % 251) as u8).collect();
+        visitor.write_all(&request).await.unwrap();
+        at_hub.readable().await.unwrap();
+        let early = read_arrived(&at_hub, &mut opening).unwrap();
+        assert!(early > 0 && early <= EARLY_BYTES, "took {early} bytes");
+        assert_eq!(&opening[..3], b"hdr");
+        assert_eq!(&opening[3..], &request[..early]);
+
+        visitor.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), at_hub.read_to_end(&mut rest))
+            .await
+            .expect("the relay's reads are still woken")
+            .unwrap();
+        assert_eq!(rest, &request[early..]);
+    }
 
     /// `read_chunk`, bounded so a lost wake-up fails the test instead of hanging it.
     async fn next_chunk(socket: &TcpStream) -> Option<Bytes> {
