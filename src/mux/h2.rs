@@ -246,8 +246,12 @@ impl H2Send {
         }
     }
 
-    /// The stream to send on, answering an accepted stream first.
+    /// The stream to send on, answering an accepted stream first; an error once this
+    /// direction has ended.
     fn stream(&mut self) -> io::Result<&mut SendStream<Bytes>> {
+        if self.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         if let SendHalf::Unanswered(_) = self.half {
             if let SendHalf::Unanswered(mut respond) = std::mem::replace(&mut self.half, SendHalf::Failed) {
                 self.half = SendHalf::Open(respond.send_response(http::Response::new(()), false).map_err(to_io)?);
@@ -261,9 +265,6 @@ impl H2Send {
 
     /// Waits for send capacity (flow-control credit) for up to `want` bytes.
     fn poll_capacity_for(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
         let want = want.min(MAX_WRITE);
         let send = self.stream()?;
         send.reserve_capacity(want);
@@ -297,9 +298,6 @@ impl H2Send {
     /// Ends this direction with [`MOVED_TRAILER`]: the peer reads end of stream and sees
     /// [`H2Recv::moved`].
     pub fn finish_moved(&mut self) -> io::Result<()> {
-        if self.closed {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
         let mut trailers = http::HeaderMap::new();
         trailers.insert(MOVED_TRAILER, http::HeaderValue::from_static("lane"));
         self.end(Some(trailers))
@@ -315,14 +313,21 @@ impl H2Send {
 
     /// Ends this direction, with `trailers` if given, and gives back unused send capacity.
     fn end(&mut self, trailers: Option<http::HeaderMap>) -> io::Result<()> {
+        let ended = self.stream().and_then(|send| {
+            send.reserve_capacity(0);
+            match trailers {
+                Some(trailers) => send.send_trailers(trailers),
+                None => send.send_data(Bytes::new(), true),
+            }
+            .map_err(to_io)
+        });
         self.closed = true;
-        let send = self.stream()?;
-        send.reserve_capacity(0);
-        match trailers {
-            Some(trailers) => send.send_trailers(trailers),
-            None => send.send_data(Bytes::new(), true),
-        }
-        .map_err(to_io)
+        ended
+    }
+
+    /// See [`super::MuxStream::send_opening`].
+    fn send_opening(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream()?.send_data(data, false).map_err(to_io)
     }
 }
 
@@ -351,10 +356,7 @@ impl H2Stream {
 
     /// See [`super::MuxStream::send_opening`].
     pub fn send_opening(&mut self, data: Bytes) -> io::Result<()> {
-        if self.send.closed {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
-        self.send.stream()?.send_data(data, false).map_err(to_io)
+        self.send.send_opening(data)
     }
 
     pub fn into_split(self) -> (H2Recv, H2Send) {
