@@ -7,7 +7,11 @@
 #   udp   benchtool udprr 20000: one 64-byte datagram and its echo at a time
 # Usage: scripts/seq-ab.sh ROUNDS VARIANT...
 #   VARIANT: direct | PATH (a burrow binary) | PATH@US (that binary, BURROW_BUSY_POLL_US=US)
+#            | floor | floor-tokio (two examples/floor.rs relays chained where the hub and the
+#              agent stand; floor-tokio relays UDP on burrow's runtime, so the gap between
+#              the two is the runtime's cost per datagram, and burrow's to floor-tokio its own)
 #   e.g. scripts/seq-ab.sh 12 direct /tmp/burrow-before target/release/burrow
+#        scripts/seq-ab.sh 8 direct floor floor-tokio target/release/burrow
 # Prints each round, then per variant the median (and range) of both rates, and for each
 # variant after the first the median of its per-round ratio to the first burrow variant.
 # Needs rustc (builds peers.sh's benchtool). Ports: 15407/15453 (targets), 27445 (hub),
@@ -19,6 +23,10 @@ rounds=${1:?usage: $0 ROUNDS VARIANT...}; shift
 work=$(mktemp -d /tmp/burrow-seq-ab.XXXXXX)
 bt=$work/benchtool
 rustc -O --edition 2021 -o "$bt" ../shared/bench/benchtool.rs
+if [[ " $* " == *" floor"* ]]; then
+  cargo build --release --quiet --example floor
+fi
+floor=$PWD/target/release/examples/floor
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -33,7 +41,15 @@ results=$work/results.txt
 for round in $(seq "$rounds"); do
   for variant in "$@"; do
     tunnel=(); conn_port=15407; udp_port=15453
-    if [[ $variant != direct ]]; then
+    if [[ $variant == floor || $variant == floor-tokio ]]; then
+      udp_mode=udp; [[ $variant == floor-tokio ]] && udp_mode=udp-tokio
+      "$floor" tcp 127.0.0.1:26508 127.0.0.1:15407 & tunnel+=($!)
+      "$floor" tcp 127.0.0.1:26507 127.0.0.1:26508 & tunnel+=($!)
+      "$floor" $udp_mode 127.0.0.1:26554 127.0.0.1:15453 & tunnel+=($!)
+      "$floor" $udp_mode 127.0.0.1:26553 127.0.0.1:26554 & tunnel+=($!)
+      conn_port=26507; udp_port=26553
+      for port in 26507 26508 26553 26554; do wait_port $port; done
+    elif [[ $variant != direct ]]; then
       bin=${variant%@*}; poll=50; [[ $variant == *@* ]] && poll=${variant##*@}
       [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 2; }
       rm -rf "$work/hub"
