@@ -1,6 +1,23 @@
-//! Link options for the `burrow` binary.
+//! Link options for the `burrow` binary, and the commit it is built from.
 
 fn main() {
+    // `burrow --version` names the commit, so a bug report says exactly what ran.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BURROW_COMMIT={commit}");
+    for head in [".git/HEAD", ".git/refs/heads"] {
+        if std::path::Path::new(head).exists() {
+            println!("cargo:rerun-if-changed={head}");
+        }
+    }
+
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     // Pack the binary's relative relocations (DT_RELR, glibc >= 2.36, GNU ld >= 2.38): the
     // loader then reads a few kB of them at start instead of ~390 kB of RELA entries, which

@@ -148,6 +148,7 @@ async fn tunnel(transport: TransportKind, lanes: usize, slot: u16, data: &std::p
             _ => Some(burrow::tls::client_config(Some(&data.join("certs/ca.pem"))).unwrap()),
         },
         shutdown_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
         lanes,
@@ -163,9 +164,9 @@ async fn tunnel(transport: TransportKind, lanes: usize, slot: u16, data: &std::p
         agent,
         spec,
         burrow::shutdown::Shutdown::new(),
-        move |info| {
+        move |up: burrow::agent::SessionUp<'_>| {
             if let Some(tx) = tx.take() {
-                let _ = tx.send(info.public_address.clone().unwrap());
+                let _ = tx.send(up.info.public_address.clone().unwrap());
             }
         },
     ));

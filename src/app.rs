@@ -52,7 +52,10 @@ pub async fn run(command: Command) -> Result<(), Failure> {
         Command::Reach(args) => run_reach(args).await,
         Command::Certs(CertsCommand::Init { dir, hosts }) => {
             crate::tls::generate_certs(&dir, &hosts).map_err(Failure::runtime)?;
-            println!("wrote ca.pem, ca.key, server.pem, server.key to {}", dir.display());
+            emit(&format!(
+                "wrote ca.pem, ca.key, server.pem, server.key to {}",
+                dir.display()
+            ));
             Ok(())
         }
         Command::Share(_) | Command::Tunnels(_) | Command::Pac(_) => Err(Failure::runtime(
@@ -61,24 +64,46 @@ pub async fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// Logs to stderr. Colour only on a terminal and never with `NO_COLOR` set, so log files
+/// stay plain text. A failed write (a closed pipe, a full disk) drops the line: logging
+/// must never stop the process, least of all its shutdown.
 pub fn init_logging(log: &LogArgs) {
+    use std::io::IsTerminal;
+    // The level was checked when the flag was parsed (`cli::parse_log_filter`).
     let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(colour)
+        .log_internal_errors(false)
+        .with_writer(|| LossyStderr);
     let _ = match log.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
 
+/// stderr whose write errors are dropped (see [`init_logging`]).
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn not_built(what: &str) -> Failure {
     Failure::usage(format!("{what} is not available in this build yet"))
 }
 
-/// Prints a line on stdout and flushes it, so scripts waiting for it see it at once.
-fn emit(line: &str) {
+/// Prints a line on stdout and flushes it, so scripts waiting for it see it at once. A
+/// closed stdout is ignored.
+pub fn emit(line: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -101,8 +126,8 @@ fn handle_signals(shutdown: Shutdown) {
                 _ = term.recv() => {}
             }
             if first {
-                tracing::info!("shutting down; a second signal exits at once");
                 shutdown.begin();
+                tracing::info!("shutting down; a second signal exits at once");
             } else {
                 std::process::exit(1);
             }
@@ -189,10 +214,29 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
         Some(id) => id.parse().map_err(|e| Failure::usage(format!("--agent-id: {e}")))?,
         None => persistent_agent_id(),
     };
+    let access_key = match (&args.access_key, &args.access_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("--access-key-file {}: {e}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        (None, None) => {
+            return Err(Failure::usage(
+                "no access key: set BURROW_ACCESS_KEY, or pass --access-key-file FILE (or -k KEY)",
+            ))
+        }
+    };
+    if access_key.is_empty() {
+        return Err(Failure::usage("the access key is empty"));
+    }
     Ok(AgentConfig {
         hub: args.hub.clone(),
         user,
-        access_key: Secret::new(args.access_key.clone()),
+        access_key: Secret::new(access_key),
+        connect_timeout: args.connect_timeout,
         agent_id,
         transport: args.transport,
         tls,
@@ -284,7 +328,18 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
     let agent_id = config.agent_id;
     let shutdown = Shutdown::new();
     handle_signals(shutdown.clone());
-    agent::expose::run(config, spec, shutdown, |info| {
+    agent::expose::run(config, spec, shutdown, |up| {
+        let info = up.info;
+        if !up.first {
+            // Scripts watching a long-running agent learn of reconnections too.
+            if json {
+                emit(
+                    &json!({"event": "reconnected", "tunnel_id": info.id, "name": info.name, "transport": up.transport})
+                        .to_string(),
+                );
+            }
+            return;
+        }
         let connection = info
             .public_address
             .as_deref()
@@ -298,6 +353,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
                 "protocol": info.protocol,
                 "public_address": info.public_address,
                 "connection_string": connection,
+                "transport": up.transport,
             });
             if let Some(url) = &info.url {
                 line["url"] = json!(url);
@@ -305,10 +361,11 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
             emit(&line.to_string());
         } else {
             emit(&format!(
-                "tunnel {} ready (id {}, {} -> {target})",
+                "tunnel {} ready (id {}, {} -> {target}, over {})",
                 info.name,
                 info.id,
-                info.protocol.as_str()
+                info.protocol.as_str(),
+                up.transport
             ));
             match (&info.public_address, &connection) {
                 (Some(address), Some(connection)) => {

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::types::{Protocol, TransportKind};
@@ -12,7 +13,7 @@ use crate::types::{Protocol, TransportKind};
 #[derive(Parser, Debug)]
 #[command(
     name = "burrow",
-    version,
+    version = crate::VERSION,
     about = "A tunnel data-plane proxy: a hub on a public host, `expose` agents that publish local \
              services through it, and `reach` agents that give local programs a port leading to them.",
     args_override_self = true,
@@ -48,9 +49,12 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct LogArgs {
-    /// Log filter for stderr: error, warn, info, debug, trace, or a tracing directive.
-    #[arg(long, env = "BURROW_LOG_LEVEL", default_value = "info")]
+    /// Log filter for stderr: error, warn, info, debug, trace, or a tracing directive
+    /// such as `burrow=debug,quinn=warn`.
+    #[arg(long, env = "BURROW_LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,
+    /// Log line format on stderr: `text` (coloured only on a terminal without NO_COLOR) or
+    /// `json`, one object per line.
     #[arg(long, env = "BURROW_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
@@ -84,11 +88,13 @@ pub struct HubArgs {
     /// Persistent state: SQLite database and generated certificates.
     #[arg(long, env = "BURROW_DATA_DIR", default_value = "./burrow-data")]
     pub data_dir: PathBuf,
-    /// Add a user, USER:KEY (repeatable). With no user at all an admin is generated.
-    #[arg(long, env = "BURROW_AUTH", value_delimiter = ',')]
+    /// Add a user, USER:KEY (repeatable; the key may contain any character, commas too).
+    /// With no user at all an admin is generated. `BURROW_AUTH` holds one USER:KEY; list
+    /// several in a config file (`auth = ["alice:KEY", "bob:KEY2"]`).
+    #[arg(long, env = "BURROW_AUTH")]
     pub auth: Vec<String>,
     /// Accept `--transport tcp` (unencrypted) agents.
-    #[arg(long, env = "BURROW_ALLOW_PLAINTEXT")]
+    #[arg(long, env = "BURROW_ALLOW_PLAINTEXT", value_parser = BoolishValueParser::new())]
     pub allow_plaintext: bool,
     /// Plain-HTTP listener for the REST and operational APIs (not available in this build yet).
     #[arg(long, env = "BURROW_API_ADDRESS")]
@@ -109,7 +115,7 @@ pub struct HubArgs {
     #[arg(long, env = "BURROW_UDP_MAX_FLOWS", default_value = "4096")]
     pub udp_max_flows: usize,
     /// One JSON object per line on stdout.
-    #[arg(long, env = "BURROW_JSON")]
+    #[arg(long, env = "BURROW_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
     #[command(flatten)]
     pub log: LogArgs,
@@ -120,10 +126,21 @@ pub struct AgentArgs {
     /// The hub's main port, HOST:PORT.
     #[arg(long, env = "BURROW_HUB")]
     pub hub: String,
+    /// User name the hub knows this agent by.
     #[arg(short = 'u', long, env = "BURROW_USER")]
     pub user: String,
+    /// Access key of --user. Prefer BURROW_ACCESS_KEY or --access-key-file: a key on the
+    /// command line is visible to every local user in `ps`.
     #[arg(short = 'k', long, env = "BURROW_ACCESS_KEY", hide_env_values = true)]
-    pub access_key: String,
+    pub access_key: Option<String>,
+    /// Read the access key from this file (its first line).
+    #[arg(
+        long,
+        env = "BURROW_ACCESS_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "access_key"
+    )]
+    pub access_key_file: Option<PathBuf>,
     /// PEM CA bundle that signs the hub's certificate (else the system roots).
     #[arg(long, env = "BURROW_CA")]
     pub ca: Option<PathBuf>,
@@ -134,7 +151,7 @@ pub struct AgentArgs {
     #[arg(long, env = "BURROW_API_ADDRESS")]
     pub api_address: Option<String>,
     /// One JSON object per line on stdout.
-    #[arg(long, env = "BURROW_JSON")]
+    #[arg(long, env = "BURROW_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
     /// Drain time on the first SIGINT/SIGTERM.
     #[arg(long, env = "BURROW_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -148,28 +165,36 @@ pub struct AgentArgs {
     /// This agent's identity (default: generated once and kept in the state directory).
     #[arg(long, env = "BURROW_AGENT_ID")]
     pub agent_id: Option<String>,
+    /// Give up (exit 1) when the first connection to the hub has not succeeded by then;
+    /// once connected, a lost connection is retried with backoff for as long as it takes.
+    #[arg(long, env = "BURROW_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
     #[command(flatten)]
     pub log: LogArgs,
 }
 
 #[derive(Args, Debug)]
+#[command(override_usage = "burrow expose [OPTIONS] <TARGET>\n       burrow expose [OPTIONS] --forward-proxy")]
 pub struct ExposeArgs {
-    /// HOST:PORT or PORT (= 127.0.0.1:PORT) of the service to publish.
+    /// HOST:PORT or PORT (= 127.0.0.1:PORT) of the service to publish; required unless
+    /// --forward-proxy.
     #[arg(required_unless_present = "forward_proxy")]
     pub target: Option<String>,
     /// Tunnel name, 1-100 chars of [a-z0-9-]; generated when absent.
     #[arg(long, env = "BURROW_NAME")]
     pub name: Option<String>,
+    /// What the target speaks: `auto` detects it per connection; `udp` carries datagrams;
+    /// `http`/`https` route `<name>.<domain>` on the hub's main port.
     #[arg(long, env = "BURROW_PROTOCOL", value_enum, default_value = "auto")]
     pub protocol: Protocol,
     /// Ask for a specific public port.
     #[arg(long, env = "BURROW_HUB_PORT")]
     pub hub_port: Option<u16>,
     /// Open a public port that anyone may connect to.
-    #[arg(long, env = "BURROW_PUBLIC")]
+    #[arg(long, env = "BURROW_PUBLIC", value_parser = BoolishValueParser::new())]
     pub public: bool,
     /// Join a pool: agents with one name share the load.
-    #[arg(long, env = "BURROW_POOL")]
+    #[arg(long, env = "BURROW_POOL", value_parser = BoolishValueParser::new())]
     pub pool: bool,
     /// Free-form metadata, k=v,...
     #[arg(long, env = "BURROW_METADATA", value_delimiter = ',')]
@@ -183,7 +208,7 @@ pub struct ExposeArgs {
     #[arg(long, env = "BURROW_LANES", default_value = "4")]
     pub lanes: usize,
     /// Expose the built-in HTTP forward proxy (not available in this build yet).
-    #[arg(long, env = "BURROW_FORWARD_PROXY")]
+    #[arg(long, env = "BURROW_FORWARD_PROXY", value_parser = BoolishValueParser::new())]
     pub forward_proxy: bool,
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -220,12 +245,40 @@ pub struct NotBuiltArgs {
 pub enum CertsCommand {
     /// Write ca.pem, ca.key, server.pem and server.key for the given hosts.
     Init {
+        /// Directory to write the four PEM files into (created if missing).
         #[arg(long)]
         dir: PathBuf,
         /// DNS name, `*.` wildcard or IP address (repeatable).
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
     },
+}
+
+/// The boolean words accepted in `BURROW_*` variables for on/off flags, as clap's
+/// `BoolishValueParser` reads them.
+pub fn truthy(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "y" | "yes" | "t" | "true" | "on" => Some(true),
+        "0" | "n" | "no" | "f" | "false" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// A level, or tracing directives (`target=level`, comma-separated). A bare word that is not
+/// a level would be read by tracing as a target name and silently log nothing useful, so a
+/// typo such as `verbose` is a usage error here.
+pub fn parse_log_filter(s: &str) -> Result<String, String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let bad =
+        |why: String| format!("--log-level {s:?}: {why} (use error, warn, info, debug, trace or target=level,...)");
+    for directive in s.split(',').map(str::trim) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(bad(format!("{directive:?} is not a level")));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h`, `7d`, or a bare number of seconds.
@@ -330,6 +383,15 @@ mod tests {
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn log_filters_are_levels_or_directives() {
+        assert!(parse_log_filter("debug").is_ok());
+        assert!(parse_log_filter("WARN").is_ok());
+        assert!(parse_log_filter("info,burrow=debug").is_ok());
+        assert!(parse_log_filter("verbose").is_err());
+        assert!(parse_log_filter("burrow=loud").is_err());
     }
 
     #[test]

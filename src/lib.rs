@@ -21,6 +21,9 @@
 //! - [`types`]: newtypes for ids, names and secrets.
 #![forbid(unsafe_code)]
 
+/// The version `--version` prints: the package version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BURROW_COMMIT"), ")");
+
 pub mod agent;
 pub mod app;
 pub mod cli;

@@ -1,6 +1,8 @@
 //! The `burrow` binary: parse the command line, install the crypto provider, run the role.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,28 +12,52 @@ use burrow::cli::{self, Cli, Command};
 fn main() -> ExitCode {
     let argv = match cli::args_with_config(std::env::args_os().collect()) {
         Ok(argv) => argv,
-        Err(message) => {
-            eprintln!("burrow: {message}");
-            return ExitCode::from(2);
+        Err(message) => return fail(wants_json(&std::env::args_os().collect::<Vec<_>>()), 2, &message),
+    };
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout with exit 0; real usage errors exit 2.
+            if e.use_stderr() && wants_json(&argv) {
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first);
+                burrow::app::emit(&serde_json::json!({"event": "error", "code": 2, "message": message}).to_string());
+            }
+            e.exit()
         }
     };
-    let cli = Cli::parse_from(argv);
+    let json = match &cli.command {
+        Command::Hub(hub) => hub.json,
+        Command::Expose(expose) => expose.agent.json,
+        Command::Reach(reach) => reach.agent.json,
+        _ => false,
+    };
     burrow::tls::install_crypto_provider();
     if let Command::Hub(hub) = &cli.command {
         burrow::app::init_logging(&hub.log);
     }
     let runtime = match burrow::runtime::build() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("burrow: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(json, 1, &format!("cannot start the async runtime: {e}")),
     };
     match runtime.block_on(burrow::app::run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("burrow: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
+        Err(failure) => fail(json, failure.code, &failure.message),
     }
+}
+
+/// Reports a fatal error: one line on stderr (a closed stderr is ignored, never a panic) and,
+/// with `--json`, an `error` event on stdout.
+fn fail(json: bool, code: u8, message: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "burrow: {message}");
+    if json {
+        burrow::app::emit(&serde_json::json!({"event": "error", "code": code, "message": message}).to_string());
+    }
+    ExitCode::from(code)
+}
+
+/// Whether the command line (or `BURROW_JSON`) asks for JSON output, before it is parsed.
+fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter().any(|a| a == "--json") || std::env::var("BURROW_JSON").is_ok_and(|v| cli::truthy(&v).unwrap_or(false))
 }

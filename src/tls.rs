@@ -2,7 +2,7 @@
 //! shared by the QUIC and TLS-over-TCP transports.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
@@ -38,12 +38,7 @@ pub fn install_crypto_provider() {
 /// Writes a fresh CA and a server certificate for `hosts` (DNS names, `*.` wildcards or IPs)
 /// into `dir`, creating it. Keys are written readable by the owner only.
 pub fn generate_certs(dir: &Path, hosts: &[String]) -> Result<(), TlsError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TlsError::File { path, source }
-    };
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -56,8 +51,22 @@ pub fn generate_certs(dir: &Path, hosts: &[String]) -> Result<(), TlsError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, &ca_key);
+    for (name, contents, secret) in [(CA_CERT, ca_cert.pem(), false), (CA_KEY, ca_key.serialize_pem(), true)] {
+        let path = dir.join(name);
+        write_file(&path, contents.as_bytes(), secret).map_err(io_err(&path))?;
+    }
+    issue_server_cert(dir, hosts)
+}
 
+/// Writes a new server certificate and key for `hosts` into `dir`, signed by the CA kept
+/// there (`ca.pem`, `ca.key`), so agents that trust that CA keep trusting the hub.
+pub fn issue_server_cert(dir: &Path, hosts: &[String]) -> Result<(), TlsError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(io_err(&path))
+    };
+    let ca_key = KeyPair::from_pem(&read(CA_KEY)?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key)?;
     let server_key = KeyPair::generate()?;
     let mut server_params = CertificateParams::new(hosts.to_vec())?;
     server_params.distinguished_name.push(
@@ -65,10 +74,7 @@ pub fn generate_certs(dir: &Path, hosts: &[String]) -> Result<(), TlsError> {
         hosts.first().map(String::as_str).unwrap_or("burrow"),
     );
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
-
     for (name, contents, secret) in [
-        (CA_CERT, ca_cert.pem(), false),
-        (CA_KEY, ca_key.serialize_pem(), true),
         (SERVER_CERT, server_cert.pem(), false),
         (SERVER_KEY, server_key.serialize_pem(), true),
     ] {
@@ -76,6 +82,11 @@ pub fn generate_certs(dir: &Path, hosts: &[String]) -> Result<(), TlsError> {
         write_file(&path, contents.as_bytes(), secret).map_err(io_err(&path))?;
     }
     Ok(())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError {
+    let path = path.to_path_buf();
+    move |source| TlsError::File { path, source }
 }
 
 fn write_file(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()> {
@@ -131,8 +142,25 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
+/// An agent's TLS client settings, with the diagnosis of the last hub certificate they
+/// refused.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    refusal: Arc<Mutex<Option<UntrustedCertificate>>>,
+}
+
+impl ClientTls {
+    /// Why the last handshake refused the hub's certificate, if one did since the last call.
+    /// Checked after any failed handshake, QUIC or TLS, so that a certificate problem is told
+    /// apart from a network one without reading error texts.
+    pub fn take_refusal(&self) -> Option<UntrustedCertificate> {
+        self.refusal.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// An agent's client configuration: trusts `ca` if given, else the system roots.
-pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn client_config(ca: Option<&Path>) -> Result<ClientTls, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -149,12 +177,162 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
     if roots.is_empty() {
         return Err(TlsError::NoRoots);
     }
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = DescribingVerifier {
+        inner: rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?,
+        trusted: match ca {
+            Some(path) => format!("--ca {}", path.display()),
+            None => "the system's root certificates (no --ca given)".into(),
+        },
+        refusal: refusal.clone(),
+    };
     let mut config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.enable_secret_extraction = true;
-    Ok(Arc::new(config))
+    Ok(ClientTls {
+        config: Arc::new(config),
+        refusal,
+    })
+}
+
+/// A hub certificate the agent refused: rustls' reason, what the hub presented and what the
+/// agent trusts.
+#[derive(Clone, Debug)]
+pub struct UntrustedCertificate {
+    reason: rustls::CertificateError,
+    presented: String,
+    trusted: String,
+}
+
+impl std::fmt::Display for UntrustedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = match &self.reason {
+            rustls::CertificateError::UnknownIssuer => {
+                "it is signed by a CA the agent does not trust (UnknownIssuer)".into()
+            }
+            rustls::CertificateError::BadSignature => {
+                "its signature does not verify with the trusted CA of that name, which was regenerated (BadSignature)"
+                    .into()
+            }
+            other => other.to_string(),
+        };
+        write!(
+            f,
+            "the hub presented {}, checked against {}: {reason}",
+            self.presented, self.trusted
+        )
+    }
+}
+
+/// The webpki verifier, whose refusals are also described for the agent's error message;
+/// every check is the webpki verifier's own.
+#[derive(Debug)]
+struct DescribingVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    trusted: String,
+    refusal: Arc<Mutex<Option<UntrustedCertificate>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for DescribingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        if let Err(rustls::Error::InvalidCertificate(reason)) = &verified {
+            *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(UntrustedCertificate {
+                reason: reason.clone(),
+                presented: describe_certificate(end_entity),
+                trusted: self.trusted.clone(),
+            });
+        }
+        verified
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// "a certificate for NAMES issued by ISSUER (SHA-256 …)", for error messages and logs.
+pub fn describe_certificate(der: &CertificateDer<'_>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+    let fingerprint = hex::encode(&digest.as_ref()[..8]);
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return format!("an unparsable certificate (SHA-256 {fingerprint}…)");
+    };
+    let mut names = alt_names(&cert);
+    if names.is_empty() {
+        names.push(cert.subject().to_string());
+    }
+    format!(
+        "a certificate for {} issued by \"{}\" (SHA-256 {fingerprint}…)",
+        names.join(", "),
+        cert.issuer()
+    )
+}
+
+/// The hosts the certificate at `path` is valid for: its subjectAltName DNS names and IPs.
+pub fn certificate_names(path: &Path) -> Result<Vec<String>, TlsError> {
+    let der = load_certs(path)?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| TlsError::Pem {
+        path: path.into(),
+        what: "X.509 certificate",
+    })?;
+    Ok(alt_names(&cert))
+}
+
+fn alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(ip) => match ip.len() {
+                4 => <[u8; 4]>::try_from(*ip)
+                    .ok()
+                    .map(|b| std::net::Ipv4Addr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*ip)
+                    .ok()
+                    .map(|b| std::net::Ipv6Addr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

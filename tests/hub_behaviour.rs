@@ -176,7 +176,9 @@ async fn bad_input_does_not_disturb_other_tunnels() {
     let mut stalled = TcpStream::connect(&hub.addr).await.unwrap();
     {
         burrow::tls::install_crypto_provider();
-        let config = burrow::tls::client_config(Some(std::path::Path::new(&hub.ca()))).unwrap();
+        let config = burrow::tls::client_config(Some(std::path::Path::new(&hub.ca())))
+            .unwrap()
+            .config;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut client = rustls::ClientConnection::new(config, name).unwrap();
         let mut hello = Vec::new();

@@ -21,6 +21,7 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
         transport: TransportKind::Tls,
         tls: Some(burrow::tls::client_config(Some(ca)).unwrap()),
         shutdown_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
         lanes: 0,
@@ -85,9 +86,9 @@ async fn streams_naming_another_users_private_tunnel_are_dropped() {
         alice.clone(),
         spec,
         burrow::shutdown::Shutdown::new(),
-        move |info| {
+        move |up: burrow::agent::SessionUp<'_>| {
             if let Some(tx) = tx.take() {
-                let _ = tx.send(info.id);
+                let _ = tx.send(up.info.id);
             }
         },
     ));

@@ -44,6 +44,7 @@ fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
         transport: TransportKind::Tcp,
         tls: None,
         shutdown_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
         lanes,
@@ -107,9 +108,9 @@ async fn expose_task(
     let mut ready_tx = Some(ready_tx);
     let shutdown = shutdown.clone();
     let agent = tokio::spawn(async move {
-        burrow::agent::expose::run(config, spec, shutdown, move |info| {
+        burrow::agent::expose::run(config, spec, shutdown, move |up: burrow::agent::SessionUp<'_>| {
             if let Some(tx) = ready_tx.take() {
-                let _ = tx.send(info.clone());
+                let _ = tx.send(up.info.clone());
             }
         })
         .await
@@ -660,6 +661,7 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     let shutdown = Shutdown::new();
     let config = AgentConfig {
         shutdown_timeout: Duration::from_secs(600),
+        connect_timeout: Duration::from_secs(30),
         ..agent(&hub, 2)
     };
     let (_, tunnel, agent) = expose_task(&hub, config, TunnelSpec::tcp(&echo), &shutdown).await;

@@ -30,6 +30,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
         transport: TransportKind::Quic,
         tls: Some(burrow::tls::client_config(Some(&data.path().join("certs/ca.pem"))).unwrap()),
         shutdown_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
         lanes: 0,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::session::{self, SessionEnd};
-use super::{AgentConfig, AgentError, Backoff};
+use super::{AgentConfig, AgentError, Backoff, FirstConnection, SessionUp};
 use crate::mux::{Acceptor, MuxConn, MuxStream};
 use crate::shutdown::Shutdown;
 use crate::wire::io::{read_stream_header, write_frame};
@@ -16,41 +16,57 @@ use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelSpec};
 const STREAM_HEADER_DEADLINE: Duration = Duration::from_secs(10);
 const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Runs until shutdown or a fatal refusal. `on_ready` is called once, when the tunnel is first
-/// registered; later reconnections are only logged.
+/// Runs until shutdown or a fatal refusal. `on_session` is called each time a session
+/// comes up: first when the tunnel is first registered, then on every reconnection.
 pub async fn run(
     config: AgentConfig,
     mut spec: TunnelSpec,
     shutdown: Shutdown,
-    mut on_ready: impl FnMut(&TunnelInfo),
+    mut on_session: impl FnMut(SessionUp<'_>),
 ) -> Result<(), AgentError> {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+    let mut backoff = Backoff::for_reconnects();
+    let mut first = FirstConnection::new(&config);
     let mut announced = false;
     loop {
-        match connect_once(
-            &config,
-            &mut spec,
-            &shutdown,
-            &mut on_ready,
-            &mut announced,
-            &mut backoff,
-        )
-        .await
-        {
-            Ok(SessionEnd::Draining) => break,
-            Ok(SessionEnd::Stopped(reason)) => {
-                tracing::warn!("the hub stopped this tunnel: {reason}");
-                shutdown.begin();
-                break;
+        let end = match first.attempt(&config, register(&config, &spec)).await {
+            Ok(session) => {
+                backoff = Backoff::for_reconnects();
+                first.done();
+                // A generated name must survive reconnects so the lease is found again.
+                spec.name = Some(session.info.name.clone());
+                tracing::info!(tunnel = %session.info.id, name = %session.info.name, transport = session.transport, "tunnel ready");
+                on_session(SessionUp {
+                    info: &session.info,
+                    transport: session.transport,
+                    first: !announced,
+                });
+                announced = true;
+                let end = serve(&config, &spec, session, &shutdown).await?;
+                match &end {
+                    SessionEnd::Draining => break,
+                    SessionEnd::Stopped(reason) => {
+                        tracing::warn!("the hub stopped this tunnel: {reason}");
+                        shutdown.begin();
+                        break;
+                    }
+                    SessionEnd::QuicIsBack => tracing::info!("QUIC works again; moving the session back to QUIC"),
+                    SessionEnd::HubLeft(why) => tracing::warn!("the hub went away ({why}); reconnecting"),
+                    SessionEnd::Lost(why) => tracing::warn!("connection to the hub lost ({why}); reconnecting"),
+                }
+                session::reconnect_delay(Some(&end), &mut backoff)
             }
-            Ok(SessionEnd::Lost(why)) => {
-                tracing::warn!("connection to the hub lost ({why}); reconnecting")
+            Err(e @ AgentError::Transient(_)) => {
+                tracing::warn!("cannot reach the hub: {e}");
+                let delay = session::reconnect_delay(None, &mut backoff);
+                tokio::select! {
+                    paused = first.pause(&config, delay, &e) => { paused?; continue }
+                    _ = shutdown.draining() => break,
+                }
             }
-            Err(e @ AgentError::Transient(_)) => tracing::warn!("cannot reach the hub: {e}"),
             Err(fatal) => return Err(fatal),
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = tokio::time::sleep(end) => {}
             _ = shutdown.draining() => break,
         }
     }
@@ -71,30 +87,24 @@ pub(crate) async fn drain(config: &AgentConfig, shutdown: &Shutdown) {
     }
 }
 
-async fn connect_once(
-    config: &AgentConfig,
-    spec: &mut TunnelSpec,
-    shutdown: &Shutdown,
-    on_ready: &mut impl FnMut(&TunnelInfo),
-    announced: &mut bool,
-    backoff: &mut Backoff,
-) -> Result<SessionEnd, AgentError> {
-    let (
-        MuxConn {
-            mut control,
-            acceptor,
-            lifetime,
-            transport,
-            ..
-        },
-        hub,
-    ) = session::dial(config, Role::Expose).await?;
+/// A session with the tunnel registered on it.
+struct Registered {
+    conn: MuxConn,
+    hub: std::net::SocketAddr,
+    info: TunnelInfo,
+    lane_token: Option<crate::types::LaneToken>,
+    transport: &'static str,
+}
+
+/// Dials the hub, says hello and registers the tunnel.
+async fn register(config: &AgentConfig, spec: &TunnelSpec) -> Result<Registered, AgentError> {
+    let (mut conn, hub) = session::dial(config, Role::Expose).await?;
     let registered = async {
-        let lane_token = session::hello(config, &mut control, Role::Expose).await?;
-        write_frame(&mut control, &AgentMsg::Register { spec: spec.clone() })
+        let lane_token = session::hello(config, &mut conn.control, Role::Expose).await?;
+        write_frame(&mut conn.control, &AgentMsg::Register { spec: spec.clone() })
             .await
             .map_err(|e| AgentError::Transient(format!("registering: {e}")))?;
-        match session::request_reply(&mut control).await? {
+        match session::request_reply(&mut conn.control).await? {
             HubMsg::Registered { tunnel } => Ok((tunnel, lane_token)),
             HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
             other => Err(AgentError::Transient(format!(
@@ -103,23 +113,41 @@ async fn connect_once(
         }
     }
     .await;
-    let (info, lane_token) = match registered {
-        Ok(registered) => registered,
+    match registered {
+        Ok((info, lane_token)) => Ok(Registered {
+            transport: conn.transport,
+            conn,
+            hub,
+            info,
+            lane_token,
+        }),
         Err(e) => {
-            lifetime.close("agent giving up");
-            return Err(e);
+            conn.lifetime.close("agent giving up");
+            Err(e)
         }
-    };
-    backoff.reset();
-    // A generated name must survive reconnects so the lease is found again.
-    spec.name = Some(info.name.clone());
-    if *announced {
-        tracing::info!(tunnel = %info.id, transport, "reconnected; tunnel resumed");
-    } else {
-        *announced = true;
-        tracing::info!(tunnel = %info.id, name = %info.name, transport, "tunnel ready");
-        on_ready(&info);
     }
+}
+
+/// Serves the streams the hub opens on a registered session until it ends.
+async fn serve(
+    config: &AgentConfig,
+    spec: &TunnelSpec,
+    session: Registered,
+    shutdown: &Shutdown,
+) -> Result<SessionEnd, AgentError> {
+    let Registered {
+        conn:
+            MuxConn {
+                control,
+                acceptor,
+                lifetime,
+                transport,
+                ..
+            },
+        hub,
+        lane_token,
+        ..
+    } = session;
     // Lanes are the session's own kind of connection: plain beside a plain-TCP session, TLS
     // (with the same connector and server name) beside a TLS one.
     let lanes_at = match (lane_token, transport) {
@@ -133,7 +161,8 @@ async fn connect_once(
         _ => None,
     };
     let Some(acceptor) = acceptor else {
-        return Err(AgentError::Transient("transport offers no incoming streams".into()));
+        lifetime.close("no incoming streams");
+        return Ok(SessionEnd::Lost("the transport offers no incoming streams".into()));
     };
     let udp = match &lifetime {
         crate::mux::Lifetime::Quic(conn) => Some(crate::udp::DatagramRouter::start(
@@ -144,6 +173,7 @@ async fn connect_once(
     };
     let context = StreamContext {
         target: spec.target.clone(),
+        protocol: spec.protocol,
         datagrams: udp,
         udp_idle: config.udp.idle_timeout,
         udp_stats: config.udp_stats.clone(),
@@ -160,7 +190,8 @@ async fn connect_once(
         ))
     });
     let server = tokio::spawn(serve_streams(acceptor, context, shutdown.clone()));
-    let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout).await;
+    let quic_is_back = session::quic_is_back(config, transport, shutdown);
+    let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout, quic_is_back).await;
     server.abort();
     if let Some(lanes) = lanes {
         lanes.abort();
@@ -172,6 +203,8 @@ async fn connect_once(
 /// What serving one stream from the hub needs.
 pub(super) struct StreamContext {
     pub(super) target: String,
+    /// What the target speaks: an HTTP visitor of a target that refuses gets a 502.
+    pub(super) protocol: crate::types::Protocol,
     datagrams: Option<Arc<crate::udp::DatagramRouter>>,
     udp_idle: Duration,
     udp_stats: Arc<crate::udp::UdpStats>,

@@ -25,13 +25,85 @@ pub struct AgentConfig {
     pub agent_id: AgentId,
     pub transport: TransportKind,
     /// `None` only for `--transport tcp`, which needs no TLS.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Option<crate::tls::ClientTls>,
     pub shutdown_timeout: Duration,
+    /// Until the first session is up, give up after this long (`--connect-timeout`).
+    pub connect_timeout: Duration,
     /// Idle expiry and flow bound for UDP flows this agent serves.
     pub udp: crate::udp::UdpLimits,
     pub udp_stats: Arc<crate::udp::UdpStats>,
     /// `expose` over TCP or TLS: idle lanes kept dialed (`--lanes`); 0 disables them.
     pub lanes: usize,
+}
+
+/// A session with the hub came up: the first time (`first`) the tunnel is ready, later it
+/// is a reconnection.
+pub struct SessionUp<'a> {
+    pub info: &'a crate::wire::TunnelInfo,
+    /// `quic`, `tls` or `tcp`.
+    pub transport: &'static str,
+    pub first: bool,
+}
+
+/// `--connect-timeout`: until the agent's first session is up, it tries to reach the hub
+/// only until this deadline, then ends with exit code 1 and the last reason. Later
+/// reconnections are not bounded.
+pub(crate) struct FirstConnection {
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl FirstConnection {
+    pub(crate) fn new(config: &AgentConfig) -> Self {
+        Self {
+            deadline: Some(tokio::time::Instant::now() + config.connect_timeout),
+        }
+    }
+
+    /// The first session is up: no deadline from now on.
+    pub(crate) fn done(&mut self) {
+        self.deadline = None;
+    }
+
+    /// Runs one attempt to reach the hub, cut off at the deadline.
+    pub(crate) async fn attempt<T>(
+        &self,
+        config: &AgentConfig,
+        attempt: impl std::future::Future<Output = Result<T, AgentError>>,
+    ) -> Result<T, AgentError> {
+        let Some(deadline) = self.deadline else {
+            return attempt.await;
+        };
+        tokio::time::timeout_at(deadline, attempt)
+            .await
+            .unwrap_or_else(|_| Err(give_up(config, "the hub did not answer in time")))
+    }
+
+    /// Waits `delay` before the next attempt, or fails with `last_error` if the deadline
+    /// comes first.
+    pub(crate) async fn pause(
+        &self,
+        config: &AgentConfig,
+        delay: Duration,
+        last_error: &AgentError,
+    ) -> Result<(), AgentError> {
+        match self.deadline {
+            Some(deadline) if tokio::time::Instant::now() + delay >= deadline => {
+                tokio::time::sleep_until(deadline).await;
+                Err(give_up(config, &last_error.to_string()))
+            }
+            _ => {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn give_up(config: &AgentConfig, why: &str) -> AgentError {
+    AgentError::GaveUp(format!(
+        "no connection to the hub at {} within {:?} (--connect-timeout): {why}",
+        config.hub, config.connect_timeout
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +119,9 @@ pub enum AgentError {
     Config(String),
     #[error("binding {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    /// The first connection did not come up within `--connect-timeout`.
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 impl AgentError {
@@ -59,7 +134,7 @@ impl AgentError {
                 ..
             } => 1,
             AgentError::Refused { .. } | AgentError::Config(_) | AgentError::Bind { .. } => 2,
-            AgentError::Transient(_) => 1,
+            AgentError::Transient(_) | AgentError::GaveUp(_) => 1,
         }
     }
 }
@@ -74,6 +149,11 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
         Self { attempt: 0, base, cap }
+    }
+
+    /// The agents' pace for reaching the hub again: from 250 ms up to 15 s.
+    pub fn for_reconnects() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(15))
     }
 
     pub fn reset(&mut self) {

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::session::{self, SessionEnd};
-use super::{AgentConfig, AgentError, Backoff};
+use super::{AgentConfig, AgentError, Backoff, FirstConnection};
 use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
 use crate::shutdown::Shutdown;
 use crate::types::{Protocol, TunnelId};
@@ -58,15 +58,16 @@ pub async fn run(
     shutdown: Shutdown,
     on_ready: impl FnOnce(&TunnelInfo, SocketAddr),
 ) -> Result<(), AgentError> {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
+    let mut backoff = Backoff::for_reconnects();
+    let first = FirstConnection::new(&config);
     // The first resolution decides whether the tunnel exists for this user at all.
     let (info, parts) = loop {
-        match connect_once(&config, &tunnel).await {
+        match first.attempt(&config, connect_once(&config, &tunnel)).await {
             Ok(connected) => break connected,
             Err(e @ AgentError::Transient(_)) => {
                 tracing::warn!("cannot reach the hub: {e}");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    paused = first.pause(&config, backoff.next_delay(), &e) => paused?,
                     _ = shutdown.draining() => return Ok(()),
                 }
             }
@@ -166,15 +167,13 @@ async fn bind_udp(local: &str) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// Dials, says hello and resolves the tunnel.
-async fn connect_once(
-    config: &AgentConfig,
-    tunnel: &str,
-) -> Result<(TunnelInfo, (Opener, MuxStream, Lifetime)), AgentError> {
+async fn connect_once(config: &AgentConfig, tunnel: &str) -> Result<(TunnelInfo, Session), AgentError> {
     let (
         MuxConn {
             mut control,
             opener,
             lifetime,
+            transport,
             ..
         },
         _hub,
@@ -199,7 +198,7 @@ async fn connect_once(
     }
     .await;
     match (resolved, opener) {
-        (Ok(info), Some(opener)) => Ok((info, (opener, control, lifetime))),
+        (Ok(info), Some(opener)) => Ok((info, (opener, control, lifetime, transport))),
         (Ok(_), None) => Err(AgentError::Transient("transport cannot open streams".into())),
         (Err(e), _) => {
             lifetime.close("agent giving up");
@@ -208,35 +207,44 @@ async fn connect_once(
     }
 }
 
+/// An established session: where to open streams, its control stream, its lifetime and
+/// transport.
+type Session = (Opener, MuxStream, Lifetime, &'static str);
+
 /// Keeps a connection to the hub, publishing the current route; reconnects with backoff.
 async fn keep_connected(
     config: AgentConfig,
     tunnel: String,
-    first: (Opener, MuxStream, Lifetime),
+    first: Session,
     route: watch::Sender<Option<Route>>,
     shutdown: Shutdown,
     fatal: tokio::sync::mpsc::Sender<AgentError>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(15));
-    let (_, mut control, mut lifetime) = first;
+    let mut backoff = Backoff::for_reconnects();
+    let (_, mut control, mut lifetime, mut transport) = first;
     loop {
-        match session::supervise(control, &lifetime, &shutdown, config.shutdown_timeout).await {
+        let quic_is_back = session::quic_is_back(&config, transport, &shutdown);
+        let end = session::supervise(control, &lifetime, &shutdown, config.shutdown_timeout, quic_is_back).await;
+        match &end {
             SessionEnd::Draining => return,
-            SessionEnd::Stopped(reason) | SessionEnd::Lost(reason) => {
+            SessionEnd::QuicIsBack => tracing::info!("QUIC works again; moving the session back to QUIC"),
+            SessionEnd::Stopped(reason) | SessionEnd::Lost(reason) | SessionEnd::HubLeft(reason) => {
                 tracing::warn!("connection to the hub lost ({reason}); reconnecting");
             }
         }
         route.send_replace(None);
         lifetime.close("reconnecting");
+        let mut delay = session::reconnect_delay(Some(&end), &mut backoff);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.draining() => return,
             }
             match connect_once(&config, &tunnel).await {
-                Ok((info, (opener, new_control, new_lifetime))) => {
-                    tracing::info!(tunnel = %info.id, "reconnected to the hub");
-                    backoff.reset();
+                Ok((info, (opener, new_control, new_lifetime, new_transport))) => {
+                    tracing::info!(tunnel = %info.id, transport = new_transport, "reconnected to the hub");
+                    backoff = Backoff::for_reconnects();
+                    transport = new_transport;
                     route.send_replace(Some(Route::new(opener, info.id, &new_lifetime, &config)));
                     control = new_control;
                     lifetime = new_lifetime;
@@ -248,6 +256,7 @@ async fn keep_connected(
                     return;
                 }
             }
+            delay = session::reconnect_delay(None, &mut backoff);
         }
     }
 }

@@ -39,6 +39,8 @@ pub async fn dial(config: &AgentConfig, role: Role) -> Result<(MuxConn, SocketAd
     match config.transport {
         TransportKind::Auto => match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
             Ok(Ok(conn)) => Ok(conn),
+            // The same certificate would be refused over TLS.
+            Ok(Err(e @ AgentError::Config(_))) => Err(e),
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "QUIC failed; falling back to TLS over TCP");
                 dial_stream(config, role, true).await
@@ -66,8 +68,52 @@ async fn resolve(config: &AgentConfig) -> Result<SocketAddr, AgentError> {
 fn tls_config(config: &AgentConfig) -> Result<std::sync::Arc<rustls::ClientConfig>, AgentError> {
     config
         .tls
-        .clone()
+        .as_ref()
+        .map(|tls| tls.config.clone())
         .ok_or_else(|| AgentError::Config("this transport needs TLS settings".into()))
+}
+
+/// A failed handshake: a refused hub certificate is a configuration error (retrying cannot
+/// fix it; exit 2 with a hint), anything else is worth retrying.
+fn handshake_failed(config: &AgentConfig, error: String) -> AgentError {
+    match config.tls.as_ref().and_then(crate::tls::ClientTls::take_refusal) {
+        Some(refusal) => AgentError::Config(format!(
+            "cannot trust the hub at {}: {refusal}. Pass the CA that signed the hub's certificate with \
+             --ca FILE (a hub with generated certificates keeps it in <data-dir>/certs/ca.pem)",
+            config.hub
+        )),
+        None => AgentError::Transient(error),
+    }
+}
+
+/// How often an `auto` agent that fell back to TLS checks whether QUIC works again: the
+/// first check after [`QUIC_RETRY_FIRST`], then twice as long each time up to the cap.
+const QUIC_RETRY_FIRST: Duration = Duration::from_secs(2);
+const QUIC_RETRY_CAP: Duration = Duration::from_secs(120);
+
+/// For an `auto` agent whose session fell back to TLS: resolves once a QUIC handshake with
+/// the hub succeeds again and no connection is running through this agent, so the caller
+/// can move its session back to QUIC without cutting anyone off. Never resolves otherwise.
+pub async fn quic_is_back(config: &AgentConfig, transport: &str, shutdown: &crate::shutdown::Shutdown) {
+    if config.transport != TransportKind::Auto || transport == "quic" {
+        return std::future::pending().await;
+    }
+    let mut wait = QUIC_RETRY_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(QUIC_RETRY_CAP);
+        match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
+            Ok(Ok((probe, _))) => {
+                probe.lifetime.close("probe");
+                // Wait (bounded) for running connections to end; else check again later.
+                if shutdown.wait_idle(QUIC_RETRY_FIRST).await {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "QUIC still unavailable"),
+            Err(_) => tracing::debug!("QUIC still unanswered"),
+        }
+    }
 }
 
 /// The TLS connector and server name for the hub, as the session and its lanes use them.
@@ -84,7 +130,7 @@ async fn dial_quic(config: &AgentConfig) -> Result<(MuxConn, SocketAddr), AgentE
     let conn = tokio::time::timeout(CONNECT_DEADLINE, mux::quic::connect(tls_config(config)?, addr, host))
         .await
         .map_err(|_| AgentError::Transient("QUIC connect timed out".into()))?
-        .map_err(|e| AgentError::Transient(format!("QUIC to {}: {e}", config.hub)))?;
+        .map_err(|e| handshake_failed(config, format!("QUIC to {}: {e}", config.hub)))?;
     Ok((conn, addr))
 }
 
@@ -102,7 +148,7 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<(Mux
         let mut io = tokio::time::timeout(CONNECT_DEADLINE, connector.connect(name, tcp))
             .await
             .map_err(|_| AgentError::Transient("TLS handshake timed out".into()))?
-            .map_err(|e| AgentError::Transient(format!("TLS handshake with {}: {e}", config.hub)))?;
+            .map_err(|e| handshake_failed(config, format!("TLS handshake with {}: {e}", config.hub)))?;
         io.write_all(&preface)
             .await
             .map_err(|e| transient("writing preface")(e.to_string()))?;
@@ -179,8 +225,13 @@ mod tests {
 /// Why a connected session ended.
 #[derive(Debug)]
 pub enum SessionEnd {
-    /// The connection dropped or the hub went silent: reconnect.
+    /// The connection dropped or the hub went silent: reconnect with backoff.
     Lost(String),
+    /// The hub said it was going away (a restart, most often) and then closed the
+    /// connection: reconnect promptly, as it is likely back soon.
+    HubLeft(String),
+    /// An `auto` agent on TLS found QUIC working again: reconnect at once, over QUIC.
+    QuicIsBack,
     /// The hub told the agent to stop serving (replaced by a newer agent, deleted).
     Stopped(String),
     /// This process is shutting down.
@@ -193,7 +244,8 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 
 /// Watches an established session: pings the hub, handles its control messages, and returns
-/// when the connection is lost, the hub stops the agent, or the process starts draining.
+/// when the connection is lost, the hub stops the agent, `quic_is_back` resolves, or the
+/// process starts draining.
 ///
 /// On draining it tells the hub (which then sends no new connections) and keeps the
 /// connection up until running connections finish or `drain_limit` passes.
@@ -202,6 +254,7 @@ pub async fn supervise(
     lifetime: &mux::Lifetime,
     shutdown: &crate::shutdown::Shutdown,
     drain_limit: Duration,
+    quic_is_back: impl std::future::Future<Output = ()>,
 ) -> SessionEnd {
     let (mut reader, mut writer) = tokio::io::split(control);
     // Reading runs in its own task: a frame read is not cancel-safe, so it must never be a
@@ -223,23 +276,35 @@ pub async fn supervise(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
+    let mut hub_leaving: Option<String> = None;
+    let lost = |why: String, hub_leaving: &Option<String>| match hub_leaving {
+        Some(reason) => SessionEnd::HubLeft(reason.clone()),
+        None => SessionEnd::Lost(why),
+    };
+    tokio::pin!(quic_is_back);
     let end = loop {
         tokio::select! {
             msg = msg_rx.recv() => match msg {
                 Some(Ok(HubMsg::StopTunnel { reason, .. })) => break SessionEnd::Stopped(reason),
+                Some(Ok(HubMsg::GoingAway { reason })) => {
+                    tracing::info!("the hub is going away ({reason}); reconnecting once it closes");
+                    last_heard = tokio::time::Instant::now();
+                    hub_leaving = Some(reason);
+                }
                 Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
-                Some(Err(e)) => break SessionEnd::Lost(e),
-                None => break SessionEnd::Lost("control reader ended".into()),
+                Some(Err(e)) => break lost(e, &hub_leaving),
+                None => break lost("control reader ended".into(), &hub_leaving),
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
-                    break SessionEnd::Lost(format!("hub silent for {SILENCE_LIMIT:?}"));
+                    break lost(format!("hub silent for {SILENCE_LIMIT:?}"), &hub_leaving);
                 }
                 if let Err(e) = write_frame(&mut writer, &AgentMsg::Ping).await {
-                    break SessionEnd::Lost(format!("sending ping: {e}"));
+                    break lost(format!("sending ping: {e}"), &hub_leaving);
                 }
             }
-            _ = lifetime.closed() => break SessionEnd::Lost("connection closed".into()),
+            _ = lifetime.closed() => break lost("connection closed".into(), &hub_leaving),
+            _ = &mut quic_is_back, if hub_leaving.is_none() => break SessionEnd::QuicIsBack,
             _ = shutdown.draining() => {
                 if write_frame(&mut writer, &AgentMsg::Draining).await.is_ok() {
                     shutdown.wait_idle(drain_limit).await;
@@ -250,4 +315,19 @@ pub async fn supervise(
     };
     read_task.abort();
     end
+}
+
+/// The pause before the next attempt to reach the hub after `end` (or after a failed
+/// attempt, `end` = `None`), and the backoff to use from then on.
+pub fn reconnect_delay(end: Option<&SessionEnd>, backoff: &mut super::Backoff) -> Duration {
+    match end {
+        Some(SessionEnd::QuicIsBack) => Duration::ZERO,
+        Some(SessionEnd::HubLeft(_)) => {
+            // A restarting hub is usually back within a second or two: retry often (with
+            // jitter, so its agents do not all arrive at once) until it answers.
+            *backoff = super::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+            backoff.next_delay()
+        }
+        _ => backoff.next_delay(),
+    }
 }

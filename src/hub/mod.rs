@@ -197,24 +197,47 @@ impl Hub {
     }
 }
 
-/// The certificate under `<data-dir>/certs/`, generated on first start for the domain, its
-/// wildcard, the public host and the listen IP (loopback too when listening on all addresses).
+/// The certificate under `<data-dir>/certs/` for the domain, its wildcard, the public host
+/// and the listen IP (loopback too when listening on all addresses). Generated with a CA on
+/// first start; when a later start needs other names (a new `--domain`, `--public-host` or
+/// `--listen` address) a new server certificate is issued from the kept CA, so agents'
+/// `--ca` stays valid.
 fn generated_certificate(config: &HubConfig) -> Result<(PathBuf, PathBuf), HubError> {
     let dir = config.data_dir.join("certs");
     let cert = dir.join(tls::SERVER_CERT);
     let key = dir.join(tls::SERVER_KEY);
-    if !cert.exists() || !key.exists() {
-        let mut hosts = vec![config.domain.clone(), format!("*.{}", config.domain)];
-        if config.public_host != config.domain {
-            hosts.push(config.public_host.clone());
-        }
-        let ip = config.listen.ip();
-        if ip.is_unspecified() {
-            hosts.extend(["127.0.0.1".to_string(), "::1".to_string()]);
-        } else {
-            hosts.push(ip.to_string());
-        }
+    let mut hosts = vec![config.domain.clone(), format!("*.{}", config.domain)];
+    if config.public_host != config.domain {
+        hosts.push(config.public_host.clone());
+    }
+    let ip = config.listen.ip();
+    if ip.is_unspecified() {
+        hosts.extend(["127.0.0.1".to_string(), "::1".to_string()]);
+    } else {
+        hosts.push(ip.to_string());
+    }
+    let have_ca = dir.join(tls::CA_CERT).exists() && dir.join(tls::CA_KEY).exists();
+    if !have_ca {
         tls::generate_certs(&dir, &hosts)?;
+        tracing::info!(certificate = %cert.display(), covers = %hosts.join(", "), "generated a CA and a server certificate");
+        return Ok((cert, key));
+    }
+    let covered = if key.exists() {
+        tls::certificate_names(&cert).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let missing: Vec<&String> = hosts.iter().filter(|h| !covered.contains(h)).collect();
+    if missing.is_empty() {
+        tracing::info!(certificate = %cert.display(), covers = %covered.join(", "), "server certificate");
+    } else {
+        tls::issue_server_cert(&dir, &hosts)?;
+        tracing::warn!(
+            certificate = %cert.display(),
+            covers = %hosts.join(", "),
+            was = %covered.join(", "),
+            "issued a new server certificate from the kept CA: the names it must cover changed"
+        );
     }
     Ok((cert, key))
 }

@@ -142,7 +142,9 @@ mod tests {
         crate::tls::generate_certs(dir.path(), &["localhost".to_string()]).unwrap();
         let file = |name| dir.path().join(name);
         let server_tls = crate::tls::server_config(&file(crate::tls::SERVER_CERT), &file(crate::tls::SERVER_KEY));
-        let client_tls = crate::tls::client_config(Some(&file(crate::tls::CA_CERT))).unwrap();
+        let client_tls = crate::tls::client_config(Some(&file(crate::tls::CA_CERT)))
+            .unwrap()
+            .config;
         let server = server_endpoint(server_tls.unwrap(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr().unwrap();
         let hub = tokio::spawn(async move { accept(server.accept().await.unwrap()).await.unwrap() });

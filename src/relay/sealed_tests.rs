@@ -155,7 +155,9 @@ async fn a_sealed_lane_speaks_tls_with_rustls() {
         &dir.path().join(crate::tls::SERVER_KEY),
     )
     .unwrap();
-    let client_config = crate::tls::client_config(Some(&dir.path().join(crate::tls::CA_CERT))).unwrap();
+    let client_config = crate::tls::client_config(Some(&dir.path().join(crate::tls::CA_CERT)))
+        .unwrap()
+        .config;
 
     let to_server: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
     let to_client: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();

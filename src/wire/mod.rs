@@ -211,6 +211,11 @@ pub enum HubMsg {
         id: TunnelId,
         reason: String,
     },
+    /// The hub is shutting down: it sends no new connections and closes this one once its
+    /// running connections end. The agent reconnects promptly when it closes.
+    GoingAway {
+        reason: String,
+    },
     Pong,
 }
 

@@ -345,6 +345,19 @@ pub async fn try_round_trip(addr: &str, data: &[u8]) -> std::io::Result<Vec<u8>>
     }
 }
 
+/// Fails the test unless `tool` is on the PATH, naming the Debian package that brings it
+/// (`.ci/run` installs them): a test whose real client is missing must not pass unseen.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: apt-get install {package} (.ci/run does)"
+    );
+}
+
 pub fn str_of(v: &Value, key: &str) -> String {
     v[key]
         .as_str()
