@@ -196,6 +196,7 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
         tracing::info!(active, timeout = ?args.shutdown_timeout, "draining connections");
         hub.shutdown.wait_idle(args.shutdown_timeout).await;
     }
+    hub.close().await;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Map of the crate, following the data path:
 //! - [`cli`] / [`app`]: flags, config layering, and what each subcommand runs.
+//! - [`answer`]: HTTP errors the hub or an agent sends a visitor itself (404, 502, 503).
 //! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
 //! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
@@ -25,6 +26,7 @@
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BURROW_COMMIT"), ")");
 
 pub mod agent;
+pub mod answer;
 pub mod app;
 pub mod cli;
 pub mod hub;

@@ -172,6 +172,7 @@ async fn serve(
         crate::mux::Lifetime::H2 { .. } => None,
     };
     let context = StreamContext {
+        name: spec.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
         target: spec.target.clone(),
         protocol: spec.protocol,
         datagrams: udp,
@@ -202,9 +203,11 @@ async fn serve(
 
 /// What serving one stream from the hub needs.
 pub(super) struct StreamContext {
+    /// The tunnel's name, for the errors visitors are answered with.
+    name: String,
     pub(super) target: String,
     /// What the target speaks: an HTTP visitor of a target that refuses gets a 502.
-    pub(super) protocol: crate::types::Protocol,
+    protocol: crate::types::Protocol,
     datagrams: Option<Arc<crate::udp::DatagramRouter>>,
     udp_idle: Duration,
     udp_stats: Arc<crate::udp::UdpStats>,
@@ -253,8 +256,9 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         .await;
         return;
     }
-    let Some(upstream) = connect_target(target, &header.peer).await else {
-        return;
+    let upstream = match connect_target(target, &header.peer).await {
+        Ok(upstream) => upstream,
+        Err(cause) => return refuse_http_visitor(stream, context, &cause).await,
     };
     if let Err(e) = crate::relay::relay_movable_at_agent(upstream, stream, &context.moved_lanes).await {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
@@ -280,21 +284,37 @@ pub(super) async fn serve_udp_flow(
     }
 }
 
-/// Connects to the exposed service for visitor `peer`; failures are logged (the visitor's
-/// connection is then closed by the caller dropping its stream).
-pub(super) async fn connect_target(target: &str, peer: &str) -> Option<TcpStream> {
-    match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
+/// Connects to the exposed service for visitor `peer`; a failure is logged and its cause
+/// returned (the caller then answers or closes the visitor's connection).
+pub(super) async fn connect_target(target: &str, peer: &str) -> Result<TcpStream, String> {
+    let cause = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
         Ok(Ok(tcp)) => {
             crate::relay::configure_tcp(&tcp);
-            Some(tcp)
+            return Ok(tcp);
         }
-        Ok(Err(e)) => {
-            tracing::warn!(target, peer, error = %e, "cannot connect to the target");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(target, peer, "connecting to the target timed out");
-            None
-        }
+        Ok(Err(e)) => format!("cannot connect to {target}: {e}"),
+        Err(_) => format!("connecting to {target} timed out after {TARGET_CONNECT_DEADLINE:?}"),
+    };
+    tracing::warn!(peer, "{cause}");
+    Err(cause)
+}
+
+/// How long the agent waits for a visitor's first bytes to tell whether it speaks HTTP.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(500);
+
+/// The target refused: an HTTP visitor of an `http` or `auto` tunnel gets `502 Bad Gateway`
+/// naming the tunnel and the cause; any other visitor's connection just closes.
+async fn refuse_http_visitor(mut stream: MuxStream, context: &StreamContext, cause: &str) {
+    use crate::types::Protocol;
+    use tokio::io::AsyncReadExt;
+    if !matches!(context.protocol, Protocol::Http | Protocol::Auto) {
+        return;
+    }
+    let mut first = [0u8; 16];
+    let read = tokio::time::timeout(FIRST_BYTES_WAIT, stream.read(&mut first)).await;
+    let Ok(Ok(n)) = read else { return };
+    if crate::sniff::starts_like_http(&first[..n]) {
+        let response = crate::answer::tunnel_error(502, &context.name, cause);
+        crate::answer::answer_and_close(&mut stream, &response).await;
     }
 }

@@ -272,7 +272,7 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext, want_b
         return None;
     }
     // A target that cannot be reached closes the lane, which the visitor sees as a close.
-    let upstream = connect_target(&context.target, &header.peer).await?;
+    let upstream = connect_target(&context.target, &header.peer).await.ok()?;
     let relayed = match lane {
         Lane::Plain(lane) => relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
             .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::lanes::LaneKind;
@@ -51,7 +51,11 @@ pub async fn serve_quic(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
-            _ = shared.shutdown.draining() => return,
+            _ = shared.shutdown.draining() => {
+                // Refuse new connections at once rather than leave them unanswered.
+                endpoint.set_server_config(None);
+                return;
+            }
         };
         let Some(incoming) = incoming else { return };
         let peer = incoming.remote_address();
@@ -131,7 +135,7 @@ async fn route_by_name(shared: &Arc<Shared>, io: Replay<TcpStream>, peer: Socket
     match tunnel {
         Some(tunnel) => {
             let (sniffed, tcp) = io.into_parts();
-            let visitor = public::Visitor::Routed { sniffed, tcp };
+            let visitor = public::Visitor::Routed { sniffed, tcp, http };
             public::serve_visitor(tunnel, visitor, peer.to_string(), shared.config.visitor_wait).await
         }
         None if http => not_found(io, &format!("no tunnel is published at {host}")).await,
@@ -139,12 +143,8 @@ async fn route_by_name(shared: &Arc<Shared>, io: Replay<TcpStream>, peer: Socket
     }
 }
 
-async fn not_found<T: AsyncWrite + Unpin>(mut io: T, why: &str) {
-    let body = format!("{{\"error\":\"{}\",\"code\":\"not_found\"}}\n", why.replace('"', "'"));
-    let response = format!(
-        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = io.write_all(response.as_bytes()).await;
-    let _ = io.shutdown().await;
+async fn not_found<T: AsyncRead + AsyncWrite + Unpin>(mut io: T, why: &str) {
+    let body = serde_json::json!({"error": why, "code": "not_found"}).to_string() + "\n";
+    let response = crate::answer::http_response(404, "Not Found", "application/json", &body);
+    crate::answer::answer_and_close(&mut io, &response).await;
 }

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
 pub struct Hub {
     /// The main port actually bound (useful with port 0).
     pub listen: SocketAddr,
+    /// The QUIC endpoint on the main port, closed explicitly on exit (see [`Hub::close`]).
+    quic: Option<quinn::Endpoint>,
     /// Credentials generated on first start, to be printed once.
     pub generated_admin: Option<(UserName, Secret)>,
     pub shutdown: Shutdown,
@@ -171,16 +173,27 @@ impl Hub {
             tracing::info!(restored, "tunnels from the previous run wait for their agents");
         }
         tokio::spawn(listener::serve_tcp(shared.clone(), tcp));
-        if let Some(quic) = quic {
-            tokio::spawn(listener::serve_quic(shared.clone(), quic));
+        if let Some(quic) = &quic {
+            tokio::spawn(listener::serve_quic(shared.clone(), quic.clone()));
         }
         tracing::info!(%listen, domain = %shared.config.domain, "hub listening");
         Ok(Self {
             listen,
+            quic,
             generated_admin,
             shutdown,
             shared,
         })
+    }
+
+    /// Closes every QUIC connection with a CONNECTION_CLOSE before the process exits, so QUIC
+    /// agents see the hub go at once instead of after their idle timeout (TLS and TCP agents
+    /// see their sockets close with the process).
+    pub async fn close(&self) {
+        if let Some(quic) = &self.quic {
+            quic.close(0u32.into(), b"hub shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(1), quic.wait_idle()).await;
+        }
     }
 
     pub fn config(&self) -> &HubConfig {

@@ -18,7 +18,7 @@ use crate::relay::{
     relay_movable_at_hub, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane, SealedLane, Transferred,
 };
 use crate::shutdown::Shutdown;
-use crate::types::UserName;
+use crate::types::{Protocol, UserName};
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
 use crate::wire::{self, StreamHeader, StreamKind};
 
@@ -38,9 +38,9 @@ pub fn spawn_public_listener(
     tunnel: Arc<Tunnel>,
     socket: PublicSocket,
     context: PublicContext,
-) -> tokio::task::AbortHandle {
+) -> tokio::task::JoinHandle<()> {
     match socket {
-        PublicSocket::Tcp(listener) => tokio::spawn(serve_tcp_port(tunnel, listener, context)).abort_handle(),
+        PublicSocket::Tcp(listener) => tokio::spawn(serve_tcp_port(tunnel, listener, context)),
         PublicSocket::Udp(socket) => {
             let open: FlowOpener = {
                 let (tunnel, stats, wait) = (tunnel.clone(), context.udp_stats.clone(), context.visitor_wait);
@@ -57,7 +57,6 @@ pub fn spawn_public_listener(
                 context.udp_stats,
                 context.shutdown,
             ))
-            .abort_handle()
         }
     }
 }
@@ -110,8 +109,13 @@ async fn open_flow_to_member(
 pub enum Visitor {
     /// A connection to the tunnel's public port.
     Tcp(TcpStream),
-    /// A connection routed by name on the main port: the bytes read while sniffing come first.
-    Routed { sniffed: bytes::BytesMut, tcp: TcpStream },
+    /// A connection routed by name on the main port: the bytes read while sniffing come first;
+    /// `http` when it was routed by an HTTP `Host` (else by TLS SNI).
+    Routed {
+        sniffed: bytes::BytesMut,
+        tcp: TcpStream,
+        http: bool,
+    },
     /// A stream from a `reach` agent.
     Reach(MuxStream),
 }
@@ -121,6 +125,12 @@ pub enum Visitor {
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
+        refuse_visitor(
+            &tunnel,
+            visitor,
+            "no agent is connected (it may be reconnecting); try again shortly",
+        )
+        .await;
         return;
     };
     let header = StreamHeader {
@@ -161,6 +171,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         Ok(stream) => stream,
         Err(e) => {
             tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a stream to the agent failed");
+            refuse_visitor(&tunnel, visitor, "the agent's connection is failing; try again shortly").await;
             return;
         }
     };
@@ -182,6 +193,31 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         moved
     });
     account(&tunnel, &peer, result);
+}
+
+/// A visitor the tunnel cannot serve now: one speaking HTTP gets `503` naming the tunnel
+/// and `cause`; anyone else is closed at once. A public port's visitor counts as HTTP on an
+/// `http` tunnel, or on an `auto` one when its first bytes are an HTTP request.
+async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, cause: &str) {
+    let (mut tcp, http) = match visitor {
+        Visitor::Routed { tcp, http, .. } => (tcp, http),
+        Visitor::Tcp(tcp) => {
+            let http = match tunnel.record().protocol {
+                Protocol::Http => true,
+                Protocol::Auto => {
+                    let mut arrived = BytesMut::new();
+                    crate::relay::read_arrived(&tcp, &mut arrived).is_ok() && crate::sniff::starts_like_http(&arrived)
+                }
+                _ => false,
+            };
+            (tcp, http)
+        }
+        Visitor::Reach(_) => return,
+    };
+    if http {
+        let response = crate::answer::tunnel_error(503, tunnel.name.as_str(), cause);
+        crate::answer::answer_and_close(&mut tcp, &response).await;
+    }
 }
 
 /// Relays a visitor on its multiplexed stream, moving it onto one of `pool`'s plain lanes

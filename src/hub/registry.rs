@@ -75,7 +75,8 @@ struct TunnelState {
     /// Bumped each time the tunnel loses its last member; a lease timer only ends the tunnel
     /// if the epoch it started in is still current.
     lease_epoch: u64,
-    listener: Option<tokio::task::AbortHandle>,
+    /// The task serving the public port; the port closes when it ends ([`close_port`]).
+    listener: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Tunnel {
@@ -132,14 +133,14 @@ pub struct Registry {
     config: Arc<HubConfig>,
     /// Starts the visitor accept loop of a public port; provided by the hub so this module
     /// stays free of data-plane code.
-    spawn_public: Box<dyn Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::AbortHandle + Send + Sync>,
+    spawn_public: Box<dyn Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::JoinHandle<()> + Send + Sync>,
 }
 
 impl Registry {
     pub fn new(
         store: Arc<Store>,
         config: Arc<HubConfig>,
-        spawn_public: impl Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::AbortHandle + Send + Sync + 'static,
+        spawn_public: impl Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::JoinHandle<()> + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             maps: Mutex::default(),
@@ -217,7 +218,10 @@ impl Registry {
     }
 
     /// Registers `member` as serving the tunnel `spec` describes. The same user's tunnel of the
-    /// same name is taken over (keeping id and port) or, with `pool`, joined.
+    /// same name is taken over (keeping id and port) or, with `pool`, joined, if it was
+    /// exposed with the same settings. Otherwise it ends, its public port and name route are
+    /// gone before this returns, and a new tunnel takes its name: a lease never keeps a port
+    /// open that the new settings do not ask for.
     pub async fn register(
         self: &Arc<Self>,
         owner: &UserName,
@@ -226,34 +230,58 @@ impl Registry {
     ) -> Result<Arc<Tunnel>, RegisterError> {
         let name = spec.name.clone().unwrap_or_else(TunnelName::generate);
         let now = unix_now();
+        let mut ended: Option<(Arc<Tunnel>, Option<tokio::task::JoinHandle<()>>)> = None;
         let (tunnel, replaced, created) = {
             let mut maps = self.maps.lock().expect("registry lock");
-            match maps
+            let existing = maps
                 .by_name
                 .get(&(owner.clone(), name.clone()))
                 .and_then(|id| maps.tunnels.get(id))
-                .cloned()
-            {
+                .cloned();
+            let mut replaced = Vec::new();
+            let kept = match existing {
                 Some(tunnel) => {
                     let mut state = tunnel.state.lock().expect("tunnel lock");
-                    let replaced = if spec.pool && state.record.pool {
-                        Vec::new()
+                    let joins_pool = spec.pool && state.record.pool;
+                    if same_settings(&state.record, &spec) {
+                        if !joins_pool {
+                            replaced = std::mem::take(&mut state.members);
+                        }
+                        state.members.retain(|m| m.session != member.session);
+                        state.members.push(member.clone());
+                        let record = &mut state.record;
+                        record.target = spec.target.clone();
+                        record.metadata = spec.metadata.clone();
+                        record.pool = spec.pool;
+                        record.launch_time = Some(now);
+                        record.last_connected = Some(now);
+                        drop(state);
+                        Some(tunnel)
+                    } else if joins_pool && !state.members.is_empty() {
+                        return Err(RegisterError::new(
+                            RefuseCode::BadRequest,
+                            format!(
+                                "pool {name} is exposed with other settings (public, protocol, --shared, \
+                                 --hub-port); every member of a pool must use the same ones"
+                            ),
+                        ));
                     } else {
-                        std::mem::take(&mut state.members)
-                    };
-                    state.members.retain(|m| m.session != member.session);
-                    state.members.push(member);
-                    let record = &mut state.record;
-                    record.target = spec.target.clone();
-                    record.protocol = spec.protocol;
-                    record.metadata = spec.metadata.clone();
-                    record.pool = spec.pool;
-                    record.shared_all = spec.shared_all;
-                    record.launch_time = Some(now);
-                    record.last_connected = Some(now);
-                    drop(state);
-                    (tunnel, replaced, false)
+                        replaced = std::mem::take(&mut state.members);
+                        let listener = state.listener.take();
+                        if let Some(port) = state.record.hub_port {
+                            maps.ports.remove(&(port, state.record.protocol == Protocol::Udp));
+                        }
+                        drop(state);
+                        maps.tunnels.remove(&tunnel.id);
+                        maps.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
+                        ended = Some((tunnel, listener));
+                        None
+                    }
                 }
+                None => None,
+            };
+            match kept {
+                Some(tunnel) => (tunnel, replaced, false),
                 None => {
                     let hub_port = if spec.public {
                         let (port, listener) =
@@ -281,10 +309,18 @@ impl Registry {
                         user_shutdown: None,
                     };
                     let tunnel = self.insert(&mut maps, record, vec![member], hub_port.map(|(_, l)| l));
-                    (tunnel, Vec::new(), true)
+                    (tunnel, replaced, true)
                 }
             }
         };
+        if let Some((old, listener)) = ended {
+            close_port(listener).await;
+            let reason = "exposed again with other settings";
+            tracing::info!(tunnel = %old.id, name = %old.name, new = %tunnel.id, "{reason}: tunnel replaced");
+            if let Err(e) = self.store.end_tunnel(old.id, reason, false).await {
+                tracing::error!(tunnel = %old.id, error = %e, "could not record tunnel end");
+            }
+        }
         tunnel.member_joined.notify_waiters();
         for old in replaced {
             let _ = old.control.send(HubMsg::StopTunnel {
@@ -428,15 +464,14 @@ impl Registry {
             maps.tunnels.remove(&tunnel.id);
             maps.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
             let mut state = tunnel.state.lock().expect("tunnel lock");
-            if let Some(listener) = state.listener.take() {
-                listener.abort();
-            }
             let port = state.record.hub_port;
             if let Some(p) = port {
                 maps.ports.remove(&(p, state.record.protocol == Protocol::Udp));
             }
-            port
+            (port, state.listener.take())
         };
+        let (port, listener) = port;
+        close_port(listener).await;
         tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, ?port, reason, "tunnel ended");
         if let Err(e) = self.store.end_tunnel(tunnel.id, reason, by_user).await {
             tracing::error!(tunnel = %tunnel.id, error = %e, "could not record tunnel end");
@@ -471,6 +506,27 @@ impl Registry {
             self.start_lease_timer(tunnel, 0);
         }
         Ok(count)
+    }
+}
+
+/// Whether a re-expose may keep a tunnel's id and port: the same visibility, protocol and
+/// sharing, and no other public port asked for. Target and metadata may change.
+fn same_settings(record: &TunnelRecord, spec: &TunnelSpec) -> bool {
+    record.public == spec.public
+        && record.protocol == spec.protocol
+        && record.shared_all == spec.shared_all
+        && match spec.hub_port {
+            Some(port) if spec.public => record.hub_port == Some(port),
+            _ => true,
+        }
+}
+
+/// Stops serving a public port and waits until its socket is closed, so a visitor arriving
+/// after this returns is refused by the kernel.
+async fn close_port(listener: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(listener) = listener {
+        listener.abort();
+        let _ = listener.await;
     }
 }
 

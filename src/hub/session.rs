@@ -146,6 +146,17 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, l
         }
     }
 
+    // A draining hub tells its agents, so they reconnect as soon as it closes instead of
+    // noticing only when a keep-alive times out.
+    let going_away = {
+        let (shutdown, out_tx) = (shared.shutdown.clone(), out_tx.clone());
+        tokio::spawn(async move {
+            shutdown.draining().await;
+            let _ = out_tx.send(HubMsg::GoingAway {
+                reason: "the hub is shutting down".into(),
+            });
+        })
+    };
     let control_loop = async {
         loop {
             let msg = match read_frame::<_, AgentMsg>(&mut control_rx).await {
@@ -213,6 +224,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, l
     }
     tracing::info!(%peer, user = %hello.user, ?session, "agent disconnected");
     shared.registry.session_ended(session);
+    going_away.abort();
     writer.abort();
     lifetime.close("session ended");
 }

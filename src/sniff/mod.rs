@@ -85,6 +85,23 @@ fn classify_http(buf: &[u8]) -> Verdict {
     }
 }
 
+/// Whether a connection's first bytes are an HTTP/1 request, perhaps not complete yet: such
+/// a visitor is answered with an HTTP error when its tunnel cannot serve it.
+pub fn starts_like_http(buf: &[u8]) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    METHODS.iter().any(|m| buf.starts_with(m))
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
@@ -114,6 +131,15 @@ mod tests {
                 host: Some("web.localhost".into())
             }
         );
+    }
+
+    #[test]
+    fn http_starts_are_recognised_before_the_head_is_complete() {
+        assert!(starts_like_http(b"GET /x HTTP/1.1\r\nHo"));
+        assert!(starts_like_http(b"POST / HTTP/1.1\r\n\r\n"));
+        assert!(!starts_like_http(b"\x16\x03\x01"));
+        assert!(!starts_like_http(b"GETX"));
+        assert!(!starts_like_http(b""));
     }
 
     #[test]
