@@ -165,7 +165,7 @@ async fn serve(
         return Ok(SessionEnd::Lost("the transport offers no incoming streams".into()));
     };
     let udp = match &lifetime {
-        crate::mux::Lifetime::Quic(conn) => Some(crate::udp::DatagramRouter::start(
+        crate::mux::Lifetime::Quic(conn, _) => Some(crate::udp::DatagramRouter::start(
             conn.clone(),
             config.udp_stats.clone(),
         )),
@@ -190,14 +190,27 @@ async fn serve(
             shutdown.clone(),
         ))
     });
-    let server = tokio::spawn(serve_streams(acceptor, context, shutdown.clone()));
-    let quic_is_back = session::quic_is_back(config, transport, shutdown);
+    // This session's own streams, so that it can be left while they finish.
+    let streams = Shutdown::new();
+    let server = tokio::spawn(serve_streams(acceptor, context, shutdown.clone(), streams.clone()));
+    let quic_is_back = session::quic_is_back(config, transport);
     let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout, quic_is_back).await;
-    server.abort();
-    if let Some(lanes) = lanes {
-        lanes.abort();
+    let close = async move {
+        server.abort();
+        if let Some(lanes) = lanes {
+            lanes.abort();
+        }
+        lifetime.close_and_flush("session over").await;
+    };
+    if let SessionEnd::QuicIsBack = end {
+        let limit = config.shutdown_timeout;
+        tokio::spawn(async move {
+            streams.wait_idle(limit).await;
+            close.await;
+        });
+    } else {
+        close.await;
     }
-    lifetime.close("session over");
     Ok(end)
 }
 
@@ -217,13 +230,13 @@ pub(super) struct StreamContext {
 
 /// Streams still arriving while the agent drains are served too: the hub opened them for
 /// visitors it had placed on this agent before it heard of the drain (it places none after).
-async fn serve_streams(mut acceptor: Acceptor, context: Arc<StreamContext>, shutdown: Shutdown) {
+async fn serve_streams(mut acceptor: Acceptor, context: Arc<StreamContext>, shutdown: Shutdown, session: Shutdown) {
     while let Some(stream) = acceptor.accept().await {
-        let guard = shutdown.track();
+        let guards = (shutdown.track(), session.track());
         let context = context.clone();
         tokio::spawn(async move {
             serve_stream(stream, &context).await;
-            drop(guard);
+            drop(guards);
         });
     }
 }

@@ -32,7 +32,7 @@ struct Route {
 impl Route {
     fn new(opener: Opener, tunnel: TunnelId, lifetime: &Lifetime, config: &AgentConfig) -> Self {
         let datagrams = match lifetime {
-            Lifetime::Quic(conn) => Some(DatagramRouter::start(conn.clone(), config.udp_stats.clone())),
+            Lifetime::Quic(conn, _) => Some(DatagramRouter::start(conn.clone(), config.udp_stats.clone())),
             Lifetime::H2 { .. } => None,
         };
         Self {
@@ -223,7 +223,7 @@ async fn keep_connected(
     let mut backoff = Backoff::for_reconnects();
     let (_, mut control, mut lifetime, mut transport) = first;
     loop {
-        let quic_is_back = session::quic_is_back(&config, transport, &shutdown);
+        let quic_is_back = session::quic_is_back(&config, transport);
         let end = session::supervise(control, &lifetime, &shutdown, config.shutdown_timeout, quic_is_back).await;
         match &end {
             SessionEnd::Draining => return,
@@ -233,7 +233,16 @@ async fn keep_connected(
             }
         }
         route.send_replace(None);
-        lifetime.close("reconnecting");
+        if let SessionEnd::QuicIsBack = end {
+            // New connections take the QUIC session; those running here get the drain time.
+            let (old, limit) = (lifetime.clone(), config.shutdown_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                old.close("moved to QUIC");
+            });
+        } else {
+            lifetime.close("reconnecting");
+        }
         let mut delay = session::reconnect_delay(Some(&end), &mut backoff);
         loop {
             tokio::select! {

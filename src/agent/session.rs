@@ -92,9 +92,8 @@ const QUIC_RETRY_FIRST: Duration = Duration::from_secs(2);
 const QUIC_RETRY_CAP: Duration = Duration::from_secs(120);
 
 /// For an `auto` agent whose session fell back to TLS: resolves once a QUIC handshake with
-/// the hub succeeds again and no connection is running through this agent, so the caller
-/// can move its session back to QUIC without cutting anyone off. Never resolves otherwise.
-pub async fn quic_is_back(config: &AgentConfig, transport: &str, shutdown: &crate::shutdown::Shutdown) {
+/// the hub succeeds again. Never resolves otherwise.
+pub async fn quic_is_back(config: &AgentConfig, transport: &str) {
     if config.transport != TransportKind::Auto || transport == "quic" {
         return std::future::pending().await;
     }
@@ -105,10 +104,7 @@ pub async fn quic_is_back(config: &AgentConfig, transport: &str, shutdown: &crat
         match tokio::time::timeout(QUIC_FALLBACK_AFTER, dial_quic(config)).await {
             Ok(Ok((probe, _))) => {
                 probe.lifetime.close("probe");
-                // Wait (bounded) for running connections to end; else check again later.
-                if shutdown.wait_idle(QUIC_RETRY_FIRST).await {
-                    return;
-                }
+                return;
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "QUIC still unavailable"),
             Err(_) => tracing::debug!("QUIC still unanswered"),
@@ -230,7 +226,8 @@ pub enum SessionEnd {
     /// The hub said it was going away (a restart, most often) and then closed the
     /// connection: reconnect promptly, as it is likely back soon.
     HubLeft(String),
-    /// An `auto` agent on TLS found QUIC working again: reconnect at once, over QUIC.
+    /// An `auto` agent on TLS found QUIC working again and told the hub it is draining this
+    /// session: reconnect at once, over QUIC, while running connections finish here.
     QuicIsBack,
     /// The hub told the agent to stop serving (replaced by a newer agent, deleted).
     Stopped(String),
@@ -304,7 +301,14 @@ pub async fn supervise(
                 }
             }
             _ = lifetime.closed() => break lost("connection closed".into(), &hub_leaving),
-            _ = &mut quic_is_back, if hub_leaving.is_none() => break SessionEnd::QuicIsBack,
+            _ = &mut quic_is_back, if hub_leaving.is_none() => {
+                // Out of the hub's pools first: new connections wait for the QUIC session
+                // while the running ones finish on this one.
+                if write_frame(&mut writer, &AgentMsg::Draining).await.is_err() {
+                    break lost("sending drain".into(), &hub_leaving);
+                }
+                break SessionEnd::QuicIsBack;
+            }
             _ = shutdown.draining() => {
                 if write_frame(&mut writer, &AgentMsg::Draining).await.is_ok() {
                     shutdown.wait_idle(drain_limit).await;

@@ -110,7 +110,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, l
     }
     let session = SessionId(shared.next_session.fetch_add(1, Ordering::Relaxed));
     let datagrams = match &lifetime {
-        mux::Lifetime::Quic(conn) => Some(crate::udp::DatagramRouter::start(
+        mux::Lifetime::Quic(conn, _) => Some(crate::udp::DatagramRouter::start(
             conn.clone(),
             shared.udp_stats.clone(),
         )),

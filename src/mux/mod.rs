@@ -206,7 +206,8 @@ impl Acceptor {
 /// Closes the whole connection and tells when it has closed, whoever closed it.
 #[derive(Clone)]
 pub enum Lifetime {
-    Quic(quinn::Connection),
+    /// An agent's connection keeps its own endpoint, to flush the close before it exits.
+    Quic(quinn::Connection, Option<quinn::Endpoint>),
     H2 {
         closed: watch::Receiver<bool>,
         abort: std::sync::Arc<tokio::task::AbortHandle>,
@@ -216,7 +217,7 @@ pub enum Lifetime {
 impl Lifetime {
     pub async fn closed(&self) {
         match self {
-            Lifetime::Quic(conn) => {
+            Lifetime::Quic(conn, _) => {
                 conn.closed().await;
             }
             Lifetime::H2 { closed, .. } => {
@@ -228,8 +229,19 @@ impl Lifetime {
 
     pub fn close(&self, reason: &str) {
         match self {
-            Lifetime::Quic(conn) => conn.close(0u32.into(), reason.as_bytes()),
+            Lifetime::Quic(conn, _) => conn.close(0u32.into(), reason.as_bytes()),
             Lifetime::H2 { abort, .. } => abort.abort(),
+        }
+    }
+
+    /// Closes the connection and, on an agent's QUIC connection, waits (at most a second)
+    /// until the peer has been told: a process that exits right after `close` would
+    /// otherwise leave the hub to find out from its idle timeout. A TCP connection's end
+    /// reaches the peer when the socket closes.
+    pub async fn close_and_flush(&self, reason: &str) {
+        self.close(reason);
+        if let Lifetime::Quic(_, Some(endpoint)) = self {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
         }
     }
 }

@@ -96,7 +96,7 @@ pub async fn connect(tls: Arc<rustls::ClientConfig>, hub: SocketAddr, server_nam
         control: MuxStream::Quic { send, recv },
         opener: Some(Opener::Quic(conn.clone())),
         acceptor: Some(Acceptor::Quic(conn.clone())),
-        lifetime: Lifetime::Quic(conn),
+        lifetime: Lifetime::Quic(conn, Some(endpoint)),
         transport: "quic",
     })
 }
@@ -109,7 +109,7 @@ pub async fn accept(incoming: quinn::Incoming) -> Result<MuxConn, MuxError> {
         control: MuxStream::Quic { send, recv },
         opener: Some(Opener::Quic(conn.clone())),
         acceptor: Some(Acceptor::Quic(conn.clone())),
-        lifetime: Lifetime::Quic(conn),
+        lifetime: Lifetime::Quic(conn, None),
         transport: "quic",
     })
 }
@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(received.len(), LEN);
         drop(sender.await.unwrap());
 
-        let Lifetime::Quic(conn) = &agent.lifetime else {
+        let Lifetime::Quic(conn, _) = &agent.lifetime else {
             panic!("a QUIC connection");
         };
         let path = conn.stats().path;

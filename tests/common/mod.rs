@@ -36,10 +36,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[String]) -> Proc {
+        Self::spawn_env(args, &[])
+    }
+
+    /// Like [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Proc {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr");
         let mut child = Command::new(env!("CARGO_BIN_EXE_burrow"))
             .args(args)
+            .envs(env.iter().copied())
             .env("XDG_STATE_HOME", dir.path())
             .env_remove("BURROW_CONFIG")
             .stdin(Stdio::null())
@@ -72,19 +78,24 @@ impl Proc {
 
     /// The first JSON line on stdout whose `event` is `ready`.
     pub async fn ready(&mut self) -> Value {
+        self.event("ready", READY_TIMEOUT).await
+    }
+
+    /// The next JSON line on stdout whose `event` is `kind`, waiting at most `limit`.
+    pub async fn event(&mut self, kind: &str, limit: Duration) -> Value {
         let wait = async {
             while let Some(line) = self.lines.recv().await {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["event"] == "ready" {
+                    if v["event"] == kind {
                         return Some(v);
                     }
                 }
             }
             None
         };
-        match tokio::time::timeout(READY_TIMEOUT, wait).await {
+        match tokio::time::timeout(limit, wait).await {
             Ok(Some(v)) => v,
-            _ => panic!("no ready line; stderr:\n{}", self.stderr_text()),
+            _ => panic!("no {kind} line within {limit:?}; stderr:\n{}", self.stderr_text()),
         }
     }
 
@@ -152,6 +163,22 @@ impl TestHub {
             range,
             extra,
         }
+    }
+
+    /// Stops the hub with SIGTERM (a clean drain), waits for it to exit, and starts it again
+    /// on the same port with the same state and `extra` flags instead of the first ones.
+    pub async fn stop_and_restart(self, extra: &[&str]) -> TestHub {
+        let TestHub {
+            mut proc,
+            addr,
+            data,
+            range,
+            ..
+        } = self;
+        proc.signal("-TERM");
+        assert!(proc.exit_status(Duration::from_secs(10)).await.success());
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        Self::start_in(data, addr, range, extra).await
     }
 
     /// Kills the hub (no drain) and starts it again on the same port with the same state.
@@ -342,6 +369,67 @@ pub async fn try_round_trip(addr: &str, data: &[u8]) -> std::io::Result<Vec<u8>>
     match tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut back)).await {
         Ok(r) => r.map(|_| back),
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A forwarder standing between agents and a hub on one port number, TCP and UDP, like a
+/// firewall: TCP always passes; UDP (QUIC) passes only while `udp_open` is set, and is
+/// dropped otherwise.
+pub struct UdpGate {
+    pub addr: String,
+    pub udp_open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpGate {
+    pub async fn start(hub: &str) -> UdpGate {
+        let hub: std::net::SocketAddr = hub.parse().unwrap();
+        // One port number for both protocols: retry until a TCP port's UDP twin is free.
+        let (tcp, udp) = loop {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(udp) = tokio::net::UdpSocket::bind(tcp.local_addr().unwrap()).await {
+                break (tcp, Arc::new(udp));
+            }
+        };
+        let addr = tcp.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = tcp.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut upstream) = TcpStream::connect(hub).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        let udp_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = udp_open.clone();
+        tokio::spawn(async move {
+            let mut upstreams: std::collections::HashMap<std::net::SocketAddr, Arc<tokio::net::UdpSocket>> =
+                Default::default();
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, client)) = udp.recv_from(&mut buf).await {
+                if !open.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstreams.entry(client).or_insert_with(|| {
+                    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                    socket.connect(hub).unwrap();
+                    socket.set_nonblocking(true).unwrap();
+                    let socket = Arc::new(tokio::net::UdpSocket::from_std(socket).unwrap());
+                    let (back, udp, open) = (socket.clone(), udp.clone(), open.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n) = back.recv(&mut buf).await {
+                            if open.load(Ordering::SeqCst) {
+                                let _ = udp.send_to(&buf[..n], client).await;
+                            }
+                        }
+                    });
+                    socket
+                });
+                let _ = upstream.send(&buf[..n]).await;
+            }
+        });
+        UdpGate { addr, udp_open }
     }
 }
 
