@@ -32,7 +32,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 const LISTENER: u64 = u64::MAX;
 
 /// How long the UDP relay keeps polling after its last datagram: burrow's default window.
-const SPIN: Duration = burrow::runtime::DEFAULT_BUSY_POLL;
+const SPIN: Duration = burrow::runtime::MEASURED_BUSY_POLL;
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -137,7 +137,7 @@ fn relay_udp(listen: &str, target: SocketAddr) -> std::io::Result<()> {
 }
 
 fn relay_udp_tokio(listen: &str, target: SocketAddr) -> std::io::Result<()> {
-    let runtime = burrow::runtime::single_thread(burrow::runtime::DEFAULT_BUSY_POLL)?;
+    let runtime = burrow::runtime::single_thread(burrow::runtime::MEASURED_BUSY_POLL)?;
     runtime.block_on(async {
         let public = std::sync::Arc::new(tokio::net::UdpSocket::bind(listen).await?);
         // As an `expose` agent sets up its target: a connected socket and a clone to send on.

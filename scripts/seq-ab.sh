@@ -6,7 +6,9 @@
 #   conn  benchtool connrate 2000: connect, send a byte, read it back, close, one at a time
 #   udp   benchtool udprr 20000: one 64-byte datagram and its echo at a time
 # Usage: scripts/seq-ab.sh ROUNDS VARIANT...
-#   VARIANT: direct | PATH (a burrow binary) | PATH@US (that binary, BURROW_BUSY_POLL_US=US)
+#   VARIANT: direct | PATH (a burrow binary, its default polling) | PATH@US (that binary
+#            busy-polling US µs: --busy-poll through BURROW_BUSY_POLL, and BURROW_BUSY_POLL_US for
+#            builds from before the flag)
 #            | floor | floor-tokio (two examples/floor.rs relays chained where the hub and the
 #              agent stand; floor-tokio relays UDP on burrow's runtime, so the gap between
 #              the two is the runtime's cost per datagram, and burrow's to floor-tokio its own)
@@ -50,15 +52,16 @@ for round in $(seq "$rounds"); do
       conn_port=26507; udp_port=26553
       for port in 26507 26508 26553 26554; do wait_port $port; done
     elif [[ $variant != direct ]]; then
-      bin=${variant%@*}; poll=50; [[ $variant == *@* ]] && poll=${variant##*@}
+      bin=${variant%@*}; poll_env=()
+      [[ $variant == *@* ]] && poll_env=(BURROW_BUSY_POLL="${variant##*@}us" BURROW_BUSY_POLL_US="${variant##*@}")
       [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 2; }
       rm -rf "$work/hub"
-      BURROW_BUSY_POLL_US=$poll "$bin" hub --listen 127.0.0.1:27445 --data-dir "$work/hub" --auth bench:bench-key \
+      env "${poll_env[@]}" "$bin" hub --listen 127.0.0.1:27445 --data-dir "$work/hub" --auth bench:bench-key \
         --allow-plaintext --port-range 26500-26599 --log-level error >/dev/null & tunnel+=($!)
       wait_port 27445
       agent=("$bin" expose --hub 127.0.0.1:27445 --transport tcp -u bench -k bench-key --public --log-level error)
-      BURROW_BUSY_POLL_US=$poll "${agent[@]}" 15407 --protocol tcp --name echo --hub-port 26507 >/dev/null & tunnel+=($!)
-      BURROW_BUSY_POLL_US=$poll "${agent[@]}" 15453 --protocol udp --name udp --hub-port 26553 >/dev/null & tunnel+=($!)
+      env "${poll_env[@]}" "${agent[@]}" 15407 --protocol tcp --name echo --hub-port 26507 >/dev/null & tunnel+=($!)
+      env "${poll_env[@]}" "${agent[@]}" 15453 --protocol udp --name udp --hub-port 26553 >/dev/null & tunnel+=($!)
       conn_port=26507; udp_port=26553
       wait_port $conn_port; wait_port $udp_port
       # The echo tunnel is ready once a connection through it is answered.

@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Regenerates link/symbol-order.txt, the order in which the release link lays out functions
-# (build.rs): every function a hub and its agents execute, grouped so that each process's
+# Writes a symbol list (default target/symbol-order.txt), the order in which a tuned release
+# link lays out functions (scripts/release-tuned.sh, build.rs): every function a hub and its agents execute, grouped so that each process's
 # code sits together instead of spread over the whole binary. A process's resident code is
 # every 64 KiB window it touched once (the kernel maps pages around each fault), so packing
-# the executed functions is what keeps hub and agent RSS small (docs/benchmarks.md, ninth
-# session).
+# the executed functions is what keeps hub and agent RSS small (docs/tuning.md).
 #
 # It runs a hub and agents under callgrind (valgrind), one round per transport (tcp, tls,
 # quic), through every kind of traffic: TCP request/response and connections, UDP, bulk both
 # ways (iperf3), HTTP by Host on the hub's main port, and a reach agent; then
 # scripts/symbol-order.py turns the function lists into the ordering file.
 #
-# Usage: scripts/symbol-order.sh        (needs valgrind, iperf3, curl, python3; about 4 minutes)
+# Usage: scripts/symbol-order.sh [OUT]  (needs valgrind, iperf3, curl, python3; about 4 minutes)
+# It profiles the release build made with the environment it is given, so run it with the
+# same linker settings as the build that will use the list (release-tuned.sh does).
 # Ports used: 25443 (hub), 25100-25399 (public ports), 25007 25053 25201 25080 25009 (targets).
-# Rerun it after large changes to what the processes execute; a stale file costs only RSS
-# (functions it no longer names are laid out as if it were not there).
+# The list is generated, never committed: symbol names change with every dependency bump.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+out=${1:-$PWD/target/symbol-order.txt}
 for tool in valgrind iperf3 curl python3; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
@@ -83,5 +84,5 @@ for transport in tcp tls quic; do
   echo "$transport: profiled"
 done
 
-python3 scripts/symbol-order.py target/release/burrow "$work"/profiles/* > link/symbol-order.txt
-wc -l link/symbol-order.txt
+python3 scripts/symbol-order.py target/release/burrow "$work"/profiles/* > "$out"
+wc -l "$out"

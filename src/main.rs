@@ -27,17 +27,17 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    let json = match &cli.command {
-        Command::Hub(hub) => hub.json,
-        Command::Expose(expose) => expose.agent.json,
-        Command::Reach(reach) => reach.agent.json,
-        _ => false,
+    let (json, busy_poll) = match &cli.command {
+        Command::Hub(hub) => (hub.json, hub.runtime.busy_poll),
+        Command::Expose(expose) => (expose.agent.json, expose.agent.runtime.busy_poll),
+        Command::Reach(reach) => (reach.agent.json, reach.agent.runtime.busy_poll),
+        _ => (false, std::time::Duration::ZERO),
     };
     burrow::tls::install_crypto_provider();
     if let Command::Hub(hub) = &cli.command {
         burrow::app::init_logging(&hub.log);
     }
-    let runtime = match burrow::runtime::build() {
+    let runtime = match burrow::runtime::build(busy_poll) {
         Ok(runtime) => runtime,
         Err(e) => return fail(json, 1, &format!("cannot start the async runtime: {e}")),
     };

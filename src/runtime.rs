@@ -1,13 +1,15 @@
-//! The async runtime the binary runs on: how many threads, and brief busy-polling before its
-//! thread goes to sleep.
+//! The async runtime the binary runs on: how many threads, and (opt-in, `--busy-poll DUR`)
+//! brief busy-polling before its thread goes to sleep.
 //!
-//! Why busy-poll: request/response traffic through a tunnel crosses three processes each way
+//! Polling is off by default: a laptop running `expose` or a hub on a small cloud VM pays for
+//! every spinning microsecond in CPU time and battery. It pays off where a CPU woken from
+//! idle is slow and traffic is request/response (the loopback benchmark VM): request/response traffic through a tunnel crosses three processes each way
 //! (visitor → hub → agent → target and back), and each hop wakes a sleeping thread. On the
 //! 2-core VM this was measured on, waking an idle CPU costs 30–60 µs, far more than the
 //! relay's own work: a sequential UDP round trip took 95 µs through the tunnel against 11–55 µs
 //! direct. A thread that keeps polling for a few tens of microseconds after its last piece of
 //! work catches the reply without sleeping, and keeps its CPU awake for the next hop. Measured
-//! with `BURROW_BUSY_POLL_US=50` against 0 (docs/benchmarks.md, seventh session): sequential
+//! with a 50 µs window against none (docs/benchmarks.md): sequential
 //! UDP request/response 2.6× the rate, sequential connections +24%, for more tunnel CPU
 //! while traffic flows (a polling thread is busy by definition) and none while idle.
 //!
@@ -24,9 +26,9 @@ use std::future::Future;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// The busy-poll window when `BURROW_BUSY_POLL_US` does not say: 30, 100 and 200 µs measured
-/// the same; this is the cheapest of the windows that kept the gain.
-pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
+/// The busy-poll window to turn on where polling pays (`--busy-poll 50us`): 30, 100 and
+/// 200 µs measured the same; this is the cheapest of the windows that kept the gain.
+pub const MEASURED_BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// A round that spent longer than this running tasks did real work (the spinner alone takes
 /// well under a microsecond), so the window opens again. Wall time: a round the OS preempted
@@ -42,17 +44,14 @@ const WORK_ROUND: Duration = Duration::from_micros(2);
 /// memory, than two workers (docs/benchmarks.md, run 8): the relay is bound by wake-ups, and a
 /// second worker mostly adds cross-thread ones.
 ///
-/// The single-thread runtime busy-polls for `BURROW_BUSY_POLL_US` microseconds (default
-/// [`DEFAULT_BUSY_POLL`], 0 = never) before sleeping; the multi-thread one does not (not
-/// measured: a spinner task cannot be kept on each worker).
-pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
+/// The single-thread runtime busy-polls for `busy_poll` (zero: never, the default) before
+/// sleeping; the multi-thread one does not (not measured: a spinner task cannot be kept on
+/// each worker).
+pub fn build(busy_poll: Duration) -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = env_number("BURROW_WORKER_THREADS").unwrap_or(if cores <= 2 { 1 } else { cores as u64 });
     match workers {
-        0 | 1 => {
-            let busy_poll = env_number("BURROW_BUSY_POLL_US").map_or(DEFAULT_BUSY_POLL, Duration::from_micros);
-            single_thread(busy_poll)
-        }
+        0 | 1 => single_thread(busy_poll),
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n as usize)
             .enable_all()
