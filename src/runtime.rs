@@ -41,7 +41,7 @@ const WORK_ROUND: Duration = Duration::from_micros(2);
 /// The runtime: `BURROW_WORKER_THREADS=N` workers, else one thread on machines with at most
 /// two cores and one worker per core above that. On 2 cores a single thread measured +29%
 /// single-stream and +22% 8-stream throughput through a tcp tunnel, with less CPU and 19% less
-/// memory, than two workers (docs/benchmarks.md, run 8): the relay is bound by wake-ups, and a
+/// memory, than two workers (measured 2026-11-24): the relay is bound by wake-ups, and a
 /// second worker mostly adds cross-thread ones.
 ///
 /// The single-thread runtime busy-polls for `busy_poll` (zero: never, the default) before

@@ -318,16 +318,27 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_millis(500);
 /// The target refused: an HTTP visitor of an `http` or `auto` tunnel gets `502 Bad Gateway`
 /// naming the tunnel and the cause; any other visitor's connection just closes.
 async fn refuse_http_visitor(mut stream: MuxStream, context: &StreamContext, cause: &str) {
+    if let Some(response) = bad_gateway(&mut stream, context, cause).await {
+        crate::answer::answer_and_close(&mut stream, &response).await;
+    }
+}
+
+/// The `502` for a visitor whose target refused, if the tunnel may speak HTTP and the
+/// visitor's first bytes (read from `visitor`, waiting briefly) are an HTTP request.
+pub(super) async fn bad_gateway<R: tokio::io::AsyncRead + Unpin>(
+    visitor: &mut R,
+    context: &StreamContext,
+    cause: &str,
+) -> Option<Vec<u8>> {
     use crate::types::Protocol;
     use tokio::io::AsyncReadExt;
     if !matches!(context.protocol, Protocol::Http | Protocol::Auto) {
-        return;
+        return None;
     }
     let mut first = [0u8; 16];
-    let read = tokio::time::timeout(FIRST_BYTES_WAIT, stream.read(&mut first)).await;
-    let Ok(Ok(n)) = read else { return };
-    if crate::sniff::starts_like_http(&first[..n]) {
-        let response = crate::answer::tunnel_error(502, &context.name, cause);
-        crate::answer::answer_and_close(&mut stream, &response).await;
-    }
+    let n = tokio::time::timeout(FIRST_BYTES_WAIT, visitor.read(&mut first))
+        .await
+        .ok()?
+        .ok()?;
+    crate::sniff::starts_like_http(&first[..n]).then(|| crate::answer::tunnel_error(502, &context.name, cause))
 }

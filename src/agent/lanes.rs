@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
-use super::expose::{connect_target, serve_udp_flow, StreamContext};
+use super::expose::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
 use crate::relay::{relay_plain_lane, Handoff, Lane, LaneEnd, SealedLane, WantBack, MEET_DEADLINE};
@@ -271,8 +271,20 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext, want_b
         .await;
         return None;
     }
-    // A target that cannot be reached closes the lane, which the visitor sees as a close.
-    let upstream = connect_target(&context.target, &header.peer).await.ok()?;
+    // A target that cannot be reached closes the lane, which the visitor sees as a close,
+    // after a 502 for an HTTP visitor on a TLS lane (plain lanes carry connections that were
+    // already relaying, see `relay/moving.rs`).
+    let upstream = match connect_target(&context.target, &header.peer).await {
+        Ok(upstream) => upstream,
+        Err(cause) => {
+            if let Lane::Tls(mut lane) = lane {
+                if let Some(response) = bad_gateway(lane.as_mut(), context, &cause).await {
+                    let _ = lane.write_all(&response).await;
+                }
+            }
+            return None;
+        }
+    };
     let relayed = match lane {
         Lane::Plain(lane) => relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
             .await

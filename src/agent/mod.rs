@@ -27,7 +27,7 @@ pub struct AgentConfig {
     /// `None` only for `--transport tcp`, which needs no TLS.
     pub tls: Option<crate::tls::ClientTls>,
     pub shutdown_timeout: Duration,
-    /// Until the first session is up, give up after this long (`--connect-timeout`).
+    /// Until the agent first connects, give up after this long (`--connect-timeout`).
     pub connect_timeout: Duration,
     /// Idle expiry and flow bound for UDP flows this agent serves.
     pub udp: crate::udp::UdpLimits,
@@ -45,7 +45,7 @@ pub struct SessionUp<'a> {
     pub first: bool,
 }
 
-/// `--connect-timeout`: until the agent's first session is up, it tries to reach the hub
+/// `--connect-timeout`: until the agent has connected once, it tries to reach the hub
 /// only until this deadline, then ends with exit code 1 and the last reason. Later
 /// reconnections are not bounded.
 pub(crate) struct FirstConnection {
@@ -59,7 +59,7 @@ impl FirstConnection {
         }
     }
 
-    /// The first session is up: no deadline from now on.
+    /// Connected once: no deadline from now on.
     pub(crate) fn done(&mut self) {
         self.deadline = None;
     }

@@ -97,7 +97,7 @@ impl Store {
         // One connection: SQLite serialises writers anyway, the queries here are a few per
         // agent connection, and each pooled connection is a worker thread with its own
         // malloc arena and SQLite caches (a second one cost the hub 0.2 MB of RSS,
-        // docs/benchmarks.md, tenth session). Nothing here holds a connection while asking
+        // measured 2026-12-02). Nothing here holds a connection while asking
         // for another, so one cannot deadlock.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
