@@ -96,7 +96,37 @@ async fn re_exposing_a_public_name_as_private_closes_its_port_and_route_before_r
         "{ready}"
     );
     assert_eq!(round_trip(&format!("127.0.0.1:{wanted}"), b"hi").await, b"served");
-    moved.kill().await;
+    stop(&mut moved).await;
+
+    // Another protocol: the TCP port closes (a udp tunnel binds a UDP port instead).
+    let udp_target = udp_echo_server().await;
+    let mut udp = hub.expose(
+        "quic",
+        "alice",
+        &udp_target,
+        &["--name", "web", "--public", "--protocol", "udp"],
+    );
+    let ready = udp.ready().await;
+    assert_eq!(ready["protocol"], "udp", "{ready}");
+    assert!(
+        TcpStream::connect(format!("127.0.0.1:{wanted}")).await.is_err(),
+        "the TCP port stayed open"
+    );
+    stop(&mut udp).await;
+
+    // Shared with every user, then not: bob loses it at once.
+    let mut shared = hub.expose("quic", "alice", &target, &["--name", "web", "--shared", "all"]);
+    shared.ready().await;
+    let mut bob = hub.reach("quic", "bob", "web", &[]);
+    let local = str_of(&bob.ready().await, "local_address");
+    assert_eq!(round_trip(&local, b"hi").await, b"served");
+    bob.kill().await;
+    stop(&mut shared).await;
+    let mut unshared = hub.expose("quic", "alice", &target, &["--name", "web"]);
+    unshared.ready().await;
+    let mut bob = hub.reach("quic", "bob", "web", &[]);
+    assert_eq!(bob.exit_status(Duration::from_secs(10)).await.code(), Some(2));
+    unshared.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
