@@ -467,3 +467,25 @@ async fn the_command_line_checks_its_words_and_keeps_logs_plain() {
     assert_eq!(error["code"], 2, "{error}");
     assert_eq!(refused.exit_status(Duration::from_secs(5)).await.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_a_replaced_tunnel_does_not_take_its_successors_name() {
+    let hub = TestHub::start(&["--lease-grace", "1s"]).await;
+    let target = tag_server("kept").await;
+    let mut public = hub.expose("quic", "alice", &target, &["--name", "web", "--public"]);
+    public.ready().await;
+    stop(&mut public).await; // the old tunnel's lease timer starts
+    let mut private = hub.expose("quic", "alice", &target, &["--name", "web"]);
+    let id = str_of(&private.ready().await, "tunnel_id");
+    // The old lease runs out meanwhile; nothing signals that from outside the hub.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The successor still owns the name: the same settings get it back, id and all.
+    stop(&mut private).await;
+    let mut again = hub.expose("quic", "alice", &target, &["--name", "web"]);
+    assert_eq!(str_of(&again.ready().await, "tunnel_id"), id);
+    let mut reach = hub.reach("quic", "alice", "web", &[]);
+    let local = str_of(&reach.ready().await, "local_address");
+    assert_eq!(round_trip(&local, b"hi").await, b"kept");
+    reach.kill().await;
+    again.kill().await;
+}

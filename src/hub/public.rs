@@ -125,12 +125,8 @@ pub enum Visitor {
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
-        refuse_visitor(
-            &tunnel,
-            visitor,
-            "no agent is connected (it may be reconnecting); try again shortly",
-        )
-        .await;
+        let cause = "no agent is connected (it may be reconnecting); try again shortly";
+        refuse_visitor(&tunnel, visitor, &[], cause).await;
         return;
     };
     let header = StreamHeader {
@@ -171,7 +167,14 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         Ok(stream) => stream,
         Err(e) => {
             tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a stream to the agent failed");
-            refuse_visitor(&tunnel, visitor, "the agent's connection is failing; try again shortly").await;
+            let arrived = &opening[header.len()..];
+            refuse_visitor(
+                &tunnel,
+                visitor,
+                arrived,
+                "the agent's connection is failing; try again shortly",
+            )
+            .await;
             return;
         }
     };
@@ -197,16 +200,20 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
 
 /// A visitor the tunnel cannot serve now: one speaking HTTP gets `503` naming the tunnel
 /// and `cause`; anyone else is closed at once. A public port's visitor counts as HTTP on an
-/// `http` tunnel, or on an `auto` one when its first bytes are an HTTP request.
-async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, cause: &str) {
+/// `http` tunnel, or on an `auto` one when its first bytes (`arrived` if they were read
+/// already) are an HTTP request.
+async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, arrived: &[u8], cause: &str) {
     let (mut tcp, http) = match visitor {
         Visitor::Routed { tcp, http, .. } => (tcp, http),
         Visitor::Tcp(tcp) => {
             let http = match tunnel.record().protocol {
                 Protocol::Http => true,
                 Protocol::Auto => {
-                    let mut arrived = BytesMut::new();
-                    crate::relay::read_arrived(&tcp, &mut arrived).is_ok() && crate::sniff::starts_like_http(&arrived)
+                    let mut first = BytesMut::from(arrived);
+                    if first.is_empty() {
+                        let _ = crate::relay::read_arrived(&tcp, &mut first);
+                    }
+                    crate::sniff::starts_like_http(&first)
                 }
                 _ => false,
             };

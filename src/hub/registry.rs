@@ -458,10 +458,14 @@ impl Registry {
     }
 
     /// Ends a tunnel for good: frees its name and port and records why.
+    /// A tunnel that has ended already (replaced by a re-expose with other settings while its
+    /// lease timer ran) is left alone: its name and port may belong to the new one by now.
     pub async fn end(&self, tunnel: &Tunnel, reason: &str, by_user: bool) {
         let port = {
             let mut maps = self.maps.lock().expect("registry lock");
-            maps.tunnels.remove(&tunnel.id);
+            if maps.tunnels.remove(&tunnel.id).is_none() {
+                return;
+            }
             maps.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
             let mut state = tunnel.state.lock().expect("tunnel lock");
             let port = state.record.hub_port;
