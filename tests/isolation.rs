@@ -39,9 +39,13 @@ async fn probe(config: &AgentConfig, tunnel: TunnelId) -> Vec<u8> {
         peer: "probe".into(),
         flow: 0,
     };
-    stream.write_all(&header.encode()).await.unwrap();
-    stream.write_all(b"probe").await.unwrap();
-    stream.shutdown().await.unwrap();
+    // The hub may reset a refused stream as soon as it has read the header, so a write that
+    // fails is the refusal itself, not an error of the test.
+    let mut opening = header.encode();
+    opening.extend_from_slice(b"probe");
+    if stream.write_all(&opening).await.is_err() || stream.shutdown().await.is_err() {
+        return Vec::new();
+    }
     let mut reply = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut reply)).await;
     assert!(read.is_ok(), "stream neither answered nor closed");
