@@ -44,6 +44,29 @@ impl Shutdown {
         let _ = rx.wait_for(|d| *d).await;
     }
 
+    /// The listener's next connection, or `None` once draining has begun: every accept loop
+    /// stops here. Accept errors (out of file descriptors and the like) are logged and
+    /// retried after a pause instead of spinning.
+    pub async fn accept(
+        &self,
+        listener: &tokio::net::TcpListener,
+        what: &str,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = self.draining() => return None,
+            };
+            match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// Counts one in-flight connection until the guard drops.
     pub fn track(&self) -> ConnectionGuard {
         self.active.fetch_add(1, Ordering::SeqCst);

@@ -12,7 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::lanes::LaneKind;
 use super::{public, session, Shared};
-use crate::shutdown::Shutdown;
 use crate::sniff::{self, Replay, Verdict};
 use crate::wire::ConnKind;
 
@@ -20,30 +19,8 @@ use crate::wire::ConnKind;
 const SNIFF_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
-    while let Some((stream, peer)) = accept_until_draining(&listener, &shared.shutdown, "main port").await {
+    while let Some((stream, peer)) = shared.shutdown.accept(&listener, "main port").await {
         tokio::spawn(handle_tcp(shared.clone(), stream, peer));
-    }
-}
-
-/// The next connection, or `None` once the process starts draining. Accept errors (out of
-/// file descriptors and the like) are logged and retried after a pause instead of spinning.
-pub(super) async fn accept_until_draining(
-    listener: &TcpListener,
-    shutdown: &Shutdown,
-    what: &str,
-) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.draining() => return None,
-        };
-        match accepted {
-            Ok(accepted) => return Some(accepted),
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
     }
 }
 

@@ -10,7 +10,6 @@ use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::lanes::{LaneKind, LanePool};
-use super::listener::accept_until_draining;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
@@ -62,7 +61,7 @@ pub fn spawn_public_listener(
 }
 
 async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: PublicContext) {
-    while let Some((stream, peer)) = accept_until_draining(&listener, &context.shutdown, "public port").await {
+    while let Some((stream, peer)) = context.shutdown.accept(&listener, "public port").await {
         crate::relay::configure_tcp(&stream);
         let guard = context.shutdown.track();
         let tunnel = tunnel.clone();
