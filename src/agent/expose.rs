@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::session::{self, SessionEnd};
+use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
 use super::{AgentConfig, AgentError, Backoff, FirstConnection, SessionUp};
 use crate::mux::{Acceptor, MuxConn, MuxStream};
 use crate::shutdown::Shutdown;
@@ -14,7 +13,6 @@ use crate::wire::io::{read_stream_header, write_frame};
 use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelSpec};
 
 const STREAM_HEADER_DEADLINE: Duration = Duration::from_secs(10);
-const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs until shutdown or a fatal refusal. `on_session` is called each time a session
 /// comes up: first when the tunnel is first registered, then on every reconnection.
@@ -214,20 +212,6 @@ async fn serve(
     Ok(end)
 }
 
-/// What serving one stream from the hub needs.
-pub(super) struct StreamContext {
-    /// The tunnel's name, for the errors visitors are answered with.
-    name: String,
-    pub(super) target: String,
-    /// What the target speaks: an HTTP visitor of a target that refuses gets a 502.
-    protocol: crate::types::Protocol,
-    datagrams: Option<Arc<crate::udp::DatagramRouter>>,
-    udp_idle: Duration,
-    udp_stats: Arc<crate::udp::UdpStats>,
-    /// Where connections the hub moves off the multiplexer meet their lanes.
-    pub(super) moved_lanes: crate::relay::MovedLanes,
-}
-
 /// Streams still arriving while the agent drains are served too: the hub opened them for
 /// visitors it had placed on this agent before it heard of the drain (it places none after).
 async fn serve_streams(mut acceptor: Acceptor, context: Arc<StreamContext>, shutdown: Shutdown, session: Shutdown) {
@@ -278,67 +262,10 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
     }
 }
 
-/// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it
-/// up): a socket connected to the target, whose replies go back until the flow ends or idles
-/// out.
-pub(super) async fn serve_udp_flow(
-    context: &StreamContext,
-    carry: impl FnOnce(crate::udp::Sink, Arc<crate::udp::UdpStats>) -> Option<crate::udp::UdpFlow>,
-) {
-    let Some((socket, sender)) = crate::udp::connect_target(&context.target).await else {
-        return;
-    };
-    let sink = crate::udp::Sink::Socket {
-        socket: sender,
-        peer: None,
-    };
-    if let Some(flow) = carry(sink, context.udp_stats.clone()) {
-        crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
-    }
-}
-
-/// Connects to the exposed service for visitor `peer`; a failure is logged and its cause
-/// returned (the caller then answers or closes the visitor's connection).
-pub(super) async fn connect_target(target: &str, peer: &str) -> Result<TcpStream, String> {
-    let cause = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
-        Ok(Ok(tcp)) => {
-            crate::relay::configure_tcp(&tcp);
-            return Ok(tcp);
-        }
-        Ok(Err(e)) => format!("cannot connect to {target}: {e}"),
-        Err(_) => format!("connecting to {target} timed out after {TARGET_CONNECT_DEADLINE:?}"),
-    };
-    tracing::warn!(peer, "{cause}");
-    Err(cause)
-}
-
-/// How long the agent waits for a visitor's first bytes to tell whether it speaks HTTP.
-const FIRST_BYTES_WAIT: Duration = Duration::from_millis(500);
-
 /// The target refused: an HTTP visitor of an `http` or `auto` tunnel gets `502 Bad Gateway`
 /// naming the tunnel and the cause; any other visitor's connection just closes.
 async fn refuse_http_visitor(mut stream: MuxStream, context: &StreamContext, cause: &str) {
     if let Some(response) = bad_gateway(&mut stream, context, cause).await {
         crate::answer::answer_and_close(&mut stream, &response).await;
     }
-}
-
-/// The `502` for a visitor whose target refused, if the tunnel may speak HTTP and the
-/// visitor's first bytes (read from `visitor`, waiting briefly) are an HTTP request.
-pub(super) async fn bad_gateway<R: tokio::io::AsyncRead + Unpin>(
-    visitor: &mut R,
-    context: &StreamContext,
-    cause: &str,
-) -> Option<Vec<u8>> {
-    use crate::types::Protocol;
-    use tokio::io::AsyncReadExt;
-    if !matches!(context.protocol, Protocol::Http | Protocol::Auto) {
-        return None;
-    }
-    let mut first = [0u8; 16];
-    let n = tokio::time::timeout(FIRST_BYTES_WAIT, visitor.read(&mut first))
-        .await
-        .ok()?
-        .ok()?;
-    crate::sniff::starts_like_http(&first[..n]).then(|| crate::answer::tunnel_error(502, &context.name, cause))
 }

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
-use super::expose::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
+use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
 use crate::relay::{relay_plain_lane, Handoff, Lane, LaneEnd, SealedLane, WantBack, MEET_DEADLINE};

@@ -6,6 +6,7 @@ pub mod expose;
 mod lanes;
 pub mod reach;
 pub mod session;
+mod target;
 
 pub use lanes::{MAX_BUSY_PLAIN_LANES, MAX_BUSY_TLS_LANES};
 

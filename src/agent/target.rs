@@ -1,0 +1,81 @@
+//! What serving one visitor's connection to the exposed target needs, shared by streams
+//! (`expose.rs`) and lanes (`lanes.rs`): the session's context, dialing the target, the 502
+//! for an HTTP visitor whose target refuses, and UDP flows toward the target.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What serving one stream from the hub needs.
+pub(super) struct StreamContext {
+    /// The tunnel's name, for the errors visitors are answered with.
+    pub(super) name: String,
+    pub(super) target: String,
+    /// What the target speaks: an HTTP visitor of a target that refuses gets a 502.
+    pub(super) protocol: crate::types::Protocol,
+    pub(super) datagrams: Option<Arc<crate::udp::DatagramRouter>>,
+    pub(super) udp_idle: Duration,
+    pub(super) udp_stats: Arc<crate::udp::UdpStats>,
+    /// Where connections the hub moves off the multiplexer meet their lanes.
+    pub(super) moved_lanes: crate::relay::MovedLanes,
+}
+
+/// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it
+/// up): a socket connected to the target, whose replies go back until the flow ends or idles
+/// out.
+pub(super) async fn serve_udp_flow(
+    context: &StreamContext,
+    carry: impl FnOnce(crate::udp::Sink, Arc<crate::udp::UdpStats>) -> Option<crate::udp::UdpFlow>,
+) {
+    let Some((socket, sender)) = crate::udp::connect_target(&context.target).await else {
+        return;
+    };
+    let sink = crate::udp::Sink::Socket {
+        socket: sender,
+        peer: None,
+    };
+    if let Some(flow) = carry(sink, context.udp_stats.clone()) {
+        crate::udp::serve_udp_target(flow, socket, context.udp_idle).await;
+    }
+}
+
+/// Connects to the exposed service for visitor `peer`; a failure is logged and its cause
+/// returned (the caller then answers or closes the visitor's connection).
+pub(super) async fn connect_target(target: &str, peer: &str) -> Result<TcpStream, String> {
+    let cause = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
+        Ok(Ok(tcp)) => {
+            crate::relay::configure_tcp(&tcp);
+            return Ok(tcp);
+        }
+        Ok(Err(e)) => format!("cannot connect to {target}: {e}"),
+        Err(_) => format!("connecting to {target} timed out after {TARGET_CONNECT_DEADLINE:?}"),
+    };
+    tracing::warn!(peer, "{cause}");
+    Err(cause)
+}
+
+/// How long the agent waits for a visitor's first bytes to tell whether it speaks HTTP.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(500);
+
+/// The `502` for a visitor whose target refused, if the tunnel may speak HTTP and the
+/// visitor's first bytes (read from `visitor`, waiting briefly) are an HTTP request.
+pub(super) async fn bad_gateway<R: tokio::io::AsyncRead + Unpin>(
+    visitor: &mut R,
+    context: &StreamContext,
+    cause: &str,
+) -> Option<Vec<u8>> {
+    use crate::types::Protocol;
+    use tokio::io::AsyncReadExt;
+    if !matches!(context.protocol, Protocol::Http | Protocol::Auto) {
+        return None;
+    }
+    let mut first = [0u8; 16];
+    let n = tokio::time::timeout(FIRST_BYTES_WAIT, visitor.read(&mut first))
+        .await
+        .ok()?
+        .ok()?;
+    crate::sniff::starts_like_http(&first[..n]).then(|| crate::answer::tunnel_error(502, &context.name, cause))
+}
