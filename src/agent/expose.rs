@@ -51,11 +51,11 @@ pub async fn run(
                     SessionEnd::HubLeft(why) => tracing::warn!("the hub went away ({why}); reconnecting"),
                     SessionEnd::Lost(why) => tracing::warn!("connection to the hub lost ({why}); reconnecting"),
                 }
-                session::reconnect_delay(Some(&end), &mut backoff)
+                session::reconnect_delay(&end, &mut backoff)
             }
             Err(e @ AgentError::Transient(_)) => {
                 tracing::warn!("cannot reach the hub: {e}");
-                let delay = session::reconnect_delay(None, &mut backoff);
+                let delay = backoff.next_delay();
                 tokio::select! {
                     paused = first.pause(&config, delay, &e) => { paused?; continue }
                     _ = shutdown.draining() => break,

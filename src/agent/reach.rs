@@ -243,7 +243,7 @@ async fn keep_connected(
         } else {
             lifetime.close("reconnecting");
         }
-        let mut delay = session::reconnect_delay(Some(&end), &mut backoff);
+        let mut delay = session::reconnect_delay(&end, &mut backoff);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -265,7 +265,7 @@ async fn keep_connected(
                     return;
                 }
             }
-            delay = session::reconnect_delay(None, &mut backoff);
+            delay = backoff.next_delay();
         }
     }
 }

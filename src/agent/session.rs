@@ -321,12 +321,12 @@ pub async fn supervise(
     end
 }
 
-/// The pause before the next attempt to reach the hub after `end` (or after a failed
-/// attempt, `end` = `None`), and the backoff to use from then on.
-pub fn reconnect_delay(end: Option<&SessionEnd>, backoff: &mut super::Backoff) -> Duration {
+/// The pause before the first attempt to reach the hub again after a session ended with
+/// `end`; `backoff` becomes the pace of the attempts that follow.
+pub fn reconnect_delay(end: &SessionEnd, backoff: &mut super::Backoff) -> Duration {
     match end {
-        Some(SessionEnd::QuicIsBack) => Duration::ZERO,
-        Some(SessionEnd::HubLeft(_)) => {
+        SessionEnd::QuicIsBack => Duration::ZERO,
+        SessionEnd::HubLeft(_) => {
             // A restarting hub is usually back within a second or two: retry often (with
             // jitter, so its agents do not all arrive at once) until it answers.
             *backoff = super::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
