@@ -1,6 +1,6 @@
 //! Per-message costs of the wire formats: the stream header written per forwarded
-//! connection, a control frame, UDP datagram framing (QUIC DATAGRAM payloads and the
-//! length-prefixed frames used on streams), and TLS lane records (sealed and opened in place).
+//! connection, a control frame, and UDP datagram framing (QUIC DATAGRAM payloads and the
+//! length-prefixed frames used on streams).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -72,46 +72,5 @@ fn datagrams(c: &mut Criterion) {
     group.finish();
 }
 
-/// What a TLS lane does per socket read: seal 64 KiB into four records in place, then (the
-/// other end) open them in place.
-fn sealed_records(c: &mut Criterion) {
-    use burrow::relay::sealed::{record_layer, SEAL_CAPACITY};
-    use rustls::crypto::cipher::{AeadKey, Iv};
-    use rustls::{ConnectionTrafficSecrets, ExtractedSecrets};
-    let key = |byte: u8| ConnectionTrafficSecrets::Aes256Gcm {
-        key: AeadKey::from([byte; 32]),
-        iv: Iv::new([byte; 12]),
-    };
-    let (mut seal, _) = record_layer(ExtractedSecrets {
-        tx: (0, key(1)),
-        rx: (0, key(2)),
-    })
-    .unwrap();
-    let (_, mut open) = record_layer(ExtractedSecrets {
-        tx: (0, key(2)),
-        rx: (0, key(1)),
-    })
-    .unwrap();
-    let mut group = c.benchmark_group("sealed");
-    group.throughput(Throughput::Bytes(SEAL_CAPACITY as u64));
-    group.bench_function("seal_and_open_64KiB", |b| {
-        b.iter(|| {
-            let _ = seal.slots();
-            let records = seal.seal_read(SEAL_CAPACITY).unwrap();
-            let mut wire = records;
-            while !wire.is_empty() {
-                let space = open.space();
-                let n = space.len().min(wire.len());
-                space[..n].copy_from_slice(&wire[..n]);
-                open.filled(n).unwrap();
-                wire = &wire[n..];
-                let plain: usize = open.plaintext().iter().map(|s| s.len()).sum();
-                open.consume(black_box(plain));
-            }
-        })
-    });
-    group.finish();
-}
-
-criterion_group!(benches, stream_header, control_frame, datagrams, sealed_records);
+criterion_group!(benches, stream_header, control_frame, datagrams);
 criterion_main!(benches);

@@ -8,9 +8,8 @@
 //! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
 //! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure,
 //!   splicing socket to socket on plain lanes (dedicated data connections, `hub/lanes.rs`),
-//!   moving connections from the multiplexer onto them once bulk (`relay/moving.rs`),
-//!   sealing TLS records in place on TLS lanes (`relay/sealed.rs`), and the options every
-//!   relayed TCP connection gets (`relay/socket.rs`).
+//!   moving connections from the multiplexer onto them once bulk (`relay/moving.rs`), and
+//!   the options every relayed TCP connection gets (`relay/socket.rs`).
 //! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) or a lane of
 //!   their own, and their sockets.
 //! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.

@@ -137,8 +137,6 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_no_client_auth()
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    // TLS lanes leave rustls after their handshake (see `relay::sealed`).
-    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -193,7 +191,6 @@ pub fn client_config(ca: Option<&Path>) -> Result<ClientTls, TlsError> {
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.enable_secret_extraction = true;
     Ok(ClientTls {
         config: Arc::new(config),
         refusal,

@@ -1,6 +1,6 @@
-//! Lanes: on `--transport tcp` and `tls` an `expose` agent keeps dedicated data connections
-//! dialed to the hub; visitors are relayed onto them (the lane then used again or replaced),
-//! with the multiplexed connection as the fallback. Hub and agent run in-process so the test
+//! Lanes: on `--transport tcp` an `expose` agent keeps dedicated data connections dialed to
+//! the hub; bulk visitors move onto them (the lane then used again or replaced), with the
+//! multiplexed connection as the fallback. TLS and QUIC sessions have none. Hub and agent run in-process so the test
 //! can see which path a connection took.
 
 mod common;
@@ -98,7 +98,11 @@ async fn expose_task(
     Arc<Tunnel>,
     tokio::task::JoinHandle<Result<(), burrow::agent::AgentError>>,
 ) {
-    let lanes = config.lanes;
+    let lanes = if config.transport == TransportKind::Tcp {
+        config.lanes
+    } else {
+        0
+    };
     let spec = TunnelSpec {
         name: Some("bulk".parse().unwrap()),
         public: true,
@@ -119,7 +123,7 @@ async fn expose_task(
     let tunnel = hub.registry().get(info.id).unwrap();
     if lanes > 0 {
         let pools = tunnel.lane_pools();
-        assert_eq!(pools.len(), 1, "a TCP or TLS agent gets a lane pool");
+        assert_eq!(pools.len(), 1, "a plain-TCP agent gets a lane pool");
         tokio::time::timeout(WAIT, pools[0].wait_idle(lanes)).await.unwrap();
     }
     (info.public_address.unwrap(), tunnel, agent)
@@ -157,26 +161,58 @@ async fn five_udp_clients_get_their_own_replies(public: &str) {
 async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
     let (hub, _data) = hub().await;
     let config = agent(&hub, 2);
-    visitors_ride_lanes(&hub, config, burrow::hub::lanes::LaneKind::Plain).await;
+    visitors_ride_lanes(&hub, config).await;
 }
 
-/// A TLS session's lanes are TLS connections too, and carry visitors the same way.
+/// A TLS session has no lanes: its visitors, UDP flows and `reach` streams are all carried
+/// on its multiplexed connection, intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_sessions_get_tls_lanes_for_tcp_visitors() {
+async fn tls_sessions_have_no_lanes_and_carry_everything_multiplexed() {
     let (hub, data) = hub().await;
-    let config = tls_agent(&hub, &data, 2);
-    visitors_ride_lanes(&hub, config, burrow::hub::lanes::LaneKind::Tls).await;
+    let sink = hashing_sink().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), TunnelSpec::tcp(&sink), &shutdown).await;
+    assert!(tunnel.lane_pools().is_empty(), "no lane pool on a TLS session");
+    let upload = random_bytes(3 << 20);
+    let reply = round_trip(&public, &upload).await;
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("{} {}", sha256_hex(&upload), upload.len())
+    );
+    let local = reach(&hub, &shutdown).await.to_string();
+    let data = random_bytes(1 << 20);
+    let reply = round_trip(&local, &data).await;
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("{} {}", sha256_hex(&data), data.len())
+    );
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 0);
+    shutdown.begin();
 }
 
-/// An agent with two lanes of `kind`: 8 MiB up, half-close, and the target's answer (the
-/// hash) back on the same lane, counted by the hub; the lane is replaced; then several
-/// visitors at once, more than there are lanes, all carried intact (the rest multiplexed).
-async fn visitors_ride_lanes(hub: &Hub, config: AgentConfig, kind: burrow::hub::lanes::LaneKind) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flows_of_a_tls_session_are_multiplexed() {
+    let (hub, data) = hub().await;
+    let target = udp_echo_server().await;
+    let shutdown = Shutdown::new();
+    let spec = TunnelSpec {
+        protocol: burrow::types::Protocol::Udp,
+        ..TunnelSpec::tcp(&target)
+    };
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), spec, &shutdown).await;
+    five_udp_clients_get_their_own_replies(&public).await;
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 0);
+    shutdown.begin();
+}
+
+/// An agent with two lanes: 8 MiB up, half-close, and the target's answer (the hash) back on
+/// the same lane, counted by the hub; the lane is replaced; then several visitors at once,
+/// more than there are lanes, all carried intact (the rest multiplexed).
+async fn visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
     let sink = hashing_sink().await;
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&sink), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
-    assert_eq!(pool.kind(), kind);
 
     let upload = random_bytes(8 << 20);
     let reply = round_trip(&public, &upload).await;
@@ -360,38 +396,12 @@ async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
     shutdown.begin();
 }
 
-/// UDP flows ride TLS lanes too (frames in sealed records): five clients at once on two
-/// lanes each get their own datagrams back, a 60 KB one whole, and the flows that found no
-/// idle lane are multiplexed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_flows_ride_tls_lanes() {
-    let (hub, data) = hub().await;
-    let target = udp_echo_server().await;
-    let shutdown = Shutdown::new();
-    let spec = TunnelSpec {
-        protocol: burrow::types::Protocol::Udp,
-        ..TunnelSpec::tcp(&target)
-    };
-    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), spec, &shutdown).await;
-    five_udp_clients_get_their_own_replies(&public).await;
-    let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
-    assert!((2..=5).contains(&on_lanes), "{on_lanes} of 5 flows used lanes");
-    shutdown.begin();
-}
-
-/// An agent keeps at most `MAX_BUSY_TLS_LANES` TLS lanes busy (each holds relay buffers).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_tls_lanes_are_capped() {
-    let (hub, data) = hub().await;
-    busy_lanes_are_capped(&hub, tls_agent(&hub, &data, 1), burrow::agent::MAX_BUSY_TLS_LANES).await;
-}
-
-/// An agent keeps at most `MAX_BUSY_PLAIN_LANES` plain lanes busy (each is a second TCP
+/// An agent keeps at most `MAX_BUSY_LANES` plain lanes busy (each is a second TCP
 /// connection per visitor, two descriptors in the hub instead of one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_plain_lanes_are_capped() {
     let (hub, _data) = hub().await;
-    busy_lanes_are_capped(&hub, agent(&hub, 1), burrow::agent::MAX_BUSY_PLAIN_LANES).await;
+    busy_lanes_are_capped(&hub, agent(&hub, 1), burrow::agent::MAX_BUSY_LANES).await;
 }
 
 /// A visitor through an echo tunnel that moved onto a plain lane: it starts multiplexed and
@@ -489,19 +499,13 @@ async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
-    // Visitors take TLS lanes when they connect, plain ones once bulk.
-    let plain = pool.kind() == burrow::hub::lanes::LaneKind::Plain;
-    let carried = async || match plain {
-        true => hold_bulk(&public).await,
-        false => hold(&public).await,
-    };
     let mut held = Vec::new();
     for _ in 0..cap {
         an_idle_lane(&pool).await;
-        held.push(carried().await);
+        held.push(hold_bulk(&public).await);
     }
     for _ in 0..8 {
-        held.push(carried().await);
+        held.push(hold_bulk(&public).await);
     }
     assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), cap as u64);
     assert_eq!(pool.idle(), 0, "no lane was dialed beyond the cap");
@@ -517,19 +521,6 @@ async fn an_idle_lane(pool: &burrow::hub::lanes::LanePool) {
     tokio::time::timeout(WAIT, pool.wait_idle(1))
         .await
         .expect("a lane is idle");
-}
-
-/// A visitor connected through an echo tunnel, one byte echoed: its connection is carried.
-async fn hold(public: &str) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut visitor = tokio::net::TcpStream::connect(public).await.unwrap();
-    visitor.write_all(b"x").await.unwrap();
-    let mut got = [0u8; 1];
-    tokio::time::timeout(WAIT, visitor.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    visitor
 }
 
 /// Waits (bounded) until the hub has finished relaying every connection of `tunnel`, lanes
@@ -579,14 +570,6 @@ async fn idle_plain_lanes_shrink_after_a_burst() {
     shutdown.begin();
 }
 
-/// A TLS lane whose connection ended cleanly (close_notify both ways) carries the next one:
-/// twenty connections in turn cost the agent no new handshake per connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_lanes_are_used_again_after_a_clean_close() {
-    let (hub, data) = hub().await;
-    lanes_are_used_again(&hub, tls_agent(&hub, &data, 1), |i| 1000 + i * 5000).await;
-}
-
 /// A plain lane whose connection moved onto it and then ended framed both ways (nothing
 /// large enough to splice after the move) carries the next one: twenty connections in turn
 /// cost no new lane connection each.
@@ -608,43 +591,6 @@ async fn plain_lanes_are_used_again_after_a_framed_close() {
     shutdown.begin();
 }
 
-async fn lanes_are_used_again(hub: &Hub, config: AgentConfig, size: impl Fn(usize) -> usize) {
-    let echo = echo_server().await;
-    let shutdown = Shutdown::new();
-    let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
-    let pool = tunnel.lane_pools()[0].clone();
-    for i in 0..20usize {
-        an_idle_lane(&pool).await;
-        let payload = random_bytes(size(i));
-        assert_eq!(round_trip(&public, &payload).await, payload);
-    }
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 20);
-    let admitted = pool.admitted();
-    assert!(admitted <= 3, "{admitted} lanes dialed for 20 connections");
-    shutdown.begin();
-}
-
-/// A `reach` agent's TCP stream is relayed by the hub onto a TLS lane of the exposing agent,
-/// intact both ways, and the lane is used again for the next one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reach_streams_ride_tls_lanes() {
-    let (hub, data) = hub().await;
-    let echo = echo_server().await;
-    let shutdown = Shutdown::new();
-    let (_, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
-    let pool = tunnel.lane_pools()[0].clone();
-
-    let local = reach(&hub, &shutdown).await.to_string();
-    for size in [3 << 20, 1000] {
-        an_idle_lane(&pool).await;
-        let payload = random_bytes(size);
-        assert_eq!(round_trip(&local, &payload).await, payload);
-    }
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 2);
-    assert!(pool.admitted() <= 3);
-    shutdown.begin();
-}
-
 /// A visitor the hub placed on an agent just before it heard that the agent drains is still
 /// carried, on a lane the hub had taken and on a multiplexed stream it opens: the agent
 /// neither closes its lanes nor refuses streams when it starts draining. The hub then closes
@@ -652,7 +598,6 @@ async fn reach_streams_ride_tls_lanes() {
 /// (A stream that arrives after the agent's last connection ended still finds it gone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
-    use burrow::relay::Lane;
     use burrow::wire::{StreamHeader, StreamKind};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -667,8 +612,8 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     let (_, tunnel, agent) = expose_task(&hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let member = tunnel.pick_member(WAIT).await.expect("the agent serves the tunnel");
     let pool = member.lanes.clone().expect("a plain-TCP agent has lanes");
-    let Some(Lane::Plain(mut lane)) = pool.take() else {
-        panic!("an idle plain lane");
+    let Some(mut lane) = pool.take() else {
+        panic!("an idle lane");
     };
 
     shutdown.begin();
@@ -811,25 +756,15 @@ async fn curl_keep_alive_requests_stay_multiplexed_and_a_download_moves_to_a_lan
 }
 
 /// A visitor routed by name on the hub's main port (HTTP `Host`) rides a lane too, the bytes
-/// the hub read to route it going first: on the multiplexer before it moves to a plain lane,
-/// raw on a TLS lane. Bodies of every size: none, framed after the head (or multiplexed),
-/// and large enough to turn bulk.
+/// the hub read to route it going first, on the multiplexer before it moves to a lane.
+/// Bodies of every size: none, framed after the head (or multiplexed), and large enough to
+/// turn bulk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visitors_routed_by_name_ride_plain_lanes() {
+async fn visitors_routed_by_name_ride_lanes() {
     let (hub, _data) = hub().await;
-    routed_visitors_ride_lanes(&hub, agent(&hub, 1)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visitors_routed_by_name_ride_tls_lanes() {
-    let (hub, data) = hub().await;
-    routed_visitors_ride_lanes(&hub, tls_agent(&hub, &data, 1)).await;
-}
-
-async fn routed_visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
-    let (_public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
+    let (_public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
     let main_port = hub.listen.to_string();
     for (i, body) in [0, 100 << 10, 2 << 20].into_iter().enumerate() {
@@ -838,20 +773,16 @@ async fn routed_visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
         let mut request = head.into_bytes();
         request.extend(random_bytes(body));
         assert_eq!(round_trip(&main_port, &request).await, request, "request {i}");
-        let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
-        if pool.kind() == burrow::hub::lanes::LaneKind::Tls {
-            assert_eq!(on_lanes, i as u64 + 1, "request {i} went over a lane");
-        } else if body == 0 {
+        if body == 0 {
+            let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
             assert_eq!(on_lanes, 0, "a request without a body stays multiplexed");
         }
     }
-    if pool.kind() == burrow::hub::lanes::LaneKind::Plain {
-        // 100 KiB may or may not have filled a read at the hub; 2 MiB did.
-        let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
-        assert!(
-            (1..=2).contains(&on_lanes),
-            "{on_lanes} routed visitors moved to a lane"
-        );
-    }
+    // 100 KiB may or may not have filled a read at the hub; 2 MiB did.
+    let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&on_lanes),
+        "{on_lanes} routed visitors moved to a lane"
+    );
     shutdown.begin();
 }

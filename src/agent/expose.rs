@@ -146,16 +146,9 @@ async fn serve(
         lane_token,
         ..
     } = session;
-    // Lanes are the session's own kind of connection: plain beside a plain-TCP session, TLS
-    // (with the same connector and server name) beside a TLS one.
+    // Lanes are plain TCP beside a plain-TCP session (`hub/lanes.rs`).
     let lanes_at = match (lane_token, transport) {
-        (Some(token), "tcp" | "tls") if config.lanes > 0 => Some(super::lanes::LaneDial {
-            hub,
-            token,
-            tls: (transport == "tls")
-                .then(|| session::tls_connector(config))
-                .transpose()?,
-        }),
+        (Some(token), "tcp") if config.lanes > 0 => Some(super::lanes::LaneDial { hub, token }),
         _ => None,
     };
     let Some(acceptor) = acceptor else {

@@ -1,27 +1,24 @@
-//! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
-//! like the session's own connection, so a visitor can be relayed on a connection of its own
-//! (see `hub/lanes.rs`: at once on TLS, once bulk on plain lanes, where a lane then arrives
-//! naming the multiplexed stream it continues). Each lane carries one forwarded connection
-//! or UDP flow at a time; one whose connection ended cleanly (framed both ways on a plain lane, close_notify on TLS)
-//! carries the next unless enough plain lanes are idle already ([`KEEP_IDLE_FACTOR`]), others
-//! are replaced; the multiplexed connection stays the fallback and carries everything else
-//! (control, `reach` flows).
+//! Lanes on the agent: a few idle plain TCP data connections kept dialed to the hub beside a
+//! `--transport tcp` session, so a bulk connection can go on over a connection of its own
+//! (see `hub/lanes.rs`: a lane arrives naming the multiplexed stream it continues). Each lane
+//! carries one forwarded connection or UDP flow at a time; one whose connection ended cleanly
+//! (framed both ways) carries the next unless enough lanes are idle already
+//! ([`KEEP_IDLE_FACTOR`]), others are replaced; the multiplexed connection stays the fallback
+//! and carries everything else (control, `reach` flows).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_rustls::TlsConnector;
 
-use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
+use super::target::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
-use crate::relay::{relay_plain_lane, Handoff, Lane, LaneEnd, SealedLane, WantBack, MEET_DEADLINE};
+use crate::relay::{relay_plain_lane, Handoff, LaneEnd, WantBack, MEET_DEADLINE};
 use crate::shutdown::Shutdown;
 use crate::types::LaneToken;
 use crate::udp::UdpFlow;
@@ -30,40 +27,30 @@ use crate::wire::{ConnKind, StreamHeader, StreamKind, PREFACE};
 
 const DIAL_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Busy TLS lanes one agent keeps at once. A TLS relay holds its record buffers (about
-/// 130 KiB, see `relay/sealed.rs`) while it runs, where a spliced plain lane holds none, so
-/// beyond this many, connections take the multiplexed connection, whose per-stream cost is
-/// small.
-pub const MAX_BUSY_TLS_LANES: usize = 32;
-
-/// Busy plain lanes one agent keeps at once. A plain lane holds no buffer, but it is a second
+/// Busy lanes one agent keeps at once. A lane holds no buffer, but it is a second
 /// TCP connection per visitor: the hub holds two descriptors for it (visitor and lane) instead
 /// of one, so 10,000 idle visitors on lanes needed 20,000 there. Bulk transfers gain from a
 /// lane; many more than this at once share the machine anyway, and take the multiplexer.
-pub const MAX_BUSY_PLAIN_LANES: usize = 64;
+pub const MAX_BUSY_LANES: usize = 64;
 
-/// Idle plain lanes an agent keeps, as a multiple of `--lanes`, when connections end: a lane
-/// whose connection ended with more than this many idle is closed instead of kept. Without it
-/// a burst left its peak of lanes idle for the session's life (50 after 50 keep-alive
+/// Idle lanes an agent keeps, as a multiple of `--lanes`, when connections end: a lane whose
+/// connection ended with more than this many idle is closed instead of kept. Without it a
+/// burst left its peak of lanes idle for the session's life (50 after 50 keep-alive
 /// visitors). Twice, not once, so that steady traffic above `--lanes` (connections ending
-/// while others start) keeps its lanes instead of closing and redialing them. Plain lanes
-/// only: the TLS relay (`relay/sealed.rs`) has no such question before its close_notify, so
-/// TLS lanes still stay at their peak (at most [`MAX_BUSY_TLS_LANES`]).
+/// while others start) keeps its lanes instead of closing and redialing them.
 const KEEP_IDLE_FACTOR: usize = 2;
 
-/// Where lanes go and what they are: the address the session reached, its lane token, and
-/// for a TLS session the connector and server name it used.
+/// Where lanes go: the address the session reached, and its lane token.
 pub struct LaneDial {
     pub hub: SocketAddr,
     pub token: LaneToken,
-    pub tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 /// What a lane reports to [`keep_lanes`].
 enum LaneEvent {
     /// It stopped being idle and carries a connection.
     Taken,
-    /// Its connection ended cleanly and it waits for the next (TLS lanes).
+    /// Its connection ended cleanly and it waits for the next.
     Idle,
     /// It closed without being used, or finished carrying its connection.
     Gone { was_busy: bool },
@@ -79,11 +66,7 @@ pub async fn keep_lanes(
     lifetime: Lifetime,
     shutdown: Shutdown,
 ) {
-    let most_busy = if dial.tls.is_some() {
-        MAX_BUSY_TLS_LANES
-    } else {
-        MAX_BUSY_PLAIN_LANES
-    };
+    let most_busy = MAX_BUSY_LANES;
     let (events_tx, mut events) = mpsc::unbounded_channel::<LaneEvent>();
     let (mut idle, mut busy) = (0usize, 0usize);
     // `idle` as the lanes' relays see it when they decide whether to come back. They may
@@ -148,37 +131,24 @@ pub async fn keep_lanes(
     }
 }
 
-async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
+async fn dial_lane(dial: &LaneDial) -> std::io::Result<TcpStream> {
     let mut hello = Vec::with_capacity(PREFACE.len() + 1 + dial.token.0.len());
     hello.extend_from_slice(PREFACE);
     hello.push(ConnKind::Lane.byte());
     hello.extend_from_slice(&dial.token.0);
     let connect = async {
-        let tcp = TcpStream::connect(dial.hub).await?;
+        let mut tcp = TcpStream::connect(dial.hub).await?;
         crate::relay::configure_tcp(&tcp);
-        match &dial.tls {
-            None => {
-                let mut tcp = tcp;
-                tcp.write_all(&hello).await?;
-                Ok(Lane::Plain(tcp))
-            }
-            Some((connector, name)) => {
-                let mut tls = connector.connect(name.clone(), tcp).await?;
-                tls.write_all(&hello).await?;
-                tls.flush().await?;
-                let (tcp, conn) = tls.into_inner();
-                let secrets = conn.dangerous_extract_secrets().map_err(std::io::Error::other)?;
-                Ok(Lane::Tls(Box::new(SealedLane::new(tcp, secrets)?)))
-            }
-        }
+        tcp.write_all(&hello).await?;
+        Ok(tcp)
     };
     tokio::time::timeout(DIAL_DEADLINE, connect)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Waits (idle) for the hub to send a stream header, then connects the target and relays;
-/// a TLS lane whose connection ended cleanly waits for the next one.
+/// Waits (idle) for the hub to send a stream header, then carries what it names; a lane
+/// whose connection ended cleanly waits for the next one.
 ///
 /// A lane counts as a running connection for the whole of its life, idle too, and does not
 /// close itself when the agent drains: the hub may have taken it for a visitor just before it
@@ -186,7 +156,7 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
 /// lanes still idle once it hears (`hub/session.rs`), so the drain waits for one message
 /// round trip, not for its limit.
 async fn serve_lane(
-    mut lane: Lane,
+    mut lane: TcpStream,
     context: Arc<StreamContext>,
     want_back: WantBack,
     events: mpsc::UnboundedSender<LaneEvent>,
@@ -221,21 +191,18 @@ async fn serve_lane(
     }
 }
 
-async fn read_header(lane: &mut Lane) -> Option<StreamHeader> {
-    let header = match lane {
-        Lane::Plain(tcp) => read_stream_header(tcp).await,
-        Lane::Tls(tls) => read_stream_header(tls).await,
-    };
-    header
+async fn read_header(lane: &mut TcpStream) -> Option<StreamHeader> {
+    read_stream_header(lane)
+        .await
         .inspect_err(|e| tracing::debug!(error = %e, "lane closed before use"))
         .ok()
 }
 
-/// Hands a plain lane to the relay of the multiplexed stream `flow` names, whose connection
-/// the hub moved here (`relay/moving.rs`), and waits for the lane to come back.
-async fn carry_moved(lane: Lane, flow: u64, context: &StreamContext, want_back: &WantBack) -> Option<Lane> {
-    let (Lane::Plain(lane), Ok(id)) = (lane, u32::try_from(flow)) else {
-        tracing::debug!("a moved connection on a TLS lane, or a bad stream id: closing the lane");
+/// Hands a lane to the relay of the multiplexed stream `flow` names, whose connection the
+/// hub moved here (`relay/moving.rs`), and waits for the lane to come back.
+async fn carry_moved(lane: TcpStream, flow: u64, context: &StreamContext, want_back: &WantBack) -> Option<TcpStream> {
+    let Ok(id) = u32::try_from(flow) else {
+        tracing::debug!("a moved connection with a bad stream id: closing the lane");
         return None;
     };
     let (back, mut returned) = oneshot::channel();
@@ -253,12 +220,17 @@ async fn carry_moved(lane: Lane, flow: u64, context: &StreamContext, want_back: 
             returned.await
         }
     };
-    lane.ok().flatten().map(Lane::Plain)
+    lane.ok().flatten()
 }
 
-/// Carries one connection (or UDP flow); returns the lane if it can carry another (and, for a
-/// plain lane, `want_back` said to keep it: see [`KEEP_IDLE_FACTOR`]).
-async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext, want_back: &WantBack) -> Option<Lane> {
+/// Carries one connection (or UDP flow); returns the lane if it can carry another (and
+/// `want_back` said to keep it: see [`KEEP_IDLE_FACTOR`]).
+async fn carry(
+    lane: TcpStream,
+    header: StreamHeader,
+    context: &StreamContext,
+    want_back: &WantBack,
+) -> Option<TcpStream> {
     if header.kind == StreamKind::Udp {
         // A UDP flow keeps its lane until it ends, then closes it.
         serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
@@ -271,29 +243,11 @@ async fn carry(lane: Lane, header: StreamHeader, context: &StreamContext, want_b
         .await;
         return None;
     }
-    // A target that cannot be reached closes the lane, which the visitor sees as a close,
-    // after a 502 for an HTTP visitor on a TLS lane (plain lanes carry connections that were
-    // already relaying, see `relay/moving.rs`).
-    let upstream = match connect_target(&context.target, &header.peer).await {
-        Ok(upstream) => upstream,
-        Err(cause) => {
-            if let Lane::Tls(mut lane) = lane {
-                if let Some(response) = bad_gateway(lane.as_mut(), context, &cause).await {
-                    let _ = lane.write_all(&response).await;
-                }
-            }
-            return None;
-        }
-    };
-    let relayed = match lane {
-        Lane::Plain(lane) => relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
-            .await
-            .map(|(_, again)| again.map(Lane::Plain)),
-        Lane::Tls(lane) => crate::relay::relay_sealed(upstream, *lane)
-            .await
-            .map(|(_, again)| again.map(|sealed| Lane::Tls(Box::new(sealed)))),
-    };
-    relayed
+    // A target that cannot be reached closes the lane, which the visitor sees as a close.
+    let upstream = connect_target(&context.target, &header.peer).await.ok()?;
+    relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
+        .await
+        .map(|(_, again)| again)
         .inspect_err(|e| tracing::info!(peer = %header.peer, error = %e, "relay ended with an error"))
         .ok()
         .flatten()

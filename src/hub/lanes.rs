@@ -1,14 +1,13 @@
-//! Lanes on the hub: dedicated data connections that an `expose` agent dials ahead of need,
-//! plain TCP for a plain-TCP session and TLS for a TLS one. On a TLS session a visitor that
-//! finds an idle lane is relayed onto it alone (sealed, see `relay/sealed.rs`) instead of
-//! being framed into the agent's HTTP/2 connection. On a plain session every visitor starts
-//! multiplexed and moves onto an idle lane once bulk (`relay/moving.rs`; framed, then
-//! spliced, see [`crate::relay::relay_plain_lane`]). With no idle lane a visitor stays on
-//! its multiplexed stream. A lane whose connection ended cleanly is parked again.
+//! Lanes on the hub: dedicated plain TCP data connections that a `--transport tcp` `expose`
+//! agent dials ahead of need. Every visitor starts multiplexed and moves onto an idle lane
+//! once bulk (`relay/moving.rs`; framed, then spliced, see
+//! [`crate::relay::relay_plain_lane`]). With no idle lane a visitor stays on its multiplexed
+//! stream. A lane whose connection ended cleanly is parked again.
 //!
-//! Each TCP or TLS `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`]
-//! here; a lane proves which session it belongs to by sending the token after the preface,
-//! over the same kind of connection as its session.
+//! Each plain `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`] here; a
+//! lane proves which session it belongs to by sending the token after the preface. TLS and
+//! QUIC sessions get none: a lane of their own would need a TLS connection per visitor, and
+//! measured on loopback and on a delayed link it did not pay (`docs/benchmarks.md`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -16,11 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::relay::{Lane, SealedLane};
 use crate::sniff::Replay;
 use crate::types::LaneToken;
 
@@ -32,46 +30,26 @@ pub const MAX_IDLE_LANES: usize = 64;
 /// configuration says otherwise.
 pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// A TLS lane during its handshake (the sniffed ClientHello is replayed into it).
-pub type TlsLane = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
-
-fn kind_of(lane: &Lane) -> LaneKind {
-    match lane {
-        Lane::Plain(_) => LaneKind::Plain,
-        Lane::Tls(_) => LaneKind::Tls,
-    }
-}
-
 /// Whether a parked lane is still open and has sent nothing (an idle lane never does): a lane
-/// the agent closed is readable (its end of file, or its TLS close_notify, is waiting).
-fn is_quiet(lane: &Lane) -> bool {
-    matches!(lane.socket().try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-/// What a session's lanes are: the kind of its own connection, so a token learned over TLS
-/// is never accepted on a plain connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaneKind {
-    Plain,
-    Tls,
+/// the agent closed is readable (its end of file is waiting).
+fn is_quiet(lane: &TcpStream) -> bool {
+    matches!(lane.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// The idle lanes of one agent session, oldest first.
 pub struct LanePool {
-    kind: LaneKind,
-    idle: Mutex<VecDeque<Lane>>,
+    idle: Mutex<VecDeque<TcpStream>>,
     /// Set when the session ends: lanes coming back from a relay are closed, not parked.
     closed: AtomicBool,
-    /// Lanes ever admitted (each a new connection; a TLS one a new handshake).
+    /// Lanes ever admitted (each a new connection).
     admitted: AtomicU64,
     /// How many are idle, for whoever wants to wait for lanes (tests, metrics).
     count: watch::Sender<usize>,
 }
 
 impl LanePool {
-    fn new(kind: LaneKind) -> Self {
+    fn new() -> Self {
         Self {
-            kind,
             idle: Mutex::default(),
             closed: Default::default(),
             admitted: Default::default(),
@@ -79,12 +57,8 @@ impl LanePool {
         }
     }
 
-    pub fn kind(&self) -> LaneKind {
-        self.kind
-    }
-
     /// Parks a lane; returns it back when the pool is full.
-    fn offer(&self, lane: Lane) -> Result<(), Lane> {
+    fn offer(&self, lane: TcpStream) -> Result<(), TcpStream> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         if idle.len() >= MAX_IDLE_LANES {
             return Err(lane);
@@ -94,9 +68,9 @@ impl LanePool {
         Ok(())
     }
 
-    /// A lane whose connection ended cleanly, parked again (see `relay::plain_lane` and
-    /// `relay::sealed`). Closed instead once the session is over or the pool is full.
-    pub fn give_back(&self, lane: Lane) {
+    /// A lane whose connection ended cleanly, parked again (see `relay::plain_lane`). Closed
+    /// instead once the session is over or the pool is full.
+    pub fn give_back(&self, lane: TcpStream) {
         if !self.closed.load(Ordering::Relaxed) {
             let _ = self.offer(lane);
         }
@@ -109,7 +83,7 @@ impl LanePool {
 
     /// An idle lane that is still open, if there is one. Lanes found closed (or chatty) on
     /// the way are dropped, not used.
-    pub fn take(&self) -> Option<Lane> {
+    pub fn take(&self) -> Option<TcpStream> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         let mut found = None;
         while let Some(lane) = idle.pop_front() {
@@ -147,22 +121,6 @@ impl LanePool {
     }
 }
 
-/// Takes a TLS lane out of rustls once its token is read: sends what rustls still holds (its
-/// session tickets), checks the lane sent nothing more, and hands the keys to the lane's own
-/// record layer.
-async fn seal(mut io: TlsLane) -> std::io::Result<SealedLane> {
-    use std::io::Read;
-    io.flush().await?;
-    let (replay, mut conn) = io.into_inner();
-    let (unread, tcp) = replay.into_parts();
-    let quiet = matches!(conn.reader().read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-    if !quiet || !unread.is_empty() {
-        return Err(std::io::Error::other("the lane sent bytes before it was used"));
-    }
-    let secrets = conn.dangerous_extract_secrets().map_err(std::io::Error::other)?;
-    Ok(SealedLane::new(tcp, secrets)?)
-}
-
 /// Every session's lane pool by token.
 pub struct LaneBook {
     pools: Mutex<HashMap<LaneToken, Arc<LanePool>>>,
@@ -178,9 +136,9 @@ impl LaneBook {
     }
 
     /// A new token and its (empty) pool, for a session that starts.
-    pub fn open(&self, kind: LaneKind) -> (LaneToken, Arc<LanePool>) {
+    pub fn open(&self) -> (LaneToken, Arc<LanePool>) {
         let token = LaneToken::random();
-        let pool = Arc::new(LanePool::new(kind));
+        let pool = Arc::new(LanePool::new());
         self.pools.lock().expect("lane book lock").insert(token, pool.clone());
         (token, pool)
     }
@@ -195,7 +153,7 @@ impl LaneBook {
 
     /// A plain connection that announced itself as a lane: reads its token and parks it with
     /// its session. Unknown tokens, slow or chatty lanes, and lanes over the cap are closed.
-    pub async fn admit_plain(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
+    pub async fn admit(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
         let Some(token) = self.read_token(&mut io, peer).await else {
             return;
         };
@@ -204,19 +162,7 @@ impl LaneBook {
             tracing::debug!(%peer, "lane sent bytes before it was used; closing");
             return;
         }
-        self.park(token, Lane::Plain(lane), peer);
-    }
-
-    /// The same for a lane that came over TLS (its handshake already done).
-    pub async fn admit_tls(&self, mut io: TlsLane, peer: SocketAddr) {
-        let Some(token) = self.read_token(&mut io, peer).await else {
-            return;
-        };
-        match tokio::time::timeout(self.token_deadline, seal(io)).await {
-            Ok(Ok(sealed)) => self.park(token, Lane::Tls(Box::new(sealed)), peer),
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS lane not usable; closing"),
-            Err(_) => tracing::debug!(%peer, "TLS lane did not take its session tickets in time; closing"),
-        }
+        self.park(token, lane, peer);
     }
 
     async fn read_token<T: AsyncRead + Unpin>(&self, io: &mut T, peer: SocketAddr) -> Option<LaneToken> {
@@ -231,15 +177,13 @@ impl LaneBook {
     }
 
     /// Bytes a lane sends after its token are caught when it is taken (see [`is_quiet`]).
-    fn park(&self, token: LaneToken, lane: Lane, peer: SocketAddr) {
+    fn park(&self, token: LaneToken, lane: TcpStream, peer: SocketAddr) {
         let pool = self.pools.lock().expect("lane book lock").get(&token).cloned();
         let Some(pool) = pool else {
             tracing::debug!(%peer, "lane with an unknown token; closing");
             return;
         };
-        if pool.kind != kind_of(&lane) {
-            tracing::debug!(%peer, "lane is not the same kind of connection as its session; closing");
-        } else if pool.offer(lane).is_err() {
+        if pool.offer(lane).is_err() {
             tracing::debug!(%peer, "lane pool full; closing the offered lane");
         } else {
             pool.admitted.fetch_add(1, Ordering::Relaxed);
@@ -264,11 +208,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = listener.local_addr().unwrap();
         let book = LaneBook::new(TOKEN_DEADLINE);
-        let (token, pool) = book.open(LaneKind::Plain);
+        let (token, pool) = book.open();
 
         let (mut stranger, hub_side) = lane_pair(&listener).await;
         stranger.write_all(&[7u8; 16]).await.unwrap();
-        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit(Replay::new(Default::default(), hub_side), peer).await;
         assert_eq!(pool.idle(), 0, "a wrong token parks nothing");
 
         // A lane the agent closed while it was parked: its end of file is waiting.
@@ -276,13 +220,13 @@ mod tests {
         closed_lane.write_all(&token.0).await.unwrap();
         drop(closed_lane);
         hub_side.readable().await.unwrap();
-        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit(Replay::new(Default::default(), hub_side), peer).await;
         let (mut live_lane, hub_side) = lane_pair(&listener).await;
         live_lane.write_all(&token.0).await.unwrap();
-        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit(Replay::new(Default::default(), hub_side), peer).await;
         assert_eq!(pool.idle(), 2);
 
-        let Some(Lane::Plain(mut taken)) = pool.take() else {
+        let Some(mut taken) = pool.take() else {
             panic!("the live lane is handed out");
         };
         assert_eq!(pool.idle(), 0, "the closed lane was dropped on the way");
@@ -294,21 +238,5 @@ mod tests {
 
         book.close(token);
         assert_eq!(pool.idle(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_token_is_accepted_only_on_its_sessions_kind_of_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = listener.local_addr().unwrap();
-        let book = LaneBook::new(TOKEN_DEADLINE);
-        let (token, pool) = book.open(LaneKind::Tls);
-        let (mut plain, hub_side) = lane_pair(&listener).await;
-        plain.write_all(&token.0).await.unwrap();
-        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
-        assert_eq!(
-            pool.idle(),
-            0,
-            "a TLS session's token offered in plain text parks nothing"
-        );
     }
 }

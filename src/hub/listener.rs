@@ -10,7 +10,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::LaneKind;
 use super::{public, session, Shared};
 use crate::sniff::{self, Replay, Verdict};
 use crate::wire::ConnKind;
@@ -39,7 +38,7 @@ pub async fn serve_quic(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
         let shared = shared.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(SNIFF_DEADLINE, crate::mux::quic::accept(incoming)).await {
-                Ok(Ok(conn)) => session::serve_agent(shared, conn, peer, None).await,
+                Ok(Ok(conn)) => session::serve_agent(shared, conn, peer).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
                 Err(_) => tracing::debug!(%peer, "QUIC handshake timed out"),
             }
@@ -63,17 +62,16 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let mut io = Replay::new(buf, stream);
     match verdict {
         Verdict::PlainAgent => match session::read_preface(&mut io, peer).await {
-            Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, io, peer, LaneKind::Plain, role).await,
-            Some(ConnKind::Lane) => shared.lanes.admit_plain(io, peer).await,
+            Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, io, peer, "tcp", role).await,
+            Some(ConnKind::Lane) => shared.lanes.admit(io, peer).await,
             None => {}
         },
         // A client that starts a handshake and stalls is dropped like one that says nothing.
         Verdict::Tls { agent: true, .. } => match tokio::time::timeout(SNIFF_DEADLINE, shared.tls.accept(io)).await {
             Ok(Ok(mut tls)) => match session::read_preface(&mut tls, peer).await {
-                Some(ConnKind::Agent(role)) => {
-                    session::serve_stream_agent(shared, tls, peer, LaneKind::Tls, role).await
-                }
-                Some(ConnKind::Lane) => shared.lanes.admit_tls(tls, peer).await,
+                Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, tls, peer, "tls", role).await,
+                // Lanes are plain TCP only (`hub/lanes.rs`).
+                Some(ConnKind::Lane) => tracing::debug!(%peer, "a lane over TLS; closing"),
                 None => {}
             },
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),

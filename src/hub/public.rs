@@ -9,13 +9,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::{LaneKind, LanePool};
+use super::lanes::LanePool;
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
-use crate::relay::{
-    relay_movable_at_hub, relay_sealed, relay_sealed_stream, relay_streams, relay_tcp, Lane, SealedLane, Transferred,
-};
+use crate::relay::{relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
 use crate::shutdown::Shutdown;
 use crate::types::{Protocol, UserName};
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -119,8 +117,8 @@ pub enum Visitor {
     Reach(MuxStream),
 }
 
-/// Carries one visitor connection to a member of `tunnel`: on an idle lane of that member if
-/// there is one, else on a new multiplexed stream.
+/// Carries one visitor connection to a member of `tunnel` on a new multiplexed stream (which
+/// may move onto a lane of that member once bulk).
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
@@ -135,16 +133,10 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         flow: 0,
     }
     .encode();
-    // A visitor of a session with plain lanes starts on the multiplexer and moves to a lane
-    // once bulk (`relay/moving.rs`). Plain-lane framing runs between two sockets and a reach
-    // stream is no socket: it takes a TLS lane or the multiplexer. TLS lanes are taken at
-    // once, as connections do not move onto them.
-    let plain_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Plain);
-    let tls_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Tls);
-    if let Some((pool, lane)) = tls_lanes.and_then(|pool| Some((pool, pool.take()?))) {
-        serve_visitor_on_lane(&tunnel, visitor, peer, header, lane, pool).await;
-        return;
-    }
+    // A visitor of a session with lanes starts on the multiplexer and moves to a lane once
+    // bulk (`relay/moving.rs`). Lane framing runs between two sockets and a reach stream is
+    // no socket: it stays on the multiplexer.
+    let lanes = member.lanes.as_ref();
     // The stream's first write carries the header and whatever the visitor has sent so far,
     // so the agent learns of the connection and gets its first bytes from one frame.
     let mut opening = BytesMut::from(&header[..]);
@@ -181,7 +173,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
-    let relay = async |tcp, stream| match plain_lanes {
+    let relay = async |tcp, stream| match lanes {
         Some(pool) => relay_movable(&tunnel, &peer, tcp, stream, pool).await,
         None => relay_tcp(tcp, stream).await,
     };
@@ -243,17 +235,9 @@ async fn relay_movable(
             }
             idle => idle,
         };
-        match lane? {
-            Lane::Plain(lane) => {
-                tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-                Some(lane)
-            }
-            // A plain pool holds plain lanes only; a TLS one would go back unused.
-            tls @ Lane::Tls(_) => {
-                pool.give_back(tls);
-                None
-            }
-        }
+        let lane = lane?;
+        tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
+        Some(lane)
     };
     let moved_header = |id: u32| {
         StreamHeader {
@@ -266,52 +250,9 @@ async fn relay_movable(
     };
     let (moved, lane) = relay_movable_at_hub(tcp, stream, take_lane, moved_header).await?;
     if let Some(lane) = lane {
-        pool.give_back(Lane::Plain(lane));
+        pool.give_back(lane);
     }
     Ok(moved)
-}
-
-/// Carries a visitor on a TLS lane: the encoded stream header (with a routed visitor's
-/// sniffed bytes in the same write), then the relay sealed into TLS records; a `reach`
-/// visitor's multiplexed stream is relayed onto it. A lane whose connection ended cleanly
-/// goes back to `pool` for the next one. Plain lanes are not taken here: connections move
-/// onto them once bulk ([`relay_movable`]).
-async fn serve_visitor_on_lane(
-    tunnel: &Tunnel,
-    visitor: Visitor,
-    peer: String,
-    mut first: Vec<u8>,
-    mut lane: Lane,
-    pool: &LanePool,
-) {
-    if let Visitor::Routed { sniffed, .. } = &visitor {
-        first.extend_from_slice(sniffed);
-    }
-    if lane.write_all(&first).await.is_err() {
-        return;
-    }
-    tunnel.jobs.fetch_add(1, Ordering::Relaxed);
-    tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-    // A lane whose connection ended cleanly goes back to the pool.
-    let park_again = |relayed: std::io::Result<(Transferred, Option<Lane>)>| {
-        relayed.map(|(moved, lane)| {
-            if let Some(lane) = lane {
-                pool.give_back(lane);
-            }
-            moved
-        })
-    };
-    let tls = |(moved, lane): (Transferred, Option<SealedLane>)| (moved, lane.map(|lane| Lane::Tls(Box::new(lane))));
-    let result = match (visitor, lane) {
-        // Never taken (see `serve_visitor`).
-        (_, Lane::Plain(_)) => Err(std::io::Error::other("a visitor placed on a plain lane")),
-        (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Lane::Tls(lane)) => {
-            park_again(relay_sealed(tcp, *lane).await.map(tls))
-        }
-        (Visitor::Reach(reach), Lane::Tls(lane)) => park_again(relay_sealed_stream(reach, *lane).await.map(tls)),
-    };
-    tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
-    account(tunnel, &peer, result);
 }
 
 /// Adds a finished visitor's bytes to the tunnel's counters (`a_to_b` = visitor to agent).

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::lanes::LaneKind;
 use super::public;
 use super::registry::{Member, SessionId};
 use super::Shared;
@@ -39,16 +38,12 @@ pub async fn read_preface<T: AsyncRead + Unpin>(io: &mut T, peer: SocketAddr) ->
 }
 
 /// A TLS or plain-TCP agent after its preface: runs HTTP/2 with the hub as the client for
-/// `expose` agents (it opens the streams) and the server for `reach`. `lanes` is what the
-/// connection is, which is what its lanes must be.
-pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, lanes: LaneKind, role: Role)
+/// `expose` agents (it opens the streams) and the server for `reach`. `transport` is `tls`
+/// or `tcp`.
+pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, transport: &'static str, role: Role)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let transport = match lanes {
-        LaneKind::Plain => "tcp",
-        LaneKind::Tls => "tls",
-    };
     let setup = async {
         match role {
             Role::Expose => mux::h2::client(io, transport).await,
@@ -57,15 +52,15 @@ where
     };
     // A peer that sends the preface and then stalls or garbles HTTP/2 is dropped here.
     match tokio::time::timeout(SETUP_DEADLINE, setup).await {
-        Ok(Ok(conn)) => serve_agent(shared, conn, peer, Some(lanes)).await,
+        Ok(Ok(conn)) => serve_agent(shared, conn, peer).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP/2 set-up with agent failed"),
         Err(_) => tracing::debug!(%peer, "HTTP/2 set-up with agent timed out"),
     }
 }
 
-/// One agent session; `lanes` says which kind of lanes it may dial (none over QUIC).
-pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, lanes: Option<LaneKind>) {
-    let plaintext = lanes == Some(LaneKind::Plain);
+/// One agent session.
+pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
+    let plaintext = conn.transport == "tcp";
     let MuxConn {
         mut control,
         opener,
@@ -90,11 +85,8 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr, l
         lifetime.close("refused");
         return;
     }
-    // Lanes carry visitors to agents that serve tunnels, over the session's own kind of
-    // connection (QUIC streams are already independent, so QUIC sessions get none).
-    let lanes = lanes
-        .filter(|_| hello.role == Role::Expose)
-        .map(|kind| shared.lanes.open(kind));
+    // Lanes carry visitors to agents that serve tunnels over plain TCP (`hub/lanes.rs`).
+    let lanes = (plaintext && hello.role == Role::Expose).then(|| shared.lanes.open());
     let _close_lanes = lanes.as_ref().map(|(token, _)| CloseLanes(&shared.lanes, *token));
     if write_frame(
         &mut control,

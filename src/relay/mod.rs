@@ -12,39 +12,12 @@ use crate::mux::{MuxRecv, MuxSend, MuxStream};
 
 mod moving;
 mod plain_lane;
-pub mod sealed;
 mod socket;
 mod splice;
 
 pub use moving::{relay_movable_at_agent, relay_movable_at_hub, Handoff, MovedLanes, MEET_DEADLINE};
 pub use plain_lane::{relay_plain_lane, LaneEnd, WantBack};
-pub use sealed::{relay_sealed, relay_sealed_stream, SealedError, SealedLane};
 pub use socket::configure_tcp;
-
-/// A lane: a dedicated agent↔hub data connection carrying one forwarded connection or UDP
-/// flow at a time (`hub/lanes.rs`, `agent/lanes.rs`). Plain TCP, or TLS that has left rustls
-/// after its handshake and seals its own records ([`SealedLane`]).
-pub enum Lane {
-    Plain(TcpStream),
-    Tls(Box<SealedLane>),
-}
-
-impl Lane {
-    pub fn socket(&self) -> &TcpStream {
-        match self {
-            Lane::Plain(tcp) => tcp,
-            Lane::Tls(sealed) => sealed.socket(),
-        }
-    }
-
-    /// Writes bytes outside a relay (a stream header and the first bytes), sealed on TLS.
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Lane::Plain(tcp) => tcp.write_all(data).await,
-            Lane::Tls(sealed) => sealed.write_all(data).await,
-        }
-    }
-}
 
 /// Largest read from a socket (and largest gathered write to one). Large reads amortise
 /// syscalls and frame overhead; a buffer of this size exists only while data is in flight.

@@ -21,7 +21,6 @@ use tokio::time::Instant;
 use super::lane::LaneOut;
 use super::UdpStats;
 use crate::mux::{MuxError, MuxStream, Opener};
-use crate::relay::Lane;
 use crate::types::TunnelId;
 use crate::wire::datagram::{self, MAX_UDP_PAYLOAD};
 use crate::wire::{StreamHeader, StreamKind};
@@ -316,7 +315,7 @@ impl UdpFlow {
     /// Opens a flow toward the peer on `lane`, a lane of its own (no QUIC datagrams, so no
     /// flow id).
     pub async fn open_on_lane(
-        mut lane: Lane,
+        mut lane: tokio::net::TcpStream,
         tunnel: TunnelId,
         peer: String,
         sink: Sink,
@@ -395,10 +394,10 @@ impl UdpFlow {
     }
 
     /// A flow carried on a lane of its own, its stream header already sent or read.
-    pub fn on_lane(lane: Lane, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
-        let (out, lane, inbound) = LaneOut::split(lane)?;
+    pub fn on_lane(lane: tokio::net::TcpStream, sink: Sink, stats: Arc<UdpStats>) -> std::io::Result<Self> {
+        let (out, lane) = LaneOut::split(lane)?;
         let (state, queue) = FlowState::new(sink, stats);
-        let reader = tokio::spawn(super::lane::drive(lane, inbound, out.clone(), state.clone()));
+        let reader = tokio::spawn(super::lane::drive(lane, out.clone(), state.clone()));
         Ok(Self {
             id: 0,
             next_seq: 0,
