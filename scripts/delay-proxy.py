@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A WAN-shaped link for benchmarks on a kernel without netem: a TCP relay on 127.0.0.1 that
-holds every chunk ONE_WAY_MS before passing it on, in each direction, with at most BUFFER_KIB
-in flight per direction (the link's buffer: a sender beyond it waits, as on a full path).
+holds every chunk ONE_WAY_MS before passing it on, in each direction. At most BUFFER_KIB per
+direction are in flight, and a chunk's room is given back one more ONE_WAY_MS after it was
+delivered, as an acknowledgement would come back: each connection through it behaves like
+TCP with a BUFFER_KIB window on a path of twice ONE_WAY_MS round trip.
 
 Usage: scripts/delay-proxy.py LISTEN_PORT TARGET_PORT ONE_WAY_MS [BUFFER_KIB=4096]
 Loss is not modelled: a relay in user space terminates TCP, so lost packets would be resent
@@ -31,7 +33,7 @@ async def pipe(reader, writer, delay, buffer):
                 await asyncio.sleep(wait)
             writer.write(data)
             await writer.drain()
-            room.release()
+            loop.call_later(delay, room.release)
 
     delivering = asyncio.ensure_future(deliver())
     try:
@@ -46,7 +48,7 @@ async def pipe(reader, writer, delay, buffer):
     queue.put_nowait(None)
     try:
         await delivering
-    except OSError:
+    except (OSError, ConnectionError):
         pass
 
 
@@ -65,7 +67,9 @@ async def main():
             sock = w.get_extra_info("socket")
             sock.setsockopt(6, 1, 1)  # TCP_NODELAY
         await asyncio.gather(
-            pipe(c_reader, s_writer, delay, buffer), pipe(s_reader, c_writer, delay, buffer)
+            pipe(c_reader, s_writer, delay, buffer),
+            pipe(s_reader, c_writer, delay, buffer),
+            return_exceptions=True,
         )
         for w in (c_writer, s_writer):
             w.close()

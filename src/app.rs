@@ -335,7 +335,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
             // Scripts watching a long-running agent learn of reconnections too.
             if json {
                 emit(
-                    &json!({"event": "reconnected", "tunnel_id": info.id, "name": info.name, "transport": up.transport})
+                    &json!({"event": "reconnected", "tunnel_id": info.id, "name": info.name, "transport": up.transport.as_str()})
                         .to_string(),
                 );
             }
@@ -354,7 +354,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
                 "protocol": info.protocol,
                 "public_address": info.public_address,
                 "connection_string": connection,
-                "transport": up.transport,
+                "transport": up.transport.as_str(),
             });
             if let Some(url) = &info.url {
                 line["url"] = json!(url);

@@ -35,7 +35,7 @@ async fn probe(config: &AgentConfig, tunnel: TunnelId) -> Vec<u8> {
     let mut stream = conn.opener.as_ref().unwrap().open().await.unwrap();
     let header = StreamHeader {
         kind: StreamKind::Tcp,
-        tunnel,
+        tunnel: tunnel.into(),
         peer: "probe".into(),
         flow: 0,
     };

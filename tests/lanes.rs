@@ -625,7 +625,7 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     let header = |peer: &str| {
         StreamHeader {
             kind: StreamKind::Tcp,
-            tunnel: tunnel.id,
+            tunnel: tunnel.id.into(),
             peer: peer.to_string(),
             flow: 0,
         }

@@ -75,7 +75,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
             .unwrap()
             .unwrap();
         let header = read_stream_header(&mut stream).await.unwrap();
-        let (name, _) = ports[&header.tunnel];
+        let (name, _) = ports[&header.tunnel_id().expect("the hub names tunnels by id")];
         let mut said = String::new();
         stream.read_to_string(&mut said).await.unwrap();
         assert_eq!(

@@ -1,11 +1,13 @@
 //! `burrow expose`: registers a tunnel and serves the streams the hub opens for it by dialing
 //! the target, reconnecting (and so resuming the tunnel's lease) when the connection drops.
+//! One connection carries every tunnel of the agent: the one it was started with and any the
+//! hub places on it later (`HubMsg::Exposed`), each stream naming its tunnel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::session::{self, SessionEnd};
-use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
+use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext, Target, Targets};
 use super::{AgentConfig, AgentError, Backoff, FirstConnection, SessionUp};
 use crate::mux::{Acceptor, MuxConn, MuxStream};
 use crate::shutdown::Shutdown;
@@ -25,21 +27,23 @@ pub async fn run(
     let mut backoff = Backoff::for_reconnects();
     let mut first = FirstConnection::new(&config);
     let mut announced = false;
+    // Tunnels the hub placed on this agent, registered again on every reconnection.
+    let placed = Arc::new(Mutex::new(Vec::new()));
     loop {
-        let end = match first.attempt(&config, register(&config, &spec)).await {
+        let end = match first.attempt(&config, register(&config, &spec, &placed)).await {
             Ok(session) => {
                 backoff = Backoff::for_reconnects();
                 first.done();
                 // A generated name must survive reconnects so the lease is found again.
                 spec.name = Some(session.info.name.clone());
-                tracing::info!(tunnel = %session.info.id, name = %session.info.name, transport = session.transport, "tunnel ready");
+                tracing::info!(tunnel = %session.info.id, name = %session.info.name, transport = %session.transport, "tunnel ready");
                 on_session(SessionUp {
                     info: &session.info,
                     transport: session.transport,
                     first: !announced,
                 });
                 announced = true;
-                let end = serve(&config, &spec, session, &shutdown).await?;
+                let end = serve(&config, session, &placed, &shutdown).await?;
                 match &end {
                     SessionEnd::Draining => break,
                     SessionEnd::Stopped(reason) => {
@@ -85,30 +89,70 @@ pub(crate) async fn drain(config: &AgentConfig, shutdown: &Shutdown) {
     }
 }
 
-/// A session with the tunnel registered on it.
+/// A session with its tunnels registered on it.
 struct Registered {
     conn: MuxConn,
     hub: std::net::SocketAddr,
+    /// The tunnel the agent was started with.
     info: TunnelInfo,
+    targets: Arc<Targets>,
     lane_token: Option<crate::types::LaneToken>,
-    transport: &'static str,
+    transport: crate::mux::Transport,
 }
 
-/// Dials the hub, says hello and registers the tunnel.
-async fn register(config: &AgentConfig, spec: &TunnelSpec) -> Result<Registered, AgentError> {
+/// Tunnels the hub placed on this agent (`HubMsg::Exposed`), with the names it gave them.
+type Placed = Arc<Mutex<Vec<TunnelSpec>>>;
+
+fn target_of(info: &TunnelInfo, spec: &TunnelSpec) -> Target {
+    Target {
+        name: info.name.to_string(),
+        address: spec.target.clone(),
+        protocol: spec.protocol,
+    }
+}
+
+/// Registers `spec` on the session's control stream.
+async fn register_one(control: &mut MuxStream, spec: &TunnelSpec) -> Result<TunnelInfo, AgentError> {
+    write_frame(control, &AgentMsg::Register { spec: spec.clone() })
+        .await
+        .map_err(|e| AgentError::Transient(format!("registering: {e}")))?;
+    match session::request_reply(control).await? {
+        HubMsg::Registered { tunnel } => Ok(tunnel),
+        HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
+        other => Err(AgentError::Transient(format!(
+            "unexpected answer to register: {other:?}"
+        ))),
+    }
+}
+
+/// Dials the hub, says hello and registers the agent's tunnel, then those the hub placed on
+/// it before. One of those the hub now refuses is dropped (with a warning): the agent's own
+/// tunnel is what decides whether it runs.
+async fn register(config: &AgentConfig, spec: &TunnelSpec, placed: &Placed) -> Result<Registered, AgentError> {
     let (mut conn, hub) = session::dial(config, Role::Expose).await?;
+    let targets = Arc::new(Targets::default());
     let registered = async {
         let lane_token = session::hello(config, &mut conn.control, Role::Expose).await?;
-        write_frame(&mut conn.control, &AgentMsg::Register { spec: spec.clone() })
-            .await
-            .map_err(|e| AgentError::Transient(format!("registering: {e}")))?;
-        match session::request_reply(&mut conn.control).await? {
-            HubMsg::Registered { tunnel } => Ok((tunnel, lane_token)),
-            HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
-            other => Err(AgentError::Transient(format!(
-                "unexpected answer to register: {other:?}"
-            ))),
+        let info = register_one(&mut conn.control, spec).await?;
+        targets.insert(info.id, target_of(&info, spec));
+        let earlier = placed.lock().expect("placed tunnels lock").clone();
+        for other in earlier {
+            match register_one(&mut conn.control, &other).await {
+                Ok(info) => targets.insert(info.id, target_of(&info, &other)),
+                Err(AgentError::Refused { message, .. }) => {
+                    tracing::warn!(
+                        target = other.target,
+                        "the hub no longer takes a tunnel it placed here: {message}"
+                    );
+                    placed
+                        .lock()
+                        .expect("placed tunnels lock")
+                        .retain(|kept| kept != &other);
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok((info, lane_token))
     }
     .await;
     match registered {
@@ -117,6 +161,7 @@ async fn register(config: &AgentConfig, spec: &TunnelSpec) -> Result<Registered,
             conn,
             hub,
             info,
+            targets,
             lane_token,
         }),
         Err(e) => {
@@ -129,8 +174,8 @@ async fn register(config: &AgentConfig, spec: &TunnelSpec) -> Result<Registered,
 /// Serves the streams the hub opens on a registered session until it ends.
 async fn serve(
     config: &AgentConfig,
-    spec: &TunnelSpec,
     session: Registered,
+    placed: &Placed,
     shutdown: &Shutdown,
 ) -> Result<SessionEnd, AgentError> {
     let Registered {
@@ -144,11 +189,12 @@ async fn serve(
             },
         hub,
         lane_token,
+        targets,
         ..
     } = session;
     // Lanes are plain TCP beside a plain-TCP session (`hub/lanes.rs`).
     let lanes_at = match (lane_token, transport) {
-        (Some(token), "tcp") if config.lanes > 0 => Some(super::lanes::LaneDial { hub, token }),
+        (Some(token), crate::mux::Transport::Tcp) if config.lanes > 0 => Some(super::lanes::LaneDial { hub, token }),
         _ => None,
     };
     let Some(acceptor) = acceptor else {
@@ -163,9 +209,7 @@ async fn serve(
         crate::mux::Lifetime::H2 { .. } => None,
     };
     let context = StreamContext {
-        name: spec.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-        target: spec.target.clone(),
-        protocol: spec.protocol,
+        targets: targets.clone(),
         datagrams: udp,
         udp_idle: config.udp.idle_timeout,
         udp_stats: config.udp_stats.clone(),
@@ -185,7 +229,24 @@ async fn serve(
     let streams = Shutdown::new();
     let server = tokio::spawn(serve_streams(acceptor, context, shutdown.clone(), streams.clone()));
     let quic_is_back = session::quic_is_back(config, transport);
-    let end = session::supervise(control, &lifetime, shutdown, config.shutdown_timeout, quic_is_back).await;
+    let placed_here = |msg| {
+        if let HubMsg::Exposed { tunnel, spec } = msg {
+            tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, target = spec.target, "the hub placed a tunnel on this agent");
+            targets.insert(tunnel.id, target_of(&tunnel, &spec));
+            let mut placed = placed.lock().expect("placed tunnels lock");
+            placed.retain(|kept| kept.name != spec.name);
+            placed.push(spec);
+        }
+    };
+    let end = session::supervise(
+        control,
+        &lifetime,
+        shutdown,
+        config.shutdown_timeout,
+        quic_is_back,
+        placed_here,
+    )
+    .await;
     let close = async move {
         server.abort();
         if let Some(lanes) = lanes {
@@ -228,13 +289,20 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         }
         Err(_) => return,
     };
-    let target = context.target.as_str();
     if header.kind == crate::wire::StreamKind::Moved {
         tracing::debug!("the hub sent a lane-only stream kind on a stream");
         return;
     }
+    let found = match header.tunnel_id() {
+        Some(id) => context.targets.get(id).await,
+        None => None,
+    };
+    let Some(target) = found else {
+        tracing::debug!(tunnel = %header.tunnel, "a stream for a tunnel this agent does not serve");
+        return;
+    };
     if header.kind == crate::wire::StreamKind::Udp {
-        serve_udp_flow(context, |sink, stats| {
+        serve_udp_flow(context, &target, |sink, stats| {
             Some(crate::udp::UdpFlow::accept(
                 stream,
                 &header,
@@ -246,9 +314,9 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         .await;
         return;
     }
-    let upstream = match connect_target(target, &header.peer).await {
+    let upstream = match connect_target(&target.address, &header.peer).await {
         Ok(upstream) => upstream,
-        Err(cause) => return refuse_http_visitor(stream, context, &cause).await,
+        Err(cause) => return refuse_http_visitor(stream, &target, &cause).await,
     };
     if let Err(e) = crate::relay::relay_movable_at_agent(upstream, stream, &context.moved_lanes).await {
         tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
@@ -257,8 +325,8 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
 
 /// The target refused: an HTTP visitor of an `http` or `auto` tunnel gets `502 Bad Gateway`
 /// naming the tunnel and the cause; any other visitor's connection just closes.
-async fn refuse_http_visitor(mut stream: MuxStream, context: &StreamContext, cause: &str) {
-    if let Some(response) = bad_gateway(&mut stream, context, cause).await {
+async fn refuse_http_visitor(mut stream: MuxStream, target: &Target, cause: &str) {
+    if let Some(response) = bad_gateway(&mut stream, target, cause).await {
         crate::answer::answer_and_close(&mut stream, &response).await;
     }
 }

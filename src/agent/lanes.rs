@@ -231,20 +231,23 @@ async fn carry(
     context: &StreamContext,
     want_back: &WantBack,
 ) -> Option<TcpStream> {
+    let target = context.targets.get(header.tunnel_id()?).await?;
     if header.kind == StreamKind::Udp {
         // A UDP flow keeps its lane until it ends, then closes it.
-        serve_udp_flow(context, |sink, stats| match UdpFlow::on_lane(lane, sink, stats) {
-            Ok(flow) => Some(flow),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
-                None
+        serve_udp_flow(context, &target, |sink, stats| {
+            match UdpFlow::on_lane(lane, sink, stats) {
+                Ok(flow) => Some(flow),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot carry a UDP flow on a lane");
+                    None
+                }
             }
         })
         .await;
         return None;
     }
     // A target that cannot be reached closes the lane, which the visitor sees as a close.
-    let upstream = connect_target(&context.target, &header.peer).await.ok()?;
+    let upstream = connect_target(&target.address, &header.peer).await.ok()?;
     relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
         .await
         .map(|(_, again)| again)

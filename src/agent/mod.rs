@@ -42,7 +42,7 @@ pub struct AgentConfig {
 pub struct SessionUp<'a> {
     pub info: &'a crate::wire::TunnelInfo,
     /// `quic`, `tls` or `tcp`.
-    pub transport: &'static str,
+    pub transport: crate::mux::Transport,
     pub first: bool,
 }
 

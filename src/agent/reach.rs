@@ -1,5 +1,7 @@
 //! `burrow reach`: binds a local port and carries each local connection through the hub to
-//! an exposed tunnel, keeping the port open across reconnections to the hub.
+//! an exposed tunnel, keeping the port open across reconnections to the hub. Underneath,
+//! a [`ReachLink`] is the connection itself: it opens streams to any tunnel the user may
+//! reach, named per stream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,34 +14,61 @@ use super::session::{self, SessionEnd};
 use super::{AgentConfig, AgentError, Backoff, FirstConnection};
 use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
 use crate::shutdown::Shutdown;
-use crate::types::{Protocol, TunnelId};
+use crate::types::Protocol;
 use crate::udp::{serve_udp_socket, DatagramRouter, FlowOpener, UdpFlow};
 use crate::wire::io::write_frame;
-use crate::wire::{AgentMsg, HubMsg, Role, StreamHeader, StreamKind, TunnelInfo};
+use crate::wire::{AgentMsg, HubMsg, Role, StreamHeader, TunnelInfo, TunnelRef};
 
 /// How long a local connection waits for the hub connection to come back.
 const WAIT_FOR_HUB: Duration = Duration::from_secs(10);
 
-/// The live route to the tunnel: where to open streams, which tunnel id to name, and the
-/// connection's datagram router for UDP flows over QUIC.
+/// The live route to the hub: where to open streams, and the connection's datagram router
+/// for UDP flows over QUIC.
 #[derive(Clone)]
 struct Route {
     opener: Opener,
-    tunnel: TunnelId,
     datagrams: Option<Arc<DatagramRouter>>,
 }
 
 impl Route {
-    fn new(opener: Opener, tunnel: TunnelId, lifetime: &Lifetime, config: &AgentConfig) -> Self {
+    fn new(opener: Opener, lifetime: &Lifetime, config: &AgentConfig) -> Self {
         let datagrams = match lifetime {
             Lifetime::Quic(conn, _) => Some(DatagramRouter::start(conn.clone(), config.udp_stats.clone())),
             Lifetime::H2 { .. } => None,
         };
-        Self {
-            opener,
-            tunnel,
-            datagrams,
-        }
+        Self { opener, datagrams }
+    }
+}
+
+/// A `reach` agent's connection to the hub, kept up (reconnecting with backoff) until it is
+/// dropped or the process drains. It carries local connections to any tunnel the user may
+/// reach, by name or id, each stream naming its own.
+pub struct ReachLink {
+    route: watch::Receiver<Option<Route>>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl ReachLink {
+    /// Connects to the hub (one attempt; an error says why it failed).
+    pub async fn connect(config: AgentConfig, shutdown: Shutdown) -> Result<Self, AgentError> {
+        let (_, session) = connect_once(&config, None).await?;
+        let (route_tx, route) = watch::channel(Some(Route::new(session.0.clone(), &session.2, &config)));
+        // Refusals after a reconnection end the keeper; streams then find no route.
+        let (fatal_tx, _) = tokio::sync::mpsc::channel(1);
+        let keeper = tokio::spawn(keep_connected(config, None, session, route_tx, shutdown, fatal_tx));
+        Ok(Self { route, keeper })
+    }
+
+    /// Carries the local connection `tcp` from `peer` to `tunnel` until either side ends it.
+    /// A tunnel the user may not reach closes the connection.
+    pub async fn carry(&self, tcp: TcpStream, peer: SocketAddr, tunnel: TunnelRef) {
+        carry(tcp, peer, self.route.clone(), tunnel).await
+    }
+}
+
+impl Drop for ReachLink {
+    fn drop(&mut self) {
+        self.keeper.abort();
     }
 }
 
@@ -62,8 +91,9 @@ pub async fn run(
     let first = FirstConnection::new(&config);
     // The first resolution decides whether the tunnel exists for this user at all.
     let (info, parts) = loop {
-        match first.attempt(&config, connect_once(&config, &tunnel)).await {
-            Ok(connected) => break connected,
+        match first.attempt(&config, connect_once(&config, Some(&tunnel))).await {
+            Ok((Some(info), parts)) => break (info, parts),
+            Ok((None, _)) => unreachable!("connect_once resolves the tunnel it is given"),
             Err(e @ AgentError::Transient(_)) => {
                 tracing::warn!("cannot reach the hub: {e}");
                 tokio::select! {
@@ -78,13 +108,14 @@ pub async fn run(
         addr: local.clone(),
         source,
     };
-    let route = Route::new(parts.0.clone(), info.id, &parts.2, &config);
+    let route = Route::new(parts.0.clone(), &parts.2, &config);
+    let tunnel_id = info.id;
     let (route_tx, route_rx) = watch::channel(Some(route));
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
     let start_keeper = |parts| {
         tokio::spawn(keep_connected(
             config.clone(),
-            tunnel.clone(),
+            Some(tunnel.clone()),
             parts,
             route_tx,
             shutdown.clone(),
@@ -104,7 +135,7 @@ pub async fn run(
                 let flow = UdpFlow::open(
                     &route.opener,
                     route.datagrams.as_ref(),
-                    route.tunnel,
+                    tunnel_id,
                     client.to_string(),
                     sink,
                     stats,
@@ -137,7 +168,7 @@ pub async fn run(
                     let guard = shutdown.track();
                     let route = route_rx.clone();
                     tokio::spawn(async move {
-                        carry(tcp, peer, route).await;
+                        carry(tcp, peer, route, tunnel_id.into()).await;
                         drop(guard);
                     });
                 }
@@ -166,8 +197,8 @@ async fn bind_udp(local: &str) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket)
 }
 
-/// Dials, says hello and resolves the tunnel.
-async fn connect_once(config: &AgentConfig, tunnel: &str) -> Result<(TunnelInfo, Session), AgentError> {
+/// Dials, says hello and resolves `tunnel` if given.
+async fn connect_once(config: &AgentConfig, tunnel: Option<&str>) -> Result<(Option<TunnelInfo>, Session), AgentError> {
     let (
         MuxConn {
             mut control,
@@ -180,6 +211,9 @@ async fn connect_once(config: &AgentConfig, tunnel: &str) -> Result<(TunnelInfo,
     ) = session::dial(config, Role::Reach).await?;
     let resolved = async {
         session::hello(config, &mut control, Role::Reach).await?;
+        let Some(tunnel) = tunnel else {
+            return Ok(None);
+        };
         write_frame(
             &mut control,
             &AgentMsg::Resolve {
@@ -189,7 +223,7 @@ async fn connect_once(config: &AgentConfig, tunnel: &str) -> Result<(TunnelInfo,
         .await
         .map_err(|e| AgentError::Transient(format!("resolving: {e}")))?;
         match session::request_reply(&mut control).await? {
-            HubMsg::Resolved { tunnel } => Ok(tunnel),
+            HubMsg::Resolved { tunnel } => Ok(Some(tunnel)),
             HubMsg::Refused { code, message } => Err(AgentError::Refused { code, message }),
             other => Err(AgentError::Transient(format!(
                 "unexpected answer to resolve: {other:?}"
@@ -209,12 +243,12 @@ async fn connect_once(config: &AgentConfig, tunnel: &str) -> Result<(TunnelInfo,
 
 /// An established session: where to open streams, its control stream, its lifetime and
 /// transport.
-type Session = (Opener, MuxStream, Lifetime, &'static str);
+type Session = (Opener, MuxStream, Lifetime, crate::mux::Transport);
 
 /// Keeps a connection to the hub, publishing the current route; reconnects with backoff.
 async fn keep_connected(
     config: AgentConfig,
-    tunnel: String,
+    tunnel: Option<String>,
     first: Session,
     route: watch::Sender<Option<Route>>,
     shutdown: Shutdown,
@@ -224,7 +258,15 @@ async fn keep_connected(
     let (_, mut control, mut lifetime, mut transport) = first;
     loop {
         let quic_is_back = session::quic_is_back(&config, transport);
-        let end = session::supervise(control, &lifetime, &shutdown, config.shutdown_timeout, quic_is_back).await;
+        let end = session::supervise(
+            control,
+            &lifetime,
+            &shutdown,
+            config.shutdown_timeout,
+            quic_is_back,
+            |_| {},
+        )
+        .await;
         match &end {
             SessionEnd::Draining => return,
             SessionEnd::QuicIsBack => tracing::info!("QUIC works again; moving the session back to QUIC"),
@@ -249,12 +291,12 @@ async fn keep_connected(
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.draining() => return,
             }
-            match connect_once(&config, &tunnel).await {
-                Ok((info, (opener, new_control, new_lifetime, new_transport))) => {
-                    tracing::info!(tunnel = %info.id, transport = new_transport, "reconnected to the hub");
+            match connect_once(&config, tunnel.as_deref()).await {
+                Ok((_, (opener, new_control, new_lifetime, new_transport))) => {
+                    tracing::info!(transport = %new_transport, "reconnected to the hub");
                     backoff = Backoff::for_reconnects();
                     transport = new_transport;
-                    route.send_replace(Some(Route::new(opener, info.id, &new_lifetime, &config)));
+                    route.send_replace(Some(Route::new(opener, &new_lifetime, &config)));
                     control = new_control;
                     lifetime = new_lifetime;
                     break;
@@ -270,19 +312,14 @@ async fn keep_connected(
     }
 }
 
-/// One local connection: open a stream to the tunnel and relay.
-async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>) {
-    let Some(Route { opener, tunnel, .. }) = current_route(route).await else {
+/// One local connection: open a stream to `tunnel` and relay.
+async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>, tunnel: TunnelRef) {
+    let Some(Route { opener, .. }) = current_route(route).await else {
         tracing::warn!(%peer, "no connection to the hub; dropping local connection");
         return;
     };
     // The header and what the local client has already sent open the stream in one write.
-    let header = StreamHeader {
-        kind: StreamKind::Tcp,
-        tunnel,
-        peer: peer.to_string(),
-        flow: 0,
-    };
+    let header = StreamHeader::tcp(tunnel, peer.to_string());
     let mut opening = bytes::BytesMut::from(&header.encode()[..]);
     if let Err(e) = crate::relay::read_arrived(&tcp, &mut opening) {
         tracing::debug!(%peer, error = %e, "local connection failed before its stream opened");

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{AgentConfig, AgentError};
-use crate::mux::{self, MuxConn, MuxStream};
+use crate::mux::{self, MuxConn, MuxStream, Transport};
 use crate::types::TransportKind;
 use crate::wire::io::{read_frame, write_frame};
 use crate::wire::{AgentMsg, ConnKind, Hello, HubMsg, Role, PREFACE, PROTOCOL_VERSION};
@@ -93,8 +93,8 @@ const QUIC_RETRY_CAP: Duration = Duration::from_secs(120);
 
 /// For an `auto` agent whose session fell back to TLS: resolves once a QUIC handshake with
 /// the hub succeeds again. Never resolves otherwise.
-pub async fn quic_is_back(config: &AgentConfig, transport: &str) {
-    if config.transport != TransportKind::Auto || transport == "quic" {
+pub async fn quic_is_back(config: &AgentConfig, transport: Transport) {
+    if config.transport != TransportKind::Auto || transport == Transport::Quic {
         return std::future::pending().await;
     }
     let mut wait = QUIC_RETRY_FIRST;
@@ -148,19 +148,19 @@ async fn dial_stream(config: &AgentConfig, role: Role, tls: bool) -> Result<(Mux
         io.write_all(&preface)
             .await
             .map_err(|e| transient("writing preface")(e.to_string()))?;
-        Ok((h2_for_role(io, role, "tls").await?, addr))
+        Ok((h2_for_role(io, role, Transport::Tls).await?, addr))
     } else {
         let mut io = tcp;
         io.write_all(&preface)
             .await
             .map_err(|e| transient("writing preface")(e.to_string()))?;
-        Ok((h2_for_role(io, role, "tcp").await?, addr))
+        Ok((h2_for_role(io, role, Transport::Tcp).await?, addr))
     }
 }
 
 /// The agent is the HTTP/2 server when the hub opens the streams (`expose`), the client when
 /// it opens them itself (`reach`).
-async fn h2_for_role<T>(io: T, role: Role, transport: &'static str) -> Result<MuxConn, AgentError>
+async fn h2_for_role<T>(io: T, role: Role, transport: Transport) -> Result<MuxConn, AgentError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -240,9 +240,9 @@ pub enum SessionEnd {
 const PING_EVERY: Duration = Duration::from_secs(10);
 const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 
-/// Watches an established session: pings the hub, handles its control messages, and returns
-/// when the connection is lost, the hub stops the agent, `quic_is_back` resolves, or the
-/// process starts draining.
+/// Watches an established session: pings the hub, handles its control messages (those it
+/// does not act on itself go to `on_message`), and returns when the connection is lost, the
+/// hub stops the agent, `quic_is_back` resolves, or the process starts draining.
 ///
 /// On draining it tells the hub (which then sends no new connections) and keeps the
 /// connection up until running connections finish or `drain_limit` passes.
@@ -252,6 +252,7 @@ pub async fn supervise(
     shutdown: &crate::shutdown::Shutdown,
     drain_limit: Duration,
     quic_is_back: impl std::future::Future<Output = ()>,
+    mut on_message: impl FnMut(HubMsg),
 ) -> SessionEnd {
     let (mut reader, mut writer) = tokio::io::split(control);
     // Reading runs in its own task: a frame read is not cancel-safe, so it must never be a
@@ -288,7 +289,10 @@ pub async fn supervise(
                     last_heard = tokio::time::Instant::now();
                     hub_leaving = Some(reason);
                 }
-                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                Some(Ok(other)) => {
+                    last_heard = tokio::time::Instant::now();
+                    on_message(other);
+                }
                 Some(Err(e)) => break lost(e, &hub_leaving),
                 None => break lost("control reader ended".into(), &hub_leaving),
             },

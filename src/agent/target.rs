@@ -1,21 +1,71 @@
-//! What serving one visitor's connection to the exposed target needs, shared by streams
-//! (`expose.rs`) and lanes (`lanes.rs`): the session's context, dialing the target, the 502
-//! for an HTTP visitor whose target refuses, and UDP flows toward the target.
+//! What serving one visitor's connection to an exposed target needs, shared by streams
+//! (`expose.rs`) and lanes (`lanes.rs`): the session's context and the targets of its
+//! tunnels, dialing a target, the 502 for an HTTP visitor whose target refuses, and UDP
+//! flows toward a target.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::types::TunnelId;
 
 const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// What serving one stream from the hub needs.
-pub(super) struct StreamContext {
+/// How long a stream naming a tunnel this agent does not know yet waits for it. The hub
+/// announces a tunnel it places on the agent on the control stream, which may arrive just
+/// after the tunnel's first stream.
+const UNKNOWN_TUNNEL_WAIT: Duration = Duration::from_secs(5);
+
+/// One tunnel this agent serves.
+#[derive(Debug)]
+pub(super) struct Target {
     /// The tunnel's name, for the errors visitors are answered with.
     pub(super) name: String,
-    pub(super) target: String,
+    /// `HOST:PORT` of the service.
+    pub(super) address: String,
     /// What the target speaks: an HTTP visitor of a target that refuses gets a 502.
     pub(super) protocol: crate::types::Protocol,
+}
+
+/// The tunnels one session serves, by id.
+#[derive(Default)]
+pub(super) struct Targets {
+    by_id: Mutex<HashMap<TunnelId, Arc<Target>>>,
+    /// Bumped on every addition, for streams waiting for their tunnel.
+    added: watch::Sender<u64>,
+}
+
+impl Targets {
+    pub(super) fn insert(&self, id: TunnelId, target: Target) {
+        self.by_id.lock().expect("targets lock").insert(id, Arc::new(target));
+        self.added.send_modify(|n| *n += 1);
+    }
+
+    fn get_now(&self, id: TunnelId) -> Option<Arc<Target>> {
+        self.by_id.lock().expect("targets lock").get(&id).cloned()
+    }
+
+    /// The target of tunnel `id`, waiting briefly for one the hub has just announced.
+    pub(super) async fn get(&self, id: TunnelId) -> Option<Arc<Target>> {
+        let mut added = self.added.subscribe();
+        let wait = async {
+            loop {
+                if let Some(target) = self.get_now(id) {
+                    return Some(target);
+                }
+                added.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(UNKNOWN_TUNNEL_WAIT, wait).await.ok().flatten()
+    }
+}
+
+/// What serving one stream from the hub needs.
+pub(super) struct StreamContext {
+    pub(super) targets: Arc<Targets>,
     pub(super) datagrams: Option<Arc<crate::udp::DatagramRouter>>,
     pub(super) udp_idle: Duration,
     pub(super) udp_stats: Arc<crate::udp::UdpStats>,
@@ -24,13 +74,14 @@ pub(super) struct StreamContext {
 }
 
 /// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it
-/// up): a socket connected to the target, whose replies go back until the flow ends or idles
+/// up): a socket connected to `target`, whose replies go back until the flow ends or idles
 /// out.
 pub(super) async fn serve_udp_flow(
     context: &StreamContext,
+    target: &Target,
     carry: impl FnOnce(crate::udp::Sink, Arc<crate::udp::UdpStats>) -> Option<crate::udp::UdpFlow>,
 ) {
-    let Some((socket, sender)) = crate::udp::connect_target(&context.target).await else {
+    let Some((socket, sender)) = crate::udp::connect_target(&target.address).await else {
         return;
     };
     let sink = crate::udp::Sink::Socket {
@@ -64,12 +115,12 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_millis(500);
 /// visitor's first bytes (read from `visitor`, waiting briefly) are an HTTP request.
 pub(super) async fn bad_gateway<R: tokio::io::AsyncRead + Unpin>(
     visitor: &mut R,
-    context: &StreamContext,
+    target: &Target,
     cause: &str,
 ) -> Option<Vec<u8>> {
     use crate::types::Protocol;
     use tokio::io::AsyncReadExt;
-    if !matches!(context.protocol, Protocol::Http | Protocol::Auto) {
+    if !matches!(target.protocol, Protocol::Http | Protocol::Auto) {
         return None;
     }
     let mut first = [0u8; 16];
@@ -77,5 +128,5 @@ pub(super) async fn bad_gateway<R: tokio::io::AsyncRead + Unpin>(
         .await
         .ok()?
         .ok()?;
-    crate::sniff::starts_like_http(&first[..n]).then(|| crate::answer::tunnel_error(502, &context.name, cause))
+    crate::sniff::starts_like_http(&first[..n]).then(|| crate::answer::tunnel_error(502, &target.name, cause))
 }

@@ -62,14 +62,18 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let mut io = Replay::new(buf, stream);
     match verdict {
         Verdict::PlainAgent => match session::read_preface(&mut io, peer).await {
-            Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, io, peer, "tcp", role).await,
+            Some(ConnKind::Agent(role)) => {
+                session::serve_stream_agent(shared, io, peer, crate::mux::Transport::Tcp, role).await
+            }
             Some(ConnKind::Lane) => shared.lanes.admit(io, peer).await,
             None => {}
         },
         // A client that starts a handshake and stalls is dropped like one that says nothing.
         Verdict::Tls { agent: true, .. } => match tokio::time::timeout(SNIFF_DEADLINE, shared.tls.accept(io)).await {
             Ok(Ok(mut tls)) => match session::read_preface(&mut tls, peer).await {
-                Some(ConnKind::Agent(role)) => session::serve_stream_agent(shared, tls, peer, "tls", role).await,
+                Some(ConnKind::Agent(role)) => {
+                    session::serve_stream_agent(shared, tls, peer, crate::mux::Transport::Tls, role).await
+                }
                 // Lanes are plain TCP only (`hub/lanes.rs`).
                 Some(ConnKind::Lane) => tracing::debug!(%peer, "a lane over TLS; closing"),
                 None => {}

@@ -16,7 +16,8 @@ use std::time::Duration;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::tls;
-use crate::types::{Secret, UserName};
+use crate::types::{AgentId, Secret, UserName};
+use crate::wire::{HubMsg, RefuseCode, TunnelInfo, TunnelSpec};
 use registry::Registry;
 
 /// Everything the hub needs, already validated (the CLI builds it).
@@ -83,6 +84,16 @@ pub(crate) struct Shared {
     pub udp_stats: Arc<crate::udp::UdpStats>,
     /// Idle lanes of plain-TCP `expose` sessions, by token.
     pub lanes: lanes::LaneBook,
+    /// The live `expose` session of each connected agent, for tunnels the hub asks it to
+    /// serve ([`Hub::expose_on`]).
+    pub agents: std::sync::Mutex<std::collections::HashMap<AgentId, ExposeSession>>,
+}
+
+/// What the hub needs to place another tunnel on a connected `expose` agent.
+#[derive(Clone)]
+pub(crate) struct ExposeSession {
+    pub user: UserName,
+    pub member: registry::Member,
 }
 
 /// A running hub.
@@ -167,6 +178,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             udp_stats,
             lanes,
+            agents: Default::default(),
         });
         let restored = shared.registry.restore().await?;
         if restored > 0 {
@@ -194,6 +206,39 @@ impl Hub {
             quic.close(0u32.into(), b"hub shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(1), quic.wait_idle()).await;
         }
+    }
+
+    /// Places another tunnel on the connection of the `expose` agent `agent`: registers `spec`
+    /// for that agent's user, by the rules its own `Register` follows, and tells the agent to
+    /// serve `spec.target` for it. The agent re-registers the tunnel whenever it reconnects.
+    pub async fn expose_on(&self, agent: AgentId, spec: TunnelSpec) -> Result<TunnelInfo, registry::RegisterError> {
+        let session = self
+            .shared
+            .agents
+            .lock()
+            .expect("agent sessions lock")
+            .get(&agent)
+            .cloned();
+        let Some(ExposeSession { user, member }) = session else {
+            return Err(registry::RegisterError {
+                code: RefuseCode::NotFound,
+                message: format!("agent {agent} is not connected as an expose agent"),
+            });
+        };
+        let control = member.control.clone();
+        let tunnel = self.shared.registry.register(&user, spec.clone(), member).await?;
+        let info = self.shared.registry.info(&tunnel);
+        let spec = TunnelSpec {
+            name: Some(info.name.clone()),
+            ..spec
+        };
+        // A closed channel means the session just ended; the tunnel waits for the agent as
+        // any tunnel whose agent went away does.
+        let _ = control.send(HubMsg::Exposed {
+            tunnel: info.clone(),
+            spec,
+        });
+        Ok(info)
     }
 
     pub fn config(&self) -> &HubConfig {

@@ -17,7 +17,7 @@ use crate::relay::{relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
 use crate::shutdown::Shutdown;
 use crate::types::{Protocol, UserName};
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
-use crate::wire::{self, StreamHeader, StreamKind};
+use crate::wire::{self, StreamHeader, StreamKind, TunnelRef};
 
 /// A reach agent must name its tunnel this quickly after opening a stream.
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
@@ -126,13 +126,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         refuse_visitor(&tunnel, visitor, &[], cause).await;
         return;
     };
-    let header = StreamHeader {
-        kind: StreamKind::Tcp,
-        tunnel: tunnel.id,
-        peer: peer.clone(),
-        flow: 0,
-    }
-    .encode();
+    let header = StreamHeader::tcp(tunnel.id, peer.clone()).encode();
     // A visitor of a session with lanes starts on the multiplexer and moves to a lane once
     // bulk (`relay/moving.rs`). Lane framing runs between two sockets and a reach stream is
     // no socket: it stays on the multiplexer.
@@ -242,7 +236,7 @@ async fn relay_movable(
     let moved_header = |id: u32| {
         StreamHeader {
             kind: StreamKind::Moved,
-            tunnel: tunnel.id,
+            tunnel: tunnel.id.into(),
             peer: peer.to_owned(),
             flow: u64::from(id),
         }
@@ -284,7 +278,10 @@ pub async fn serve_reach_stream(
         }
         Err(_) => return,
     };
-    let tunnel = shared.registry.get(header.tunnel).filter(|t| t.reachable_by(&user));
+    let tunnel = match &header.tunnel {
+        TunnelRef::Id(id) => shared.registry.get(*id).filter(|t| t.reachable_by(&user)),
+        TunnelRef::Name(name) => shared.registry.resolve(&user, name),
+    };
     let Some(tunnel) = tunnel else {
         tracing::debug!(%agent, tunnel = %header.tunnel, %user, "reach stream for a tunnel the user may not reach");
         return;

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use super::public;
 use super::registry::{Member, SessionId};
-use super::Shared;
-use crate::mux::{self, MuxConn};
+use super::{ExposeSession, Shared};
+use crate::mux::{self, MuxConn, Transport};
 use crate::wire::io::{read_frame, write_frame};
 use crate::wire::{AgentMsg, ConnKind, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
 
@@ -38,9 +38,8 @@ pub async fn read_preface<T: AsyncRead + Unpin>(io: &mut T, peer: SocketAddr) ->
 }
 
 /// A TLS or plain-TCP agent after its preface: runs HTTP/2 with the hub as the client for
-/// `expose` agents (it opens the streams) and the server for `reach`. `transport` is `tls`
-/// or `tcp`.
-pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, transport: &'static str, role: Role)
+/// `expose` agents (it opens the streams) and the server for `reach`.
+pub async fn serve_stream_agent<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, transport: Transport, role: Role)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -60,7 +59,7 @@ where
 
 /// One agent session.
 pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
-    let plaintext = conn.transport == "tcp";
+    let plaintext = conn.transport == Transport::Tcp;
     let MuxConn {
         mut control,
         opener,
@@ -108,10 +107,32 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         )),
         mux::Lifetime::H2 { .. } => None,
     };
-    tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, transport, ?session, "agent connected");
+    tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
     let (mut control_rx, mut control_tx) = tokio::io::split(control);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
+    let member = opener
+        .as_ref()
+        .filter(|_| hello.role == Role::Expose)
+        .map(|opener| Member {
+            session,
+            agent_id: hello.agent_id,
+            opener: opener.clone(),
+            datagrams: datagrams.clone(),
+            lanes: lanes.as_ref().map(|(_, pool)| pool.clone()),
+            control: out_tx.clone(),
+        });
+    if let Some(member) = &member {
+        let listed = ExposeSession {
+            user: hello.user.clone(),
+            member: member.clone(),
+        };
+        shared
+            .agents
+            .lock()
+            .expect("agent sessions lock")
+            .insert(hello.agent_id, listed);
+    }
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             if write_frame(&mut control_tx, &msg).await.is_err() {
@@ -159,17 +180,9 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
                     return;
                 }
             };
-            let reply = match (msg, hello.role, &opener) {
-                (AgentMsg::Register { spec }, Role::Expose, Some(opener)) => {
-                    let member = Member {
-                        session,
-                        agent_id: hello.agent_id,
-                        opener: opener.clone(),
-                        datagrams: datagrams.clone(),
-                        lanes: lanes.as_ref().map(|(_, pool)| pool.clone()),
-                        control: out_tx.clone(),
-                    };
-                    match shared.registry.register(&hello.user, spec, member).await {
+            let reply = match (msg, hello.role, &member) {
+                (AgentMsg::Register { spec }, Role::Expose, Some(member)) => {
+                    match shared.registry.register(&hello.user, spec, member.clone()).await {
                         Ok(tunnel) => HubMsg::Registered {
                             tunnel: shared.registry.info(&tunnel),
                         },
@@ -194,6 +207,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
                     // Its idle lanes close, which tells the agent that no visitor is on its
                     // way on them (it keeps them open until then, see `agent/lanes.rs`).
                     tracing::info!(%peer, ?session, "agent draining");
+                    forget_session(&shared, hello.agent_id, session);
                     shared.registry.session_ended(session);
                     if let Some((token, _)) = &lanes {
                         shared.lanes.close(*token);
@@ -215,10 +229,23 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         _ = lifetime.closed() => {}
     }
     tracing::info!(%peer, user = %hello.user, ?session, "agent disconnected");
+    forget_session(&shared, hello.agent_id, session);
     shared.registry.session_ended(session);
     going_away.abort();
     writer.abort();
     lifetime.close("session ended");
+}
+
+/// Takes `session` out of the hub's list of expose sessions, unless the agent has already
+/// connected again.
+fn forget_session(shared: &Shared, agent: crate::types::AgentId, session: SessionId) {
+    let mut agents = shared.agents.lock().expect("agent sessions lock");
+    if agents
+        .get(&agent)
+        .is_some_and(|listed| listed.member.session == session)
+    {
+        agents.remove(&agent);
+    }
 }
 
 /// Closes a session's lanes however the session ends.

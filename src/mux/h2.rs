@@ -19,7 +19,7 @@ use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 
-use super::{Acceptor, Lifetime, MuxConn, MuxError, MuxStream, Opener};
+use super::{Acceptor, Lifetime, MuxConn, MuxError, MuxStream, Opener, Transport};
 
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
@@ -35,7 +35,7 @@ const DATA_FRAME_BUDGET: usize = 64 * 1024 * 1024;
 const MOVED_TRAILER: &str = "burrow-moved";
 
 /// Runs the HTTP/2 client side on `io`, opening the first stream as the control stream.
-pub async fn client<T>(io: T, transport: &'static str) -> Result<MuxConn, MuxError>
+pub async fn client<T>(io: T, transport: Transport) -> Result<MuxConn, MuxError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -69,7 +69,7 @@ where
 }
 
 /// Runs the HTTP/2 server side on `io`; the peer's first stream is the control stream.
-pub async fn server<T>(io: T, transport: &'static str) -> Result<MuxConn, MuxError>
+pub async fn server<T>(io: T, transport: Transport) -> Result<MuxConn, MuxError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -466,14 +466,14 @@ mod tests {
                     io: a,
                     writes: client_writes.clone()
                 },
-                "memory"
+                Transport::Tcp
             ),
             server(
                 Counted {
                     io: b,
                     writes: server_writes.clone()
                 },
-                "memory"
+                Transport::Tcp
             ),
         );
         let (mut opener, mut acceptor) = (opener.unwrap(), acceptor.unwrap());

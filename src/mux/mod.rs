@@ -246,12 +246,38 @@ impl Lifetime {
     }
 }
 
+/// What carries an agent connection, decided once when it is established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// QUIC: streams, and UDP as datagrams.
+    Quic,
+    /// HTTP/2 over TLS over TCP.
+    Tls,
+    /// HTTP/2 over plain TCP (`--allow-plaintext` hubs), with lanes beside it.
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Quic => "quic",
+            Transport::Tls => "tls",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An established agent↔hub connection.
 pub struct MuxConn {
     pub control: MuxStream,
     pub opener: Option<Opener>,
     pub acceptor: Option<Acceptor>,
     pub lifetime: Lifetime,
-    /// A short label for logs: `quic`, `tls` or `tcp`.
-    pub transport: &'static str,
+    pub transport: Transport,
 }

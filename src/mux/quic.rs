@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
-use super::{Acceptor, Lifetime, MuxConn, MuxError, MuxStream, Opener};
+use super::{Acceptor, Lifetime, MuxConn, MuxError, MuxStream, Opener, Transport};
 
 /// Transport parameters tuned for tunnels: many concurrent streams, windows large enough for
 /// loopback bulk transfers, and keep-alives so idle agents stay connected through NATs.
@@ -97,7 +97,7 @@ pub async fn connect(tls: Arc<rustls::ClientConfig>, hub: SocketAddr, server_nam
         opener: Some(Opener::Quic(conn.clone())),
         acceptor: Some(Acceptor::Quic(conn.clone())),
         lifetime: Lifetime::Quic(conn, Some(endpoint)),
-        transport: "quic",
+        transport: Transport::Quic,
     })
 }
 
@@ -110,7 +110,7 @@ pub async fn accept(incoming: quinn::Incoming) -> Result<MuxConn, MuxError> {
         opener: Some(Opener::Quic(conn.clone())),
         acceptor: Some(Acceptor::Quic(conn.clone())),
         lifetime: Lifetime::Quic(conn, None),
-        transport: "quic",
+        transport: Transport::Quic,
     })
 }
 

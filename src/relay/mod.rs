@@ -246,7 +246,10 @@ pub async fn tcp_pair() -> (TcpStream, TcpStream) {
 /// tests and benches.
 pub async fn h2_pair_and_tcp() -> (TcpStream, TcpStream, MuxStream, MuxStream) {
     let (a, b) = tokio::io::duplex(1 << 20);
-    let (client, server) = tokio::join!(crate::mux::h2::client(a, "memory"), crate::mux::h2::server(b, "memory"));
+    let (client, server) = tokio::join!(
+        crate::mux::h2::client(a, crate::mux::Transport::Tcp),
+        crate::mux::h2::server(b, crate::mux::Transport::Tcp)
+    );
     let (client, mut server) = (client.expect("h2 client"), server.expect("h2 server"));
     let near = client.opener.expect("client opens").open().await.expect("open stream");
     // The far side sees the stream once something is written on it.

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use super::lane::LaneOut;
 use super::UdpStats;
 use crate::mux::{MuxError, MuxStream, Opener};
-use crate::types::TunnelId;
+
 use crate::wire::datagram::{self, MAX_UDP_PAYLOAD};
-use crate::wire::{StreamHeader, StreamKind};
+use crate::wire::{StreamHeader, StreamKind, TunnelRef};
 
 /// Datagrams queued per flow before new ones are dropped (UDP semantics: a slow consumer
 /// loses datagrams instead of growing a buffer).
@@ -261,7 +261,7 @@ struct HeldFrames {
 }
 
 /// The encoded header that starts a flow's stream or lane.
-fn flow_header(tunnel: TunnelId, peer: String, flow: u64) -> Vec<u8> {
+fn flow_header(tunnel: TunnelRef, peer: String, flow: u64) -> Vec<u8> {
     StreamHeader {
         kind: StreamKind::Udp,
         tunnel,
@@ -301,14 +301,14 @@ impl UdpFlow {
     pub async fn open(
         opener: &Opener,
         router: Option<&Arc<DatagramRouter>>,
-        tunnel: TunnelId,
+        tunnel: impl Into<TunnelRef>,
         peer: String,
         sink: Sink,
         stats: Arc<UdpStats>,
     ) -> Result<Self, MuxError> {
         let id = router.map_or(0, |r| r.next_flow.fetch_add(1, Ordering::Relaxed));
         let mut stream = opener.open().await?;
-        stream.write_all(&flow_header(tunnel, peer, id)).await?;
+        stream.write_all(&flow_header(tunnel.into(), peer, id)).await?;
         Ok(Self::start(id, stream, router.cloned(), sink, stats))
     }
 
@@ -316,12 +316,12 @@ impl UdpFlow {
     /// flow id).
     pub async fn open_on_lane(
         mut lane: tokio::net::TcpStream,
-        tunnel: TunnelId,
+        tunnel: impl Into<TunnelRef>,
         peer: String,
         sink: Sink,
         stats: Arc<UdpStats>,
     ) -> std::io::Result<Self> {
-        lane.write_all(&flow_header(tunnel, peer, 0)).await?;
+        lane.write_all(&flow_header(tunnel.into(), peer, 0)).await?;
         Self::on_lane(lane, sink, stats)
     }
 

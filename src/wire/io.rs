@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{decode_body, encode_frame, frame_len, StreamHeader, WireError};
+use super::{decode_body, encode_frame, frame_len, StreamHeader, TunnelRef, WireError};
+use crate::types::TunnelId;
 
 pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), WireError>
 where
@@ -34,11 +35,18 @@ where
 }
 
 pub async fn read_stream_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamHeader, WireError> {
-    let mut fixed = [0u8; StreamHeader::FIXED_LEN];
-    read_exact_or_truncated(r, &mut fixed).await?;
-    let (kind, tunnel, peer_len) = StreamHeader::decode_fixed(&fixed)?;
-    let mut peer = vec![0u8; peer_len];
-    read_exact_or_truncated(r, &mut peer).await?;
+    let mut kind = [0u8; 1];
+    read_exact_or_truncated(r, &mut kind).await?;
+    let (kind, named) = StreamHeader::decode_kind(kind[0])?;
+    let tunnel = if named {
+        let name = read_short_string(r).await?;
+        TunnelRef::Name(String::from_utf8(name).map_err(|_| WireError::BadTunnelName)?)
+    } else {
+        let mut id = [0u8; 16];
+        read_exact_or_truncated(r, &mut id).await?;
+        TunnelRef::Id(TunnelId(id))
+    };
+    let peer = read_short_string(r).await?;
     let peer = String::from_utf8(peer).map_err(|_| WireError::BadPeerAddr)?;
     let mut flow = [0u8; 8];
     if kind.has_flow() {
@@ -50,6 +58,15 @@ pub async fn read_stream_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Strea
         peer,
         flow: u64::from_be_bytes(flow),
     })
+}
+
+/// A length byte, then that many bytes.
+async fn read_short_string<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, WireError> {
+    let mut len = [0u8; 1];
+    read_exact_or_truncated(r, &mut len).await?;
+    let mut bytes = vec![0u8; len[0] as usize];
+    read_exact_or_truncated(r, &mut bytes).await?;
+    Ok(bytes)
 }
 
 async fn read_exact_or_truncated<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), WireError> {

@@ -37,6 +37,8 @@ pub enum WireError {
     UnknownStreamKind(u8),
     #[error("stream header peer address is not UTF-8")]
     BadPeerAddr,
+    #[error("stream header tunnel name is not UTF-8")]
+    BadTunnelName,
     #[error("connection closed in the middle of a frame")]
     Truncated,
     #[error(transparent)]
@@ -211,6 +213,12 @@ pub enum HubMsg {
         id: TunnelId,
         reason: String,
     },
+    /// The hub placed another tunnel on this `expose` agent's connection: serve
+    /// `spec.target` for streams naming `tunnel.id`, and register `spec` again on reconnect.
+    Exposed {
+        tunnel: TunnelInfo,
+        spec: TunnelSpec,
+    },
     /// The hub is shutting down: it sends no new connections and closes this one once its
     /// running connections end. The agent reconnects promptly when it closes.
     GoingAway {
@@ -262,14 +270,43 @@ impl StreamKind {
     }
 }
 
+/// The tunnel a stream is for: by id (the hub toward exposing agents, and `reach` once it has
+/// resolved a name), or by the name a `reach` user gives, which the hub resolves for that
+/// user as it resolves `burrow reach NAME` (own names, `owner/name`, ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelRef {
+    Id(TunnelId),
+    Name(String),
+}
+
+impl From<TunnelId> for TunnelRef {
+    fn from(id: TunnelId) -> Self {
+        TunnelRef::Id(id)
+    }
+}
+
+impl std::fmt::Display for TunnelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelRef::Id(id) => id.fmt(f),
+            TunnelRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Set in the kind byte when the tunnel is named rather than given by id.
+const NAMED: u8 = 0x80;
+
 /// The header written by whoever opens a data stream, before any payload.
 ///
 /// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8) | [flow u64 BE, UDP
-/// and moved streams only]`. Binary rather than JSON because one is written per forwarded connection.
+/// and moved streams only]`. A tunnel given by name sets [`NAMED`] in the kind byte and
+/// replaces the id with `name len u8 | name (UTF-8)`. Binary rather than JSON because one is
+/// written per forwarded connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamHeader {
     pub kind: StreamKind,
-    pub tunnel: TunnelId,
+    pub tunnel: TunnelRef,
     /// The visitor's address as the hub saw it, for logs and PROXY headers.
     pub peer: String,
     /// The UDP flow id its QUIC datagrams carry, or a moved connection's stream id (0 for
@@ -278,13 +315,39 @@ pub struct StreamHeader {
 }
 
 impl StreamHeader {
-    pub const FIXED_LEN: usize = 1 + 16 + 1;
+    /// A TCP connection's header for `tunnel`, on behalf of visitor `peer`.
+    pub fn tcp(tunnel: impl Into<TunnelRef>, peer: impl Into<String>) -> Self {
+        Self {
+            kind: StreamKind::Tcp,
+            tunnel: tunnel.into(),
+            peer: peer.into(),
+            flow: 0,
+        }
+    }
+
+    /// The tunnel's id; `None` for a header that names it.
+    pub fn tunnel_id(&self) -> Option<TunnelId> {
+        match &self.tunnel {
+            TunnelRef::Id(id) => Some(*id),
+            TunnelRef::Name(_) => None,
+        }
+    }
 
     pub fn encode(&self) -> Vec<u8> {
         let peer = &self.peer.as_bytes()[..self.peer.len().min(255)];
-        let mut out = Vec::with_capacity(Self::FIXED_LEN + peer.len());
-        out.push(self.kind as u8);
-        out.extend_from_slice(&self.tunnel.0);
+        let mut out = Vec::with_capacity(1 + 16 + 1 + peer.len() + 8);
+        match &self.tunnel {
+            TunnelRef::Id(id) => {
+                out.push(self.kind as u8);
+                out.extend_from_slice(&id.0);
+            }
+            TunnelRef::Name(name) => {
+                let name = &name.as_bytes()[..name.len().min(255)];
+                out.push(self.kind as u8 | NAMED);
+                out.push(name.len() as u8);
+                out.extend_from_slice(name);
+            }
+        }
         out.push(peer.len() as u8);
         out.extend_from_slice(peer);
         if self.kind.has_flow() {
@@ -293,17 +356,15 @@ impl StreamHeader {
         out
     }
 
-    /// Decodes the fixed part, returning the header minus its peer and the peer's length.
-    pub fn decode_fixed(buf: &[u8; Self::FIXED_LEN]) -> Result<(StreamKind, TunnelId, usize), WireError> {
-        let kind = match buf[0] {
+    /// Decodes the kind byte: the stream's kind, and whether its tunnel is named.
+    pub fn decode_kind(byte: u8) -> Result<(StreamKind, bool), WireError> {
+        let kind = match byte & !NAMED {
             1 => StreamKind::Tcp,
             2 => StreamKind::Udp,
             3 => StreamKind::Moved,
-            other => return Err(WireError::UnknownStreamKind(other)),
+            _ => return Err(WireError::UnknownStreamKind(byte)),
         };
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&buf[1..17]);
-        Ok((kind, TunnelId(id), buf[17] as usize))
+        Ok((kind, byte & NAMED != 0))
     }
 }
 
@@ -326,33 +387,29 @@ mod tests {
     }
 
     #[test]
-    fn stream_header_round_trips() {
-        let h = StreamHeader {
-            kind: StreamKind::Tcp,
-            tunnel: TunnelId::random(),
-            peer: "127.0.0.1:5555".into(),
-            flow: 0,
-        };
+    fn stream_header_layout_is_kind_id_peer() {
+        let h = StreamHeader::tcp(TunnelId::random(), "127.0.0.1:5555");
         let bytes = h.encode();
-        let fixed: [u8; StreamHeader::FIXED_LEN] = bytes[..StreamHeader::FIXED_LEN].try_into().unwrap();
-        let (kind, tunnel, peer_len) = StreamHeader::decode_fixed(&fixed).unwrap();
-        assert_eq!((kind, tunnel), (h.kind, h.tunnel));
-        assert_eq!(&bytes[StreamHeader::FIXED_LEN..], h.peer.as_bytes());
-        assert_eq!(peer_len, h.peer.len());
+        assert_eq!(bytes[0], StreamKind::Tcp as u8);
+        assert_eq!(Some(TunnelId(bytes[1..17].try_into().unwrap())), h.tunnel_id());
+        assert_eq!(bytes[17] as usize, h.peer.len());
+        assert_eq!(&bytes[18..], h.peer.as_bytes());
     }
 
     /// A moved connection's header carries its stream id as UDP's carries its flow id, and
     /// reads back whole over a socket-like stream (a lane).
     #[tokio::test]
     async fn moved_and_udp_headers_carry_their_id_through_the_reader() {
-        for (kind, flow) in [
-            (StreamKind::Moved, 0x1_0003u64),
-            (StreamKind::Udp, 7),
-            (StreamKind::Tcp, 0),
+        for (kind, flow, tunnel) in [
+            (StreamKind::Moved, 0x1_0003u64, TunnelRef::Id(TunnelId::random())),
+            (StreamKind::Udp, 7, TunnelRef::Id(TunnelId::random())),
+            (StreamKind::Tcp, 0, TunnelRef::Id(TunnelId::random())),
+            (StreamKind::Tcp, 0, TunnelRef::Name("alice/db".into())),
+            (StreamKind::Udp, 9, TunnelRef::Name("dns".into())),
         ] {
             let sent = StreamHeader {
                 kind,
-                tunnel: TunnelId::random(),
+                tunnel,
                 peer: "127.0.0.1:40000".into(),
                 flow,
             };
@@ -367,11 +424,28 @@ mod tests {
 
     #[test]
     fn unknown_stream_kind_is_an_error() {
-        let mut fixed = [0u8; StreamHeader::FIXED_LEN];
-        fixed[0] = 9;
+        for byte in [0, 9, 0x89, 0xff] {
+            assert!(matches!(
+                StreamHeader::decode_kind(byte),
+                Err(WireError::UnknownStreamKind(b)) if b == byte
+            ));
+        }
+        assert_eq!(StreamHeader::decode_kind(0x81).unwrap(), (StreamKind::Tcp, true));
+    }
+
+    /// Garbage after a kind byte, named or not, is an error or a short read, never a panic,
+    /// and a name that is not UTF-8 is refused.
+    #[tokio::test]
+    async fn truncated_and_garbled_headers_are_errors() {
+        let whole = StreamHeader::tcp(TunnelRef::Name("web".into()), "1.2.3.4:5").encode();
+        for end in 0..whole.len() {
+            let mut reader = &whole[..end];
+            assert!(io::read_stream_header(&mut reader).await.is_err(), "cut at {end}");
+        }
+        let mut bad_name = &[0x81u8, 2, 0xff, 0xfe, 0][..];
         assert!(matches!(
-            StreamHeader::decode_fixed(&fixed),
-            Err(WireError::UnknownStreamKind(9))
+            io::read_stream_header(&mut bad_name).await,
+            Err(WireError::BadTunnelName)
         ));
     }
 
