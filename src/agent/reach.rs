@@ -93,7 +93,8 @@ pub async fn run(
     let (info, parts) = loop {
         match first.attempt(&config, connect_once(&config, Some(&tunnel))).await {
             Ok((Some(info), parts)) => break (info, parts),
-            Ok((None, _)) => unreachable!("connect_once resolves the tunnel it is given"),
+            // connect_once resolves the tunnel it is given; without an answer, try again.
+            Ok((None, _)) => continue,
             Err(e @ AgentError::Transient(_)) => {
                 tracing::warn!("cannot reach the hub: {e}");
                 tokio::select! {
