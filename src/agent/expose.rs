@@ -201,13 +201,7 @@ async fn serve(
         lifetime.close("no incoming streams");
         return Ok(SessionEnd::Lost("the transport offers no incoming streams".into()));
     };
-    let udp = match &lifetime {
-        crate::mux::Lifetime::Quic(conn, _) => Some(crate::udp::DatagramRouter::start(
-            conn.clone(),
-            config.udp_stats.clone(),
-        )),
-        crate::mux::Lifetime::H2 { .. } => None,
-    };
+    let udp = crate::udp::DatagramRouter::for_connection(&lifetime, config.udp_stats.clone());
     let context = StreamContext {
         targets: targets.clone(),
         datagrams: udp,
@@ -293,11 +287,7 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         tracing::debug!("the hub sent a lane-only stream kind on a stream");
         return;
     }
-    let found = match header.tunnel_id() {
-        Some(id) => context.targets.get(id).await,
-        None => None,
-    };
-    let Some(target) = found else {
+    let Some(target) = context.targets.for_stream(&header).await else {
         tracing::debug!(tunnel = %header.tunnel, "a stream for a tunnel this agent does not serve");
         return;
     };

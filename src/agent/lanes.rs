@@ -231,7 +231,7 @@ async fn carry(
     context: &StreamContext,
     want_back: &WantBack,
 ) -> Option<TcpStream> {
-    let target = context.targets.get(header.tunnel_id()?).await?;
+    let target = context.targets.for_stream(&header).await?;
     if header.kind == StreamKind::Udp {
         // A UDP flow keeps its lane until it ends, then closes it.
         serve_udp_flow(context, &target, |sink, stats| {

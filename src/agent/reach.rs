@@ -32,10 +32,7 @@ struct Route {
 
 impl Route {
     fn new(opener: Opener, lifetime: &Lifetime, config: &AgentConfig) -> Self {
-        let datagrams = match lifetime {
-            Lifetime::Quic(conn, _) => Some(DatagramRouter::start(conn.clone(), config.udp_stats.clone())),
-            Lifetime::H2 { .. } => None,
-        };
+        let datagrams = DatagramRouter::for_connection(lifetime, config.udp_stats.clone());
         Self { opener, datagrams }
     }
 }

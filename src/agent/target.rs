@@ -48,8 +48,11 @@ impl Targets {
         self.by_id.lock().expect("targets lock").get(&id).cloned()
     }
 
-    /// The target of tunnel `id`, waiting briefly for one the hub has just announced.
-    pub(super) async fn get(&self, id: TunnelId) -> Option<Arc<Target>> {
+    /// The target of the tunnel a stream from the hub names, waiting briefly for one the hub
+    /// has just announced. The hub names tunnels by id; a stream that names one otherwise,
+    /// or a tunnel this agent does not serve, has none.
+    pub(super) async fn for_stream(&self, header: &crate::wire::StreamHeader) -> Option<Arc<Target>> {
+        let id = header.tunnel_id()?;
         let mut added = self.added.subscribe();
         let wait = async {
             loop {

@@ -100,13 +100,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         return;
     }
     let session = SessionId(shared.next_session.fetch_add(1, Ordering::Relaxed));
-    let datagrams = match &lifetime {
-        mux::Lifetime::Quic(conn, _) => Some(crate::udp::DatagramRouter::start(
-            conn.clone(),
-            shared.udp_stats.clone(),
-        )),
-        mux::Lifetime::H2 { .. } => None,
-    };
+    let datagrams = crate::udp::DatagramRouter::for_connection(&lifetime, shared.udp_stats.clone());
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
     let (mut control_rx, mut control_tx) = tokio::io::split(control);

@@ -144,6 +144,15 @@ pub struct DatagramRouter {
 }
 
 impl DatagramRouter {
+    /// A router for the connection `lifetime` closes, if it carries datagrams (QUIC only: on
+    /// HTTP/2 every flow's datagrams are framed on its stream).
+    pub fn for_connection(lifetime: &crate::mux::Lifetime, stats: Arc<UdpStats>) -> Option<Arc<Self>> {
+        match lifetime {
+            crate::mux::Lifetime::Quic(conn, _) => Some(Self::start(conn.clone(), stats)),
+            crate::mux::Lifetime::H2 { .. } => None,
+        }
+    }
+
     /// Starts reading the connection's datagrams; the task ends with the connection.
     pub fn start(conn: quinn::Connection, stats: Arc<UdpStats>) -> Arc<Self> {
         let router = Arc::new(Self {
