@@ -1,16 +1,20 @@
 //! The hub checks every stream, not only the agent's first request: a `reach` connection
 //! that names another user's private tunnel id in a stream header gets nothing through.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use burrow::agent::{session, AgentConfig};
-use burrow::hub::{Hub, HubConfig};
+use burrow::hub::Hub;
 use burrow::types::{AgentId, Secret, TransportKind, TunnelId};
 use burrow::wire::{Role, StreamHeader, StreamKind, TunnelSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use common::in_process_hub;
 
 fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
     AgentConfig {
@@ -54,13 +58,7 @@ async fn probe(config: &AgentConfig, tunnel: TunnelId) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_naming_another_users_private_tunnel_are_dropped() {
-    burrow::tls::install_crypto_provider();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf());
-    config.users = vec![
-        ("alice".parse().unwrap(), Secret::new("alice-key")),
-        ("bob".parse().unwrap(), Secret::new("bob-key")),
-    ];
+    let (config, data) = in_process_hub(&["alice", "bob"], None);
     let hub = Hub::start(config).await.unwrap();
     let ca = data.path().join("certs/ca.pem");
 

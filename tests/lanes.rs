@@ -24,14 +24,9 @@ async fn hub() -> (Hub, tempfile::TempDir) {
 }
 
 async fn hub_with(adjust: impl FnOnce(&mut HubConfig)) -> (Hub, tempfile::TempDir) {
-    burrow::tls::install_crypto_provider();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf());
+    let (mut config, data) = in_process_hub(&["alice"], Some(24000));
     adjust(&mut config);
-    config.users = vec![("alice".parse().unwrap(), Secret::new("alice-key"))];
     config.allow_plaintext = true;
-    let base = 24000 + (std::process::id() % 100) as u16 * 10;
-    config.port_range = (base, base + 9);
     (Hub::start(config).await.unwrap(), data)
 }
 

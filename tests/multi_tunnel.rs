@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use burrow::agent::reach::ReachLink;
 use burrow::agent::AgentConfig;
-use burrow::hub::{Hub, HubConfig};
+use burrow::hub::Hub;
 use burrow::shutdown::Shutdown;
 use burrow::types::{AgentId, Secret, TransportKind};
 use burrow::wire::{RefuseCode, TunnelRef, TunnelSpec};
@@ -18,16 +18,8 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn hub() -> (Hub, tempfile::TempDir) {
-    burrow::tls::install_crypto_provider();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf());
-    config.users = vec![
-        ("alice".parse().unwrap(), Secret::new("alice-key")),
-        ("bob".parse().unwrap(), Secret::new("bob-key")),
-    ];
+    let (mut config, data) = in_process_hub(&["alice", "bob"], Some(25000));
     config.allow_plaintext = true;
-    let base = 25000 + (std::process::id() % 100) as u16 * 10;
-    config.port_range = (base, base + 9);
     (Hub::start(config).await.unwrap(), data)
 }
 

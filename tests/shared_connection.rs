@@ -2,25 +2,24 @@
 //! one control stream, and the hub routes each tunnel's visitors as streams on that same
 //! connection, each naming its tunnel.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use burrow::agent::{session, AgentConfig};
-use burrow::hub::{Hub, HubConfig};
+use burrow::hub::Hub;
 use burrow::types::{AgentId, Secret, TransportKind};
 use burrow::wire::io::{read_stream_header, write_frame};
 use burrow::wire::{AgentMsg, HubMsg, Role, TunnelSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use common::in_process_hub;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
-    burrow::tls::install_crypto_provider();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = HubConfig::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf());
-    config.users = vec![("alice".parse().unwrap(), Secret::new("alice-key"))];
-    let base = 23000 + (std::process::id() % 100) as u16 * 10;
-    config.port_range = (base, base + 9);
+    let (config, data) = in_process_hub(&["alice"], Some(23000));
     let hub = Hub::start(config).await.unwrap();
     let agent = AgentConfig {
         hub: hub.listen.to_string(),

@@ -243,6 +243,25 @@ fn target_listener() -> TcpListener {
     socket.listen(4096).unwrap()
 }
 
+/// An in-process hub's configuration: the crypto provider installed, a fresh data dir, the
+/// main port on 127.0.0.1:0 and each of `users` with the key `<user>-key`. With `port_base`,
+/// public ports come from a block of ten above it, offset by the process id so that test
+/// binaries running at once do not collide.
+pub fn in_process_hub(users: &[&str], port_base: Option<u16>) -> (burrow::hub::HubConfig, tempfile::TempDir) {
+    burrow::tls::install_crypto_provider();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = burrow::hub::HubConfig::new("127.0.0.1:0".parse().unwrap(), data.path().to_path_buf());
+    config.users = users
+        .iter()
+        .map(|user| (user.parse().unwrap(), burrow::types::Secret::new(format!("{user}-key"))))
+        .collect();
+    if let Some(base) = port_base {
+        let base = base + (std::process::id() % 100) as u16 * 10;
+        config.port_range = (base, base + 9);
+    }
+    (config, data)
+}
+
 /// A target service on loopback: each accepted connection is served by `serve` on a task of
 /// its own. Returns the address.
 pub fn spawn_target<Serve, Served>(serve: Serve) -> String
