@@ -1,6 +1,6 @@
-//! Lanes: on `--transport tcp` an `expose` agent keeps dedicated data connections dialed to
-//! the hub; bulk visitors move onto them (the lane then used again or replaced), with the
-//! multiplexed connection as the fallback. TLS and QUIC sessions have none. Hub and agent run in-process so the test
+//! Lanes: on `--transport tcp` and `tls` an `expose` agent keeps dedicated data connections
+//! dialed to the hub; visitors are relayed onto them (a plain lane then used again or
+//! replaced, a TLS lane replaced), with the multiplexed connection as the fallback. Hub and agent run in-process so the test
 //! can see which path a connection took.
 
 mod common;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burrow::agent::AgentConfig;
+use burrow::hub::lanes::LaneKind;
 use burrow::hub::registry::Tunnel;
 use burrow::hub::{Hub, HubConfig};
 use burrow::shutdown::Shutdown;
@@ -93,10 +94,10 @@ async fn expose_task(
     Arc<Tunnel>,
     tokio::task::JoinHandle<Result<(), burrow::agent::AgentError>>,
 ) {
-    let lanes = if config.transport == TransportKind::Tcp {
-        config.lanes
-    } else {
+    let lanes = if config.transport == TransportKind::Quic {
         0
+    } else {
+        config.lanes
     };
     let spec = TunnelSpec {
         name: Some("bulk".parse().unwrap()),
@@ -118,7 +119,7 @@ async fn expose_task(
     let tunnel = hub.registry().get(info.id).unwrap();
     if lanes > 0 {
         let pools = tunnel.lane_pools();
-        assert_eq!(pools.len(), 1, "a plain-TCP agent gets a lane pool");
+        assert_eq!(pools.len(), 1, "a TCP or TLS agent gets a lane pool");
         tokio::time::timeout(WAIT, pools[0].wait_idle(lanes)).await.unwrap();
     }
     (info.public_address.unwrap(), tunnel, agent)
@@ -159,32 +160,16 @@ async fn visitors_ride_lanes_with_half_close_and_lanes_are_replaced() {
     visitors_ride_lanes(&hub, config).await;
 }
 
-/// A TLS session has no lanes: its visitors, UDP flows and `reach` streams are all carried
-/// on its multiplexed connection, intact.
+/// A TLS session's lanes are TLS connections too (rustls at both ends), and carry visitors
+/// the same way, each lane one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_sessions_have_no_lanes_and_carry_everything_multiplexed() {
+async fn tls_sessions_get_tls_lanes_for_tcp_visitors() {
     let (hub, data) = hub().await;
-    let sink = hashing_sink().await;
-    let shutdown = Shutdown::new();
-    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 2), TunnelSpec::tcp(&sink), &shutdown).await;
-    assert!(tunnel.lane_pools().is_empty(), "no lane pool on a TLS session");
-    let upload = random_bytes(3 << 20);
-    let reply = round_trip(&public, &upload).await;
-    assert_eq!(
-        String::from_utf8(reply).unwrap(),
-        format!("{} {}", sha256_hex(&upload), upload.len())
-    );
-    let local = reach(&hub, &shutdown).await.to_string();
-    let data = random_bytes(1 << 20);
-    let reply = round_trip(&local, &data).await;
-    assert_eq!(
-        String::from_utf8(reply).unwrap(),
-        format!("{} {}", sha256_hex(&data), data.len())
-    );
-    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 0);
-    shutdown.begin();
+    visitors_ride_lanes(&hub, tls_agent(&hub, &data, 2)).await;
 }
 
+/// UDP flows of a TLS session stay multiplexed: their datagrams are framed straight into a
+/// plain lane's socket, which a TLS lane has not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_flows_of_a_tls_session_are_multiplexed() {
     let (hub, data) = hub().await;
@@ -200,14 +185,20 @@ async fn udp_flows_of_a_tls_session_are_multiplexed() {
     shutdown.begin();
 }
 
-/// An agent with two lanes: 8 MiB up, half-close, and the target's answer (the hash) back on
-/// the same lane, counted by the hub; the lane is replaced; then several visitors at once,
-/// more than there are lanes, all carried intact (the rest multiplexed).
+/// An agent with two lanes of its session's kind: 8 MiB up, half-close, and the target's
+/// answer (the hash) back on the same lane, counted by the hub; the lane is replaced; then
+/// several visitors at once, more than there are lanes, all carried intact (the rest
+/// multiplexed).
 async fn visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
+    let kind = match config.transport {
+        TransportKind::Tls => LaneKind::Tls,
+        _ => LaneKind::Plain,
+    };
     let sink = hashing_sink().await;
     let shutdown = Shutdown::new();
     let (public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&sink), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
+    assert_eq!(pool.kind(), kind);
 
     let upload = random_bytes(8 << 20);
     let reply = round_trip(&public, &upload).await;
@@ -388,6 +379,38 @@ async fn reach_udp_flows_take_a_lane_toward_the_exposing_agent() {
         1,
         "the hub's leg took a lane"
     );
+    shutdown.begin();
+}
+
+/// An agent keeps at most `MAX_BUSY_TLS_LANES` TLS lanes busy (each holds copy buffers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_tls_lanes_are_capped() {
+    let (hub, data) = hub().await;
+    busy_lanes_are_capped(&hub, tls_agent(&hub, &data, 1), burrow::agent::MAX_BUSY_TLS_LANES).await;
+}
+
+/// A TLS lane carries one connection and closes with it (a TLS connection is not used again
+/// after its close_notify): connections in turn each get a new lane, intact both ways, and
+/// a `reach` agent's stream rides one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tls_lane_carries_one_connection_and_reach_streams_ride_them() {
+    let (hub, data) = hub().await;
+    let echo = echo_server().await;
+    let shutdown = Shutdown::new();
+    let (public, tunnel) = expose_with(&hub, tls_agent(&hub, &data, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let pool = tunnel.lane_pools()[0].clone();
+    for i in 0..5usize {
+        an_idle_lane(&pool).await;
+        let payload = random_bytes(1000 + i * 50_000);
+        assert_eq!(round_trip(&public, &payload).await, payload);
+    }
+    let local = reach(&hub, &shutdown).await.to_string();
+    an_idle_lane(&pool).await;
+    let payload = random_bytes(3 << 20);
+    assert_eq!(round_trip(&local, &payload).await, payload);
+    assert_eq!(tunnel.lane_visitors.load(Ordering::Relaxed), 6);
+    let admitted = pool.admitted();
+    assert!(admitted >= 6, "{admitted} lanes for 6 connections: none was used twice");
     shutdown.begin();
 }
 
@@ -607,8 +630,8 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     let (_, tunnel, agent) = expose_task(&hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let member = tunnel.pick_member(WAIT).await.expect("the agent serves the tunnel");
     let pool = member.lanes.clone().expect("a plain-TCP agent has lanes");
-    let Some(mut lane) = pool.take() else {
-        panic!("an idle lane");
+    let Some(burrow::hub::lanes::Lane::Plain(mut lane)) = pool.take() else {
+        panic!("an idle plain lane");
     };
 
     shutdown.begin();
@@ -751,15 +774,25 @@ async fn curl_keep_alive_requests_stay_multiplexed_and_a_download_moves_to_a_lan
 }
 
 /// A visitor routed by name on the hub's main port (HTTP `Host`) rides a lane too, the bytes
-/// the hub read to route it going first, on the multiplexer before it moves to a lane.
-/// Bodies of every size: none, framed after the head (or multiplexed), and large enough to
-/// turn bulk.
+/// the hub read to route it going first: on the multiplexer before it moves to a plain lane,
+/// on a TLS lane from the start. Bodies of every size: none, framed after the head (or
+/// multiplexed), and large enough to turn bulk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visitors_routed_by_name_ride_lanes() {
+async fn visitors_routed_by_name_ride_plain_lanes() {
     let (hub, _data) = hub().await;
+    routed_visitors_ride_lanes(&hub, agent(&hub, 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_routed_by_name_ride_tls_lanes() {
+    let (hub, data) = hub().await;
+    routed_visitors_ride_lanes(&hub, tls_agent(&hub, &data, 1)).await;
+}
+
+async fn routed_visitors_ride_lanes(hub: &Hub, config: AgentConfig) {
     let echo = echo_server().await;
     let shutdown = Shutdown::new();
-    let (_public, tunnel) = expose_with(&hub, agent(&hub, 1), TunnelSpec::tcp(&echo), &shutdown).await;
+    let (_public, tunnel) = expose_with(hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let pool = tunnel.lane_pools()[0].clone();
     let main_port = hub.listen.to_string();
     for (i, body) in [0, 100 << 10, 2 << 20].into_iter().enumerate() {
@@ -768,16 +801,20 @@ async fn visitors_routed_by_name_ride_lanes() {
         let mut request = head.into_bytes();
         request.extend(random_bytes(body));
         assert_eq!(round_trip(&main_port, &request).await, request, "request {i}");
-        if body == 0 {
-            let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+        let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+        if pool.kind() == LaneKind::Tls {
+            assert_eq!(on_lanes, i as u64 + 1, "request {i} went over a lane");
+        } else if body == 0 {
             assert_eq!(on_lanes, 0, "a request without a body stays multiplexed");
         }
     }
-    // 100 KiB may or may not have filled a read at the hub; 2 MiB did.
-    let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
-    assert!(
-        (1..=2).contains(&on_lanes),
-        "{on_lanes} routed visitors moved to a lane"
-    );
+    if pool.kind() == LaneKind::Plain {
+        // 100 KiB may or may not have filled a read at the hub; 2 MiB did.
+        let on_lanes = tunnel.lane_visitors.load(Ordering::Relaxed);
+        assert!(
+            (1..=2).contains(&on_lanes),
+            "{on_lanes} routed visitors moved to a lane"
+        );
+    }
     shutdown.begin();
 }

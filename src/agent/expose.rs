@@ -192,9 +192,18 @@ async fn serve(
         targets,
         ..
     } = session;
-    // Lanes are plain TCP beside a plain-TCP session (`hub/lanes.rs`).
+    // Lanes are the session's own kind of connection: plain beside a plain-TCP session, TLS
+    // (with the same connector and server name) beside a TLS one.
     let lanes_at = match (lane_token, transport) {
-        (Some(token), crate::mux::Transport::Tcp) if config.lanes > 0 => Some(super::lanes::LaneDial { hub, token }),
+        (Some(token), crate::mux::Transport::Tcp | crate::mux::Transport::Tls) if config.lanes > 0 => {
+            Some(super::lanes::LaneDial {
+                hub,
+                token,
+                tls: (transport == crate::mux::Transport::Tls)
+                    .then(|| session::tls_connector(config))
+                    .transpose()?,
+            })
+        }
         _ => None,
     };
     let Some(acceptor) = acceptor else {

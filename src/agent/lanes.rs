@@ -1,10 +1,11 @@
-//! Lanes on the agent: a few idle plain TCP data connections kept dialed to the hub beside a
-//! `--transport tcp` session, so a bulk connection can go on over a connection of its own
-//! (see `hub/lanes.rs`: a lane arrives naming the multiplexed stream it continues). Each lane
-//! carries one forwarded connection or UDP flow at a time; one whose connection ended cleanly
-//! (framed both ways) carries the next unless enough lanes are idle already
-//! ([`KEEP_IDLE_FACTOR`]), others are replaced; the multiplexed connection stays the fallback
-//! and carries everything else (control, `reach` flows).
+//! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
+//! like the session's own connection, so a visitor can be relayed on a connection of its own
+//! (see `hub/lanes.rs`: at once on TLS; once bulk on plain lanes, where a lane then arrives
+//! naming the multiplexed stream it continues). Each lane carries one forwarded connection
+//! or UDP flow at a time. A plain lane whose connection ended cleanly (framed both ways)
+//! carries the next unless enough lanes are idle already ([`KEEP_IDLE_FACTOR`]); a TLS lane
+//! closes with its connection. Either is replaced; the multiplexed connection stays the
+//! fallback and carries everything else (control, `reach` flows).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +16,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::target::{connect_target, serve_udp_flow, StreamContext};
+use rustls::pki_types::ServerName;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
 use crate::mux::Lifetime;
 use crate::relay::{relay_plain_lane, Handoff, LaneEnd, WantBack, MEET_DEADLINE};
@@ -27,7 +32,12 @@ use crate::wire::{ConnKind, StreamHeader, StreamKind, PREFACE};
 
 const DIAL_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Busy lanes one agent keeps at once. A lane holds no buffer, but it is a second
+/// Busy TLS lanes one agent keeps at once. A TLS lane's relay holds two copy buffers and
+/// rustls' own while it runs, where a spliced plain lane holds none, so beyond this many,
+/// connections take the multiplexed connection, whose per-stream cost is small.
+pub const MAX_BUSY_TLS_LANES: usize = 32;
+
+/// Busy plain lanes one agent keeps at once. A lane holds no buffer, but it is a second
 /// TCP connection per visitor: the hub holds two descriptors for it (visitor and lane) instead
 /// of one, so 10,000 idle visitors on lanes needed 20,000 there. Bulk transfers gain from a
 /// lane; many more than this at once share the machine anyway, and take the multiplexer.
@@ -40,10 +50,18 @@ pub const MAX_BUSY_LANES: usize = 64;
 /// while others start) keeps its lanes instead of closing and redialing them.
 const KEEP_IDLE_FACTOR: usize = 2;
 
-/// Where lanes go: the address the session reached, and its lane token.
+/// Where lanes go and what they are: the address the session reached, its lane token, and
+/// for a TLS session the connector and server name it used.
 pub struct LaneDial {
     pub hub: SocketAddr,
     pub token: LaneToken,
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+/// A lane as the agent dialed it.
+enum Lane {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// What a lane reports to [`keep_lanes`].
@@ -66,7 +84,10 @@ pub async fn keep_lanes(
     lifetime: Lifetime,
     shutdown: Shutdown,
 ) {
-    let most_busy = MAX_BUSY_LANES;
+    let most_busy = match dial.tls {
+        Some(_) => MAX_BUSY_TLS_LANES,
+        None => MAX_BUSY_LANES,
+    };
     let (events_tx, mut events) = mpsc::unbounded_channel::<LaneEvent>();
     let (mut idle, mut busy) = (0usize, 0usize);
     // `idle` as the lanes' relays see it when they decide whether to come back. They may
@@ -87,14 +108,15 @@ pub async fn keep_lanes(
                     idle += 1;
                     backoff.reset();
                     idle_now.store(idle, Ordering::Relaxed);
-                    tokio::spawn(serve_lane(
-                        lane,
-                        context.clone(),
-                        want_back.clone(),
-                        events_tx.clone(),
-                        lifetime.clone(),
-                        shutdown.clone(),
-                    ));
+                    let (context, events, lifetime, shutdown) =
+                        (context.clone(), events_tx.clone(), lifetime.clone(), shutdown.clone());
+                    match lane {
+                        Lane::Plain(lane) => {
+                            let want_back = want_back.clone();
+                            tokio::spawn(serve_lane(lane, context, want_back, events, lifetime, shutdown))
+                        }
+                        Lane::Tls(lane) => tokio::spawn(serve_tls_lane(lane, context, events, lifetime, shutdown)),
+                    };
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "dialing a lane failed; streams use the shared connection");
@@ -131,7 +153,7 @@ pub async fn keep_lanes(
     }
 }
 
-async fn dial_lane(dial: &LaneDial) -> std::io::Result<TcpStream> {
+async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
     let mut hello = Vec::with_capacity(PREFACE.len() + 1 + dial.token.0.len());
     hello.extend_from_slice(PREFACE);
     hello.push(ConnKind::Lane.byte());
@@ -139,8 +161,18 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<TcpStream> {
     let connect = async {
         let mut tcp = TcpStream::connect(dial.hub).await?;
         crate::relay::configure_tcp(&tcp);
-        tcp.write_all(&hello).await?;
-        Ok(tcp)
+        match &dial.tls {
+            None => {
+                tcp.write_all(&hello).await?;
+                Ok(Lane::Plain(tcp))
+            }
+            Some((connector, name)) => {
+                let mut tls = connector.connect(name.clone(), tcp).await?;
+                tls.write_all(&hello).await?;
+                tls.flush().await?;
+                Ok(Lane::Tls(Box::new(tls)))
+            }
+        }
     };
     tokio::time::timeout(DIAL_DEADLINE, connect)
         .await
@@ -191,7 +223,55 @@ async fn serve_lane(
     }
 }
 
-async fn read_header(lane: &mut TcpStream) -> Option<StreamHeader> {
+/// A TLS lane: waits (idle) for the hub's stream header, carries that one connection, and
+/// closes with it (a TLS connection is not used again after its close_notify). Like a plain
+/// lane, it counts as a running connection while idle (see [`serve_lane`]).
+async fn serve_tls_lane(
+    mut lane: Box<TlsStream<TcpStream>>,
+    context: Arc<StreamContext>,
+    events: mpsc::UnboundedSender<LaneEvent>,
+    lifetime: Lifetime,
+    shutdown: Shutdown,
+) {
+    let _running = shutdown.track();
+    let header = tokio::select! {
+        header = read_header(&mut lane) => header,
+        _ = lifetime.closed() => None,
+    };
+    let Some(header) = header else {
+        let _ = events.send(LaneEvent::Gone { was_busy: false });
+        return;
+    };
+    let _ = events.send(LaneEvent::Taken);
+    carry_on_tls(lane, header, &context).await;
+    let _ = events.send(LaneEvent::Gone { was_busy: true });
+}
+
+/// The one connection of a TLS lane. A target that cannot be reached gets an HTTP visitor a
+/// 502, and closes the lane.
+async fn carry_on_tls(mut lane: Box<TlsStream<TcpStream>>, header: StreamHeader, context: &StreamContext) {
+    if header.kind != StreamKind::Tcp {
+        tracing::debug!(kind = ?header.kind, "the hub sent a stream kind TLS lanes do not carry; closing the lane");
+        return;
+    }
+    let Some(target) = context.targets.for_stream(&header).await else {
+        return;
+    };
+    let upstream = match connect_target(&target.address, &header.peer).await {
+        Ok(upstream) => upstream,
+        Err(cause) => {
+            if let Some(response) = bad_gateway(&mut lane, &target, &cause).await {
+                crate::answer::answer_and_close(&mut lane, &response).await;
+            }
+            return;
+        }
+    };
+    if let Err(e) = crate::relay::relay_io(upstream, lane).await {
+        tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
+    }
+}
+
+async fn read_header<L: tokio::io::AsyncRead + Unpin>(lane: &mut L) -> Option<StreamHeader> {
     read_stream_header(lane)
         .await
         .inspect_err(|e| tracing::debug!(error = %e, "lane closed before use"))

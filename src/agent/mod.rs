@@ -8,7 +8,7 @@ pub mod reach;
 pub mod session;
 mod target;
 
-pub use lanes::MAX_BUSY_LANES;
+pub use lanes::{MAX_BUSY_LANES, MAX_BUSY_TLS_LANES};
 
 use std::sync::Arc;
 use std::time::Duration;

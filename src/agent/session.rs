@@ -112,8 +112,10 @@ pub async fn quic_is_back(config: &AgentConfig, transport: Transport) {
     }
 }
 
-/// The TLS connector and server name for the hub.
-fn tls_connector(config: &AgentConfig) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), AgentError> {
+/// The TLS connector and server name for the hub, as the session and its lanes use them.
+pub(super) fn tls_connector(
+    config: &AgentConfig,
+) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), AgentError> {
     let (host, _) = split_host_port(&config.hub)?;
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| AgentError::Config(format!("{host} is not a valid TLS server name: {e}")))?;

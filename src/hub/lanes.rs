@@ -1,13 +1,18 @@
-//! Lanes on the hub: dedicated plain TCP data connections that a `--transport tcp` `expose`
-//! agent dials ahead of need. Every visitor starts multiplexed and moves onto an idle lane
+//! Lanes on the hub: dedicated data connections that an `expose` agent dials ahead of need,
+//! plain TCP beside a `--transport tcp` session and TLS (rustls, like the session) beside a
+//! TLS one. On a plain session every visitor starts multiplexed and moves onto an idle lane
 //! once bulk (`relay/moving.rs`; framed, then spliced, see
-//! [`crate::relay::relay_plain_lane`]). With no idle lane a visitor stays on its multiplexed
-//! stream. A lane whose connection ended cleanly is parked again.
+//! [`crate::relay::relay_plain_lane`]); a lane whose connection ended cleanly is parked again.
+//! On a TLS session a visitor that finds an idle lane is carried on it alone, and the lane
+//! closes with the connection (a TLS connection is not used again after its close_notify).
+//! With no idle lane a visitor stays on its multiplexed stream. Lanes pay for bulk transfers,
+//! most on long paths where one multiplexed connection is bound by its windows
+//! (`docs/benchmarks.md`).
 //!
-//! Each plain `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`] here; a
-//! lane proves which session it belongs to by sending the token after the preface. TLS and
-//! QUIC sessions get none: a lane of their own would need a TLS connection per visitor, and
-//! measured on loopback and on a delayed link it did not pay (`docs/benchmarks.md`).
+//! Each TCP or TLS `expose` session gets a [`LaneToken`] in its welcome and a [`LanePool`]
+//! here; a lane proves which session it belongs to by sending the token after the preface,
+//! over the same kind of connection as its session. QUIC sessions get none: their streams
+//! are already independent.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,15 +35,49 @@ pub const MAX_IDLE_LANES: usize = 64;
 /// configuration says otherwise.
 pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A TLS lane after its handshake (the sniffed ClientHello was replayed into it).
+pub type TlsLane = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
+
+/// A lane on the hub, of its session's kind.
+pub enum Lane {
+    Plain(TcpStream),
+    Tls(Box<TlsLane>),
+}
+
+impl Lane {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Lane::Plain(tcp) => tcp,
+            Lane::Tls(tls) => tls.get_ref().0.get_ref(),
+        }
+    }
+
+    fn kind(&self) -> LaneKind {
+        match self {
+            Lane::Plain(_) => LaneKind::Plain,
+            Lane::Tls(_) => LaneKind::Tls,
+        }
+    }
+}
+
+/// What a session's lanes are: the kind of its own connection, so a token learned over TLS
+/// is never accepted on a plain connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneKind {
+    Plain,
+    Tls,
+}
+
 /// Whether a parked lane is still open and has sent nothing (an idle lane never does): a lane
-/// the agent closed is readable (its end of file is waiting).
-fn is_quiet(lane: &TcpStream) -> bool {
-    matches!(lane.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// the agent closed is readable (its end of file, or its close_notify, is waiting).
+fn is_quiet(lane: &Lane) -> bool {
+    matches!(lane.socket().try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// The idle lanes of one agent session, oldest first.
 pub struct LanePool {
-    idle: Mutex<VecDeque<TcpStream>>,
+    kind: LaneKind,
+    idle: Mutex<VecDeque<Lane>>,
     /// Set when the session ends: lanes coming back from a relay are closed, not parked.
     closed: AtomicBool,
     /// Lanes ever admitted (each a new connection).
@@ -48,8 +87,9 @@ pub struct LanePool {
 }
 
 impl LanePool {
-    fn new() -> Self {
+    fn new(kind: LaneKind) -> Self {
         Self {
+            kind,
             idle: Mutex::default(),
             closed: Default::default(),
             admitted: Default::default(),
@@ -57,8 +97,12 @@ impl LanePool {
         }
     }
 
+    pub fn kind(&self) -> LaneKind {
+        self.kind
+    }
+
     /// Parks a lane; returns it back when the pool is full.
-    fn offer(&self, lane: TcpStream) -> Result<(), TcpStream> {
+    fn offer(&self, lane: Lane) -> Result<(), Lane> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         if idle.len() >= MAX_IDLE_LANES {
             return Err(lane);
@@ -70,7 +114,7 @@ impl LanePool {
 
     /// A lane whose connection ended cleanly, parked again (see `relay::plain_lane`). Closed
     /// instead once the session is over or the pool is full.
-    pub fn give_back(&self, lane: TcpStream) {
+    pub fn give_back(&self, lane: Lane) {
         if !self.closed.load(Ordering::Relaxed) {
             let _ = self.offer(lane);
         }
@@ -83,7 +127,7 @@ impl LanePool {
 
     /// An idle lane that is still open, if there is one. Lanes found closed (or chatty) on
     /// the way are dropped, not used.
-    pub fn take(&self) -> Option<TcpStream> {
+    pub fn take(&self) -> Option<Lane> {
         let mut idle = self.idle.lock().expect("lane pool lock");
         let mut found = None;
         while let Some(lane) = idle.pop_front() {
@@ -136,9 +180,9 @@ impl LaneBook {
     }
 
     /// A new token and its (empty) pool, for a session that starts.
-    pub fn open(&self) -> (LaneToken, Arc<LanePool>) {
+    pub fn open(&self, kind: LaneKind) -> (LaneToken, Arc<LanePool>) {
         let token = LaneToken::random();
-        let pool = Arc::new(LanePool::new());
+        let pool = Arc::new(LanePool::new(kind));
         self.pools.lock().expect("lane book lock").insert(token, pool.clone());
         (token, pool)
     }
@@ -153,7 +197,7 @@ impl LaneBook {
 
     /// A plain connection that announced itself as a lane: reads its token and parks it with
     /// its session. Unknown tokens, slow or chatty lanes, and lanes over the cap are closed.
-    pub async fn admit(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
+    pub async fn admit_plain(&self, mut io: Replay<TcpStream>, peer: SocketAddr) {
         let Some(token) = self.read_token(&mut io, peer).await else {
             return;
         };
@@ -162,7 +206,14 @@ impl LaneBook {
             tracing::debug!(%peer, "lane sent bytes before it was used; closing");
             return;
         }
-        self.park(token, lane, peer);
+        self.park(token, Lane::Plain(lane), peer);
+    }
+
+    /// The same for a lane that came over TLS (its handshake done by rustls).
+    pub async fn admit_tls(&self, mut io: TlsLane, peer: SocketAddr) {
+        if let Some(token) = self.read_token(&mut io, peer).await {
+            self.park(token, Lane::Tls(Box::new(io)), peer);
+        }
     }
 
     async fn read_token<T: AsyncRead + Unpin>(&self, io: &mut T, peer: SocketAddr) -> Option<LaneToken> {
@@ -177,13 +228,15 @@ impl LaneBook {
     }
 
     /// Bytes a lane sends after its token are caught when it is taken (see [`is_quiet`]).
-    fn park(&self, token: LaneToken, lane: TcpStream, peer: SocketAddr) {
+    fn park(&self, token: LaneToken, lane: Lane, peer: SocketAddr) {
         let pool = self.pools.lock().expect("lane book lock").get(&token).cloned();
         let Some(pool) = pool else {
             tracing::debug!(%peer, "lane with an unknown token; closing");
             return;
         };
-        if pool.offer(lane).is_err() {
+        if pool.kind != lane.kind() {
+            tracing::debug!(%peer, "lane is not the same kind of connection as its session; closing");
+        } else if pool.offer(lane).is_err() {
             tracing::debug!(%peer, "lane pool full; closing the offered lane");
         } else {
             pool.admitted.fetch_add(1, Ordering::Relaxed);
@@ -208,11 +261,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = listener.local_addr().unwrap();
         let book = LaneBook::new(TOKEN_DEADLINE);
-        let (token, pool) = book.open();
+        let (token, pool) = book.open(LaneKind::Plain);
 
         let (mut stranger, hub_side) = lane_pair(&listener).await;
         stranger.write_all(&[7u8; 16]).await.unwrap();
-        book.admit(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
         assert_eq!(pool.idle(), 0, "a wrong token parks nothing");
 
         // A lane the agent closed while it was parked: its end of file is waiting.
@@ -220,13 +273,13 @@ mod tests {
         closed_lane.write_all(&token.0).await.unwrap();
         drop(closed_lane);
         hub_side.readable().await.unwrap();
-        book.admit(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
         let (mut live_lane, hub_side) = lane_pair(&listener).await;
         live_lane.write_all(&token.0).await.unwrap();
-        book.admit(Replay::new(Default::default(), hub_side), peer).await;
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
         assert_eq!(pool.idle(), 2);
 
-        let Some(mut taken) = pool.take() else {
+        let Some(Lane::Plain(mut taken)) = pool.take() else {
             panic!("the live lane is handed out");
         };
         assert_eq!(pool.idle(), 0, "the closed lane was dropped on the way");
@@ -238,5 +291,21 @@ mod tests {
 
         book.close(token);
         assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_accepted_only_on_its_sessions_kind_of_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = listener.local_addr().unwrap();
+        let book = LaneBook::new(TOKEN_DEADLINE);
+        let (token, pool) = book.open(LaneKind::Tls);
+        let (mut plain, hub_side) = lane_pair(&listener).await;
+        plain.write_all(&token.0).await.unwrap();
+        book.admit_plain(Replay::new(Default::default(), hub_side), peer).await;
+        assert_eq!(
+            pool.idle(),
+            0,
+            "a TLS session's token offered in plain text parks nothing"
+        );
     }
 }

@@ -65,7 +65,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             Some(ConnKind::Agent(role)) => {
                 session::serve_stream_agent(shared, io, peer, crate::mux::Transport::Tcp, role).await
             }
-            Some(ConnKind::Lane) => shared.lanes.admit(io, peer).await,
+            Some(ConnKind::Lane) => shared.lanes.admit_plain(io, peer).await,
             None => {}
         },
         // A client that starts a handshake and stalls is dropped like one that says nothing.
@@ -74,8 +74,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
                 Some(ConnKind::Agent(role)) => {
                     session::serve_stream_agent(shared, tls, peer, crate::mux::Transport::Tls, role).await
                 }
-                // Lanes are plain TCP only (`hub/lanes.rs`).
-                Some(ConnKind::Lane) => tracing::debug!(%peer, "a lane over TLS; closing"),
+                Some(ConnKind::Lane) => shared.lanes.admit_tls(tls, peer).await,
                 None => {}
             },
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),

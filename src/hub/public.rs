@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::lanes::LanePool;
+use super::lanes::{Lane, LaneKind, LanePool, TlsLane};
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
 use crate::mux::MuxStream;
-use crate::relay::{relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
+use crate::relay::{relay_io, relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
 use crate::shutdown::Shutdown;
 use crate::types::{Protocol, UserName};
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
@@ -71,8 +71,9 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
     }
 }
 
-/// Opens a UDP flow to a member of `tunnel` for client `peer`: on an idle lane of that
-/// member if there is one, else on a multiplexed stream.
+/// Opens a UDP flow to a member of `tunnel` for client `peer`: on an idle plain lane of that
+/// member if there is one (flows frame their datagrams straight into the socket), else on a
+/// multiplexed stream.
 async fn open_flow_to_member(
     tunnel: &Tunnel,
     peer: String,
@@ -81,7 +82,8 @@ async fn open_flow_to_member(
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
-    if let Some(lane) = member.lanes.as_ref().and_then(|pool| pool.take()) {
+    let plain_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Plain);
+    if let Some(Lane::Plain(lane)) = plain_lanes.and_then(|pool| pool.take()) {
         return match UdpFlow::open_on_lane(lane, tunnel.id, peer, sink, stats).await {
             Ok(flow) => {
                 tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
@@ -117,8 +119,9 @@ pub enum Visitor {
     Reach(MuxStream),
 }
 
-/// Carries one visitor connection to a member of `tunnel` on a new multiplexed stream (which
-/// may move onto a lane of that member once bulk).
+/// Carries one visitor connection to a member of `tunnel`: on an idle TLS lane of that member
+/// if it has one, else on a new multiplexed stream (which may move onto a plain lane of that
+/// member once bulk).
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
@@ -127,10 +130,16 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         return;
     };
     let header = StreamHeader::tcp(tunnel.id, peer.clone()).encode();
-    // A visitor of a session with lanes starts on the multiplexer and moves to a lane once
-    // bulk (`relay/moving.rs`). Lane framing runs between two sockets and a reach stream is
-    // no socket: it stays on the multiplexer.
-    let lanes = member.lanes.as_ref();
+    // A visitor of a session with plain lanes starts on the multiplexer and moves to a lane
+    // once bulk (`relay/moving.rs`); lane framing runs between two sockets, so a reach
+    // stream stays on the multiplexer. A TLS lane carries any visitor at once: connections
+    // do not move onto TLS lanes.
+    let plain_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Plain);
+    let tls_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Tls);
+    if let Some(Lane::Tls(lane)) = tls_lanes.and_then(|pool| pool.take()) {
+        serve_visitor_on_tls_lane(&tunnel, visitor, peer, header, lane).await;
+        return;
+    }
     // The stream's first write carries the header and whatever the visitor has sent so far,
     // so the agent learns of the connection and gets its first bytes from one frame.
     let mut opening = BytesMut::from(&header[..]);
@@ -167,7 +176,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         return;
     }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
-    let relay = async |tcp, stream| match lanes {
+    let relay = async |tcp, stream| match plain_lanes {
         Some(pool) => relay_movable(&tunnel, &peer, tcp, stream, pool).await,
         None => relay_tcp(tcp, stream).await,
     };
@@ -229,7 +238,9 @@ async fn relay_movable(
             }
             idle => idle,
         };
-        let lane = lane?;
+        let Lane::Plain(lane) = lane? else {
+            return None;
+        };
         tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
         Some(lane)
     };
@@ -244,9 +255,42 @@ async fn relay_movable(
     };
     let (moved, lane) = relay_movable_at_hub(tcp, stream, take_lane, moved_header).await?;
     if let Some(lane) = lane {
-        pool.give_back(lane);
+        pool.give_back(Lane::Plain(lane));
     }
     Ok(moved)
+}
+
+/// Carries a visitor on a TLS lane of its own: the encoded stream header (with a routed
+/// visitor's sniffed bytes in the same write), then the bytes both ways until both have
+/// ended; the lane closes with the connection.
+async fn serve_visitor_on_tls_lane(
+    tunnel: &Tunnel,
+    visitor: Visitor,
+    peer: String,
+    mut first: Vec<u8>,
+    mut lane: Box<TlsLane>,
+) {
+    use tokio::io::AsyncWriteExt;
+    if let Visitor::Routed { sniffed, .. } = &visitor {
+        first.extend_from_slice(sniffed);
+    }
+    if let Err(e) = async {
+        lane.write_all(&first).await?;
+        lane.flush().await
+    }
+    .await
+    {
+        tracing::debug!(tunnel = %tunnel.id, %peer, error = %e, "a TLS lane failed before its visitor started");
+        return;
+    }
+    tunnel.jobs.fetch_add(1, Ordering::Relaxed);
+    tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
+    let result = match visitor {
+        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay_io(tcp, lane).await,
+        Visitor::Reach(stream) => relay_io(stream, lane).await,
+    };
+    tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
+    account(tunnel, &peer, result);
 }
 
 /// Adds a finished visitor's bytes to the tunnel's counters (`a_to_b` = visitor to agent).

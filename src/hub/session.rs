@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::lanes::LaneKind;
 use super::public;
 use super::registry::{Member, SessionId};
 use super::{ExposeSession, Shared};
@@ -84,8 +85,16 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         lifetime.close("refused");
         return;
     }
-    // Lanes carry visitors to agents that serve tunnels over plain TCP (`hub/lanes.rs`).
-    let lanes = (plaintext && hello.role == Role::Expose).then(|| shared.lanes.open());
+    // Lanes carry visitors to agents that serve tunnels, over the session's own kind of
+    // connection (QUIC streams are already independent, so QUIC sessions get none).
+    let lane_kind = match transport {
+        Transport::Tcp => Some(LaneKind::Plain),
+        Transport::Tls => Some(LaneKind::Tls),
+        Transport::Quic => None,
+    };
+    let lanes = lane_kind
+        .filter(|_| hello.role == Role::Expose)
+        .map(|kind| shared.lanes.open(kind));
     let _close_lanes = lanes.as_ref().map(|(token, _)| CloseLanes(&shared.lanes, *token));
     if write_frame(
         &mut control,

@@ -212,6 +212,19 @@ async fn copy_chunks<W: AsyncWrite + Unpin>(
     Ok(total)
 }
 
+/// Relays between two byte streams of any kind (a TLS lane and a visitor's socket or stream):
+/// tokio's bidirectional copy, which carries half-close (the end of one stream shuts the
+/// other's writing down; on TLS that is its close_notify) and backpressure, with buffers of
+/// [`RELAY_BUFFER`].
+pub async fn relay_io<A, B>(mut a: A, mut b: B) -> io::Result<Transferred>
+where
+    A: tokio::io::AsyncRead + AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    let (a_to_b, b_to_a) = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, RELAY_BUFFER, RELAY_BUFFER).await?;
+    Ok(Transferred { a_to_b, b_to_a })
+}
+
 /// Relays between two multiplexed streams (the hub joining a `reach` agent's stream to an
 /// exposing agent's): chunks pass through without being copied.
 pub async fn relay_streams(a: MuxStream, b: MuxStream) -> io::Result<Transferred> {
