@@ -216,8 +216,9 @@ pub struct ExposeArgs {
     /// `all`: every user of the hub may reach this tunnel.
     #[arg(long, env = "BURROW_SHARED")]
     pub shared: Option<String>,
-    /// `--transport tcp`: dedicated data connections kept ready to the hub; a connection
-    /// moves onto one once it carries bulk data, and a UDP flow takes one; 0 disables them.
+    /// TCP and TLS transports: dedicated data connections kept ready to the hub, each
+    /// carrying one forwarded connection without the multiplexer (on tcp, connections move
+    /// onto one once they carry bulk data); 0 disables them.
     #[arg(long, env = "BURROW_LANES", default_value = "4")]
     pub lanes: usize,
     /// Expose the built-in HTTP forward proxy (not available in this build yet).

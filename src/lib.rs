@@ -6,10 +6,14 @@
 //! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
 //! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
+//! - [`carrier`]: the hub's link to one agent connection ([`carrier::AgentLink`]), which
+//!   alone decides how a visitor or UDP flow travels (stream, lane, datagrams), and the
+//!   lanes themselves.
 //! - [`relay`]: the hot path copying bytes both ways with half-close and backpressure,
-//!   splicing socket to socket on plain lanes (dedicated data connections, `hub/lanes.rs`),
-//!   moving connections from the multiplexer onto them once bulk (`relay/moving.rs`), and
-//!   the options every relayed TCP connection gets (`relay/socket.rs`).
+//!   splicing socket to socket on plain lanes (dedicated data connections, `carrier/lanes.rs`),
+//!   moving connections from the multiplexer onto them once bulk (`relay/moving.rs`), the
+//!   copy between any two byte streams (TLS lanes), and the options every relayed TCP
+//!   connection gets (`relay/socket.rs`).
 //! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) or a lane of
 //!   their own, and their sockets.
 //! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.
@@ -27,6 +31,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("
 pub mod agent;
 pub mod answer;
 pub mod app;
+pub mod carrier;
 pub mod cli;
 pub mod hub;
 pub mod mux;

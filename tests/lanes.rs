@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burrow::agent::AgentConfig;
-use burrow::hub::lanes::LaneKind;
+use burrow::carrier::lanes::LaneKind;
 use burrow::hub::registry::Tunnel;
 use burrow::hub::{Hub, HubConfig};
 use burrow::shutdown::Shutdown;
@@ -535,7 +535,7 @@ async fn busy_lanes_are_capped(hub: &Hub, config: AgentConfig, cap: usize) {
 }
 
 /// Waits (bounded) until the agent has a lane idle on the hub.
-async fn an_idle_lane(pool: &burrow::hub::lanes::LanePool) {
+async fn an_idle_lane(pool: &burrow::carrier::lanes::LanePool) {
     tokio::time::timeout(WAIT, pool.wait_idle(1))
         .await
         .expect("a lane is idle");
@@ -629,8 +629,8 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     };
     let (_, tunnel, agent) = expose_task(&hub, config, TunnelSpec::tcp(&echo), &shutdown).await;
     let member = tunnel.pick_member(WAIT).await.expect("the agent serves the tunnel");
-    let pool = member.lanes.clone().expect("a plain-TCP agent has lanes");
-    let Some(burrow::hub::lanes::Lane::Plain(mut lane)) = pool.take() else {
+    let pool = member.link.lanes().cloned().expect("a plain-TCP agent has lanes");
+    let Some(burrow::carrier::lanes::Lane::Plain(mut lane)) = pool.take() else {
         panic!("an idle plain lane");
     };
 
@@ -651,7 +651,7 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
     };
     // The taken lane holds the agent's drain open (it waits for that lane's header), so the
     // stream below surely arrives while the agent drains.
-    let mut stream = tokio::time::timeout(WAIT, member.opener.open())
+    let mut stream = tokio::time::timeout(WAIT, member.link.open_stream())
         .await
         .expect("a stream opens in time")
         .expect("the connection is still up");

@@ -1,6 +1,6 @@
 //! Lanes on the agent: a few idle data connections kept dialed to the hub, plain TCP or TLS
 //! like the session's own connection, so a visitor can be relayed on a connection of its own
-//! (see `hub/lanes.rs`: at once on TLS; once bulk on plain lanes, where a lane then arrives
+//! (see `carrier/lanes.rs`: at once on TLS; once bulk on plain lanes, where a lane then arrives
 //! naming the multiplexed stream it continues). Each lane carries one forwarded connection
 //! or UDP flow at a time. A plain lane whose connection ended cleanly (framed both ways)
 //! carries the next unless enough lanes are idle already ([`KEEP_IDLE_FACTOR`]); a TLS lane

@@ -12,29 +12,23 @@ use tokio::sync::watch;
 
 use super::session::{self, SessionEnd};
 use super::{AgentConfig, AgentError, Backoff, FirstConnection};
+use crate::carrier::{AgentLink, Visitor};
 use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
 use crate::shutdown::Shutdown;
 use crate::types::Protocol;
-use crate::udp::{serve_udp_socket, DatagramRouter, FlowOpener, UdpFlow};
+use crate::udp::{serve_udp_socket, DatagramRouter, FlowOpener};
 use crate::wire::io::write_frame;
-use crate::wire::{AgentMsg, HubMsg, Role, StreamHeader, TunnelInfo, TunnelRef};
+use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelRef};
 
 /// How long a local connection waits for the hub connection to come back.
 const WAIT_FOR_HUB: Duration = Duration::from_secs(10);
 
-/// The live route to the hub: where to open streams, and the connection's datagram router
-/// for UDP flows over QUIC.
-#[derive(Clone)]
-struct Route {
-    opener: Opener,
-    datagrams: Option<Arc<DatagramRouter>>,
-}
+/// The live route to the hub: the current connection's link.
+type Route = Arc<AgentLink>;
 
-impl Route {
-    fn new(opener: Opener, lifetime: &Lifetime, config: &AgentConfig) -> Self {
-        let datagrams = DatagramRouter::for_connection(lifetime, config.udp_stats.clone());
-        Self { opener, datagrams }
-    }
+fn route(opener: Opener, lifetime: &Lifetime, config: &AgentConfig) -> Route {
+    let datagrams = DatagramRouter::for_connection(lifetime, config.udp_stats.clone());
+    Arc::new(AgentLink::new(opener, datagrams, None))
 }
 
 /// A `reach` agent's connection to the hub, kept up (reconnecting with backoff) until it is
@@ -49,7 +43,7 @@ impl ReachLink {
     /// Connects to the hub (one attempt; an error says why it failed).
     pub async fn connect(config: AgentConfig, shutdown: Shutdown) -> Result<Self, AgentError> {
         let (_, session) = connect_once(&config, None).await?;
-        let (route_tx, route) = watch::channel(Some(Route::new(session.0.clone(), &session.2, &config)));
+        let (route_tx, route) = watch::channel(Some(route(session.0.clone(), &session.2, &config)));
         // Refusals after a reconnection end the keeper; streams then find no route.
         let (fatal_tx, _) = tokio::sync::mpsc::channel(1);
         let keeper = tokio::spawn(keep_connected(config, None, session, route_tx, shutdown, fatal_tx));
@@ -106,7 +100,7 @@ pub async fn run(
         addr: local.clone(),
         source,
     };
-    let route = Route::new(parts.0.clone(), &parts.2, &config);
+    let route = route(parts.0.clone(), &parts.2, &config);
     let tunnel_id = info.id;
     let (route_tx, route_rx) = watch::channel(Some(route));
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
@@ -129,15 +123,8 @@ pub async fn run(
         let open: FlowOpener = Arc::new(move |client, sink| {
             let (route, stats) = (route_rx.clone(), stats.clone());
             Box::pin(async move {
-                let route = current_route(route).await?;
-                let flow = UdpFlow::open(
-                    &route.opener,
-                    route.datagrams.as_ref(),
-                    tunnel_id,
-                    client.to_string(),
-                    sink,
-                    stats,
-                );
+                let link = current_route(route).await?;
+                let flow = link.open_flow(tunnel_id, client.to_string(), sink, stats, &NO_LANES);
                 flow.await
                     .map_err(|e| tracing::warn!(error = %e, "cannot open a UDP flow"))
                     .ok()
@@ -294,7 +281,7 @@ async fn keep_connected(
                     tracing::info!(transport = %new_transport, "reconnected to the hub");
                     backoff = Backoff::for_reconnects();
                     transport = new_transport;
-                    route.send_replace(Some(Route::new(opener, &new_lifetime, &config)));
+                    route.send_replace(Some(self::route(opener, &new_lifetime, &config)));
                     control = new_control;
                     lifetime = new_lifetime;
                     break;
@@ -312,28 +299,19 @@ async fn keep_connected(
 
 /// One local connection: open a stream to `tunnel` and relay.
 async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>, tunnel: TunnelRef) {
-    let Some(Route { opener, .. }) = current_route(route).await else {
+    let Some(link) = current_route(route).await else {
         tracing::warn!(%peer, "no connection to the hub; dropping local connection");
         return;
     };
-    // The header and what the local client has already sent open the stream in one write.
-    let header = StreamHeader::tcp(tunnel, peer.to_string());
-    let mut opening = bytes::BytesMut::from(&header.encode()[..]);
-    if let Err(e) = crate::relay::read_arrived(&tcp, &mut opening) {
-        tracing::debug!(%peer, error = %e, "local connection failed before its stream opened");
-        return;
-    }
-    let mut stream = match opener.open().await {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "cannot open a stream to the hub");
-            return;
-        }
-    };
-    if stream.send_opening(opening.freeze()).await.is_err() {
-        return;
-    }
-    if let Err(e) = crate::relay::relay_tcp(tcp, stream).await {
-        tracing::debug!(%peer, error = %e, "relay ended with an error");
+    match link
+        .carry(tunnel, Visitor::Tcp(tcp), &peer.to_string(), &NO_LANES)
+        .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "relay ended with an error"),
+        Err(_) => tracing::warn!(%peer, "cannot open a stream to the hub; dropping local connection"),
     }
 }
+
+/// A `reach` agent's connection has no lanes: nothing is ever counted here.
+static NO_LANES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -1,7 +1,6 @@
 //! The hub role: the main port (agents and routed visitors), per-tunnel public ports, the
 //! registry of tunnels and the persistent store, composed and started by [`Hub::start`].
 
-pub mod lanes;
 mod listener;
 mod public;
 pub mod registry;
@@ -56,7 +55,7 @@ impl HubConfig {
             lease_grace: Duration::from_secs(60),
             visitor_wait: Duration::from_secs(5),
             udp: crate::udp::UdpLimits::default(),
-            lane_token_deadline: lanes::TOKEN_DEADLINE,
+            lane_token_deadline: crate::carrier::lanes::TOKEN_DEADLINE,
         }
     }
 }
@@ -82,8 +81,8 @@ pub(crate) struct Shared {
     pub shutdown: Shutdown,
     pub next_session: AtomicU64,
     pub udp_stats: Arc<crate::udp::UdpStats>,
-    /// Idle lanes of plain-TCP `expose` sessions, by token.
-    pub lanes: lanes::LaneBook,
+    /// Idle lanes of TCP and TLS `expose` sessions, by token.
+    pub lanes: crate::carrier::lanes::LaneBook,
     /// The live `expose` session of each connected agent, for tunnels the hub asks it to
     /// serve ([`Hub::expose_on`]).
     pub agents: std::sync::Mutex<std::collections::HashMap<AgentId, ExposeSession>>,
@@ -168,7 +167,7 @@ impl Hub {
             };
             move |tunnel, socket| public::spawn_public_listener(tunnel, socket, context.clone())
         });
-        let lanes = lanes::LaneBook::new(config.lane_token_deadline);
+        let lanes = crate::carrier::lanes::LaneBook::new(config.lane_token_deadline);
         let shared = Arc::new(Shared {
             config,
             store,

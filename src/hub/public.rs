@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use super::lanes::{Lane, LaneKind, LanePool, TlsLane};
 use super::registry::{PublicSocket, Tunnel};
 use super::Shared;
+use crate::carrier::NotCarried;
+pub use crate::carrier::Visitor;
 use crate::mux::MuxStream;
-use crate::relay::{relay_io, relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
+use crate::relay::Transferred;
 use crate::shutdown::Shutdown;
 use crate::types::{Protocol, UserName};
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
-use crate::wire::{self, StreamHeader, StreamKind, TunnelRef};
+use crate::wire::{self, StreamKind, TunnelRef};
 
 /// A reach agent must name its tunnel this quickly after opening a stream.
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
@@ -71,9 +72,7 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
     }
 }
 
-/// Opens a UDP flow to a member of `tunnel` for client `peer`: on an idle plain lane of that
-/// member if there is one (flows frame their datagrams straight into the socket), else on a
-/// multiplexed stream.
+/// Opens a UDP flow to a member of `tunnel` for client `peer`.
 async fn open_flow_to_member(
     tunnel: &Tunnel,
     peer: String,
@@ -82,46 +81,16 @@ async fn open_flow_to_member(
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
     let member = tunnel.pick_member(wait).await?;
-    let plain_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Plain);
-    if let Some(Lane::Plain(lane)) = plain_lanes.and_then(|pool| pool.take()) {
-        return match UdpFlow::open_on_lane(lane, tunnel.id, peer, sink, stats).await {
-            Ok(flow) => {
-                tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-                Some(flow)
-            }
-            Err(e) => {
-                tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a UDP flow on a lane failed");
-                None
-            }
-        };
-    }
-    match UdpFlow::open(&member.opener, member.datagrams.as_ref(), tunnel.id, peer, sink, stats).await {
-        Ok(flow) => Some(flow),
-        Err(e) => {
-            tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a UDP flow to the agent failed");
-            None
-        }
-    }
+    let opened = member
+        .link
+        .open_flow(tunnel.id, peer, sink, stats, &tunnel.lane_visitors);
+    opened
+        .await
+        .inspect_err(|e| tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a UDP flow to the agent failed"))
+        .ok()
 }
 
-/// Where a visitor's bytes come from.
-pub enum Visitor {
-    /// A connection to the tunnel's public port.
-    Tcp(TcpStream),
-    /// A connection routed by name on the main port: the bytes read while sniffing come first;
-    /// `http` when it was routed by an HTTP `Host` (else by TLS SNI).
-    Routed {
-        sniffed: bytes::BytesMut,
-        tcp: TcpStream,
-        http: bool,
-    },
-    /// A stream from a `reach` agent.
-    Reach(MuxStream),
-}
-
-/// Carries one visitor connection to a member of `tunnel`: on an idle TLS lane of that member
-/// if it has one, else on a new multiplexed stream (which may move onto a plain lane of that
-/// member once bulk).
+/// Carries one visitor connection to a member of `tunnel`, as that member's link decides.
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
@@ -129,67 +98,19 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
         refuse_visitor(&tunnel, visitor, &[], cause).await;
         return;
     };
-    let header = StreamHeader::tcp(tunnel.id, peer.clone()).encode();
-    // A visitor of a session with plain lanes starts on the multiplexer and moves to a lane
-    // once bulk (`relay/moving.rs`); lane framing runs between two sockets, so a reach
-    // stream stays on the multiplexer. A TLS lane carries any visitor at once: connections
-    // do not move onto TLS lanes.
-    let plain_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Plain);
-    let tls_lanes = member.lanes.as_ref().filter(|pool| pool.kind() == LaneKind::Tls);
-    if let Some(Lane::Tls(lane)) = tls_lanes.and_then(|pool| pool.take()) {
-        serve_visitor_on_tls_lane(&tunnel, visitor, peer, header, lane).await;
-        return;
-    }
-    // The stream's first write carries the header and whatever the visitor has sent so far,
-    // so the agent learns of the connection and gets its first bytes from one frame.
-    let mut opening = BytesMut::from(&header[..]);
-    let early = match &visitor {
-        Visitor::Tcp(tcp) => match crate::relay::read_arrived(tcp, &mut opening) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(tunnel = %tunnel.id, %peer, error = %e, "visitor failed before its stream opened");
-                return;
-            }
-        },
-        Visitor::Routed { sniffed, .. } => {
-            opening.extend_from_slice(sniffed);
-            sniffed.len()
-        }
-        Visitor::Reach(_) => 0,
-    };
-    let mut stream = match member.opener.open().await {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(tunnel = %tunnel.id, error = %e, "opening a stream to the agent failed");
-            let arrived = &opening[header.len()..];
-            refuse_visitor(
-                &tunnel,
-                visitor,
-                arrived,
-                "the agent's connection is failing; try again shortly",
-            )
-            .await;
-            return;
-        }
-    };
-    if stream.send_opening(opening.freeze()).await.is_err() {
-        return;
-    }
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
-    let relay = async |tcp, stream| match plain_lanes {
-        Some(pool) => relay_movable(&tunnel, &peer, tcp, stream, pool).await,
-        None => relay_tcp(tcp, stream).await,
-    };
-    let result = match visitor {
-        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay(tcp, stream).await,
-        Visitor::Reach(reach) => relay_streams(reach, stream).await,
-    };
+    let carried = member
+        .link
+        .carry(tunnel.id, visitor, &peer, &tunnel.lane_visitors)
+        .await;
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
-    let result = result.map(|mut moved| {
-        moved.a_to_b += early as u64;
-        moved
-    });
-    account(&tunnel, &peer, result);
+    match carried {
+        Ok(result) => account(&tunnel, &peer, result),
+        Err(NotCarried { visitor, arrived }) => {
+            let cause = "the agent's connection is failing; try again shortly";
+            refuse_visitor(&tunnel, visitor, &arrived, cause).await;
+        }
+    }
 }
 
 /// A visitor the tunnel cannot serve now: one speaking HTTP gets `503` naming the tunnel
@@ -219,78 +140,6 @@ async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, arrived: &[u8], cause
         let response = crate::answer::tunnel_error(503, tunnel.name.as_str(), cause);
         crate::answer::answer_and_close(&mut tcp, &response).await;
     }
-}
-
-/// Relays a visitor on its multiplexed stream, moving it onto one of `pool`'s plain lanes
-/// once bulk; a lane whose connection ended cleanly goes back to `pool`.
-async fn relay_movable(
-    tunnel: &Tunnel,
-    peer: &str,
-    tcp: TcpStream,
-    stream: MuxStream,
-    pool: &LanePool,
-) -> std::io::Result<Transferred> {
-    let take_lane = |wait: Duration| async move {
-        let lane = match pool.take() {
-            None if !wait.is_zero() => {
-                let _ = tokio::time::timeout(wait, pool.wait_idle(1)).await;
-                pool.take()
-            }
-            idle => idle,
-        };
-        let Lane::Plain(lane) = lane? else {
-            return None;
-        };
-        tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-        Some(lane)
-    };
-    let moved_header = |id: u32| {
-        StreamHeader {
-            kind: StreamKind::Moved,
-            tunnel: tunnel.id.into(),
-            peer: peer.to_owned(),
-            flow: u64::from(id),
-        }
-        .encode()
-    };
-    let (moved, lane) = relay_movable_at_hub(tcp, stream, take_lane, moved_header).await?;
-    if let Some(lane) = lane {
-        pool.give_back(Lane::Plain(lane));
-    }
-    Ok(moved)
-}
-
-/// Carries a visitor on a TLS lane of its own: the encoded stream header (with a routed
-/// visitor's sniffed bytes in the same write), then the bytes both ways until both have
-/// ended; the lane closes with the connection.
-async fn serve_visitor_on_tls_lane(
-    tunnel: &Tunnel,
-    visitor: Visitor,
-    peer: String,
-    mut first: Vec<u8>,
-    mut lane: Box<TlsLane>,
-) {
-    use tokio::io::AsyncWriteExt;
-    if let Visitor::Routed { sniffed, .. } = &visitor {
-        first.extend_from_slice(sniffed);
-    }
-    if let Err(e) = async {
-        lane.write_all(&first).await?;
-        lane.flush().await
-    }
-    .await
-    {
-        tracing::debug!(tunnel = %tunnel.id, %peer, error = %e, "a TLS lane failed before its visitor started");
-        return;
-    }
-    tunnel.jobs.fetch_add(1, Ordering::Relaxed);
-    tunnel.lane_visitors.fetch_add(1, Ordering::Relaxed);
-    let result = match visitor {
-        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay_io(tcp, lane).await,
-        Visitor::Reach(stream) => relay_io(stream, lane).await,
-    };
-    tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
-    account(tunnel, &peer, result);
 }
 
 /// Adds a finished visitor's bytes to the tunnel's counters (`a_to_b` = visitor to agent).

@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 use super::HubConfig;
-use crate::mux::Opener;
 use crate::store::{unix_now, Store, TunnelRecord};
 use crate::types::{AgentId, Protocol, TunnelId, TunnelName, UserName};
 use crate::wire::{HubMsg, RefuseCode, TunnelInfo, TunnelSpec};
@@ -27,11 +26,8 @@ pub struct SessionId(pub u64);
 pub struct Member {
     pub session: SessionId,
     pub agent_id: AgentId,
-    pub opener: Opener,
-    /// Routes QUIC datagrams of UDP flows on this member's connection (QUIC only).
-    pub datagrams: Option<Arc<crate::udp::DatagramRouter>>,
-    /// Idle lanes this member's agent has dialed (plain-TCP agents only).
-    pub lanes: Option<Arc<super::lanes::LanePool>>,
+    /// How visitors and flows reach this member's agent.
+    pub link: Arc<crate::carrier::AgentLink>,
     /// Messages to the agent's control stream (e.g. "you were replaced").
     pub control: mpsc::UnboundedSender<HubMsg>,
 }
@@ -89,9 +85,9 @@ impl Tunnel {
     }
 
     /// The lane pools of the members that have one.
-    pub fn lane_pools(&self) -> Vec<Arc<super::lanes::LanePool>> {
+    pub fn lane_pools(&self) -> Vec<Arc<crate::carrier::lanes::LanePool>> {
         let state = self.state.lock().expect("tunnel lock");
-        state.members.iter().filter_map(|m| m.lanes.clone()).collect()
+        state.members.iter().filter_map(|m| m.link.lanes().cloned()).collect()
     }
 
     /// Whether `user` may reach this tunnel through a `reach` agent.

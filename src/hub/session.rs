@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::lanes::LaneKind;
 use super::public;
 use super::registry::{Member, SessionId};
 use super::{ExposeSession, Shared};
+use crate::carrier::lanes::LaneKind;
+use crate::carrier::AgentLink;
 use crate::mux::{self, MuxConn, Transport};
 use crate::wire::io::{read_frame, write_frame};
 use crate::wire::{AgentMsg, ConnKind, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
@@ -120,9 +121,11 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         .map(|opener| Member {
             session,
             agent_id: hello.agent_id,
-            opener: opener.clone(),
-            datagrams: datagrams.clone(),
-            lanes: lanes.as_ref().map(|(_, pool)| pool.clone()),
+            link: Arc::new(AgentLink::new(
+                opener.clone(),
+                datagrams.clone(),
+                lanes.as_ref().map(|(_, pool)| pool.clone()),
+            )),
             control: out_tx.clone(),
         });
     if let Some(member) = &member {
@@ -252,7 +255,7 @@ fn forget_session(shared: &Shared, agent: crate::types::AgentId, session: Sessio
 }
 
 /// Closes a session's lanes however the session ends.
-struct CloseLanes<'a>(&'a super::lanes::LaneBook, crate::types::LaneToken);
+struct CloseLanes<'a>(&'a crate::carrier::lanes::LaneBook, crate::types::LaneToken);
 
 impl Drop for CloseLanes<'_> {
     fn drop(&mut self) {

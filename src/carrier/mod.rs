@@ -1,0 +1,215 @@
+//! The carrier: one [`AgentLink`] per agent connection, the only thing hub and agent code
+//! ask to "carry this connection, or this UDP flow, to tunnel T" over that connection: the
+//! hub toward an exposing agent, a `reach` agent toward the hub. Whether that is a QUIC
+//! stream, an HTTP/2 stream that may move onto a plain lane once bulk, a TLS lane of its
+//! own, or QUIC datagrams is decided here and nowhere else; the lanes themselves are
+//! [`lanes`].
+
+pub mod lanes;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::mux::{MuxStream, Opener};
+use crate::relay::{relay_io, relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
+use crate::udp::{DatagramRouter, Sink, UdpFlow, UdpStats};
+use crate::wire::{StreamHeader, StreamKind, TunnelRef};
+use lanes::{Lane, LaneKind, LanePool, TlsLane};
+
+/// Where a visitor's bytes come from.
+pub enum Visitor {
+    /// A connection to the tunnel's public port (or, at a `reach` agent, its local port).
+    Tcp(TcpStream),
+    /// A connection routed by name on the main port: the bytes read while sniffing come first;
+    /// `http` when it was routed by an HTTP `Host` (else by TLS SNI).
+    Routed {
+        sniffed: BytesMut,
+        tcp: TcpStream,
+        http: bool,
+    },
+    /// A stream from a `reach` agent.
+    Reach(MuxStream),
+}
+
+/// A visitor the link could not start carrying (the agent's connection is failing), handed
+/// back with the bytes it had already sent, for the hub to answer.
+pub struct NotCarried {
+    pub visitor: Visitor,
+    pub arrived: BytesMut,
+}
+
+/// Everything one end holds to carry connections over one agent connection.
+pub struct AgentLink {
+    opener: Opener,
+    /// Routes QUIC datagrams of UDP flows on this connection (QUIC only).
+    datagrams: Option<Arc<DatagramRouter>>,
+    /// Idle lanes the agent has dialed (TCP and TLS connections of `expose` agents).
+    lanes: Option<Arc<LanePool>>,
+}
+
+impl AgentLink {
+    pub fn new(opener: Opener, datagrams: Option<Arc<DatagramRouter>>, lanes: Option<Arc<LanePool>>) -> Self {
+        Self {
+            opener,
+            datagrams,
+            lanes,
+        }
+    }
+
+    /// The agent's lane pool, if its connection has lanes.
+    pub fn lanes(&self) -> Option<&Arc<LanePool>> {
+        self.lanes.as_ref()
+    }
+
+    fn lanes_of(&self, kind: LaneKind) -> Option<&LanePool> {
+        self.lanes.as_deref().filter(|pool| pool.kind() == kind)
+    }
+
+    /// Opens a data stream to the agent (a `reach` agent's own streams are opened by it).
+    pub async fn open_stream(&self) -> Result<MuxStream, crate::mux::MuxError> {
+        self.opener.open().await
+    }
+
+    /// Carries `visitor` of tunnel `tunnel` until both directions have ended: on an idle TLS
+    /// lane if the agent has one, else on a new multiplexed stream, which moves onto a plain
+    /// lane once it turns bulk. `on_lane` counts a connection that took a lane. The bytes
+    /// moved include what the visitor sent before its stream opened.
+    pub async fn carry(
+        &self,
+        tunnel: impl Into<TunnelRef>,
+        visitor: Visitor,
+        peer: &str,
+        on_lane: &AtomicU64,
+    ) -> Result<io::Result<Transferred>, NotCarried> {
+        let tunnel = tunnel.into();
+        let header = StreamHeader::tcp(tunnel.clone(), peer).encode();
+        if let Some(Lane::Tls(lane)) = self.lanes_of(LaneKind::Tls).and_then(LanePool::take) {
+            on_lane.fetch_add(1, Ordering::Relaxed);
+            return Ok(carry_on_tls_lane(visitor, header, lane).await);
+        }
+        // The stream's first write carries the header and whatever the visitor has sent so
+        // far, so the agent learns of the connection and gets its first bytes from one frame.
+        let mut opening = BytesMut::from(&header[..]);
+        let early = match &visitor {
+            Visitor::Tcp(tcp) => match crate::relay::read_arrived(tcp, &mut opening) {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e)),
+            },
+            Visitor::Routed { sniffed, .. } => {
+                opening.extend_from_slice(sniffed);
+                sniffed.len()
+            }
+            Visitor::Reach(_) => 0,
+        };
+        let mut stream = match self.opener.open().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%tunnel, error = %e, "opening a stream to the agent failed");
+                let arrived = opening.split_off(header.len());
+                return Err(NotCarried { visitor, arrived });
+            }
+        };
+        if let Err(e) = stream.send_opening(opening.freeze()).await {
+            return Ok(Err(e));
+        }
+        // Lane framing runs between two sockets, so a reach stream stays multiplexed.
+        let result = match (visitor, self.lanes_of(LaneKind::Plain)) {
+            (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Some(pool)) => {
+                relay_movable(tunnel, peer, tcp, stream, pool, on_lane).await
+            }
+            (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, None) => relay_tcp(tcp, stream).await,
+            (Visitor::Reach(reach), _) => relay_streams(reach, stream).await,
+        };
+        Ok(result.map(|mut moved| {
+            moved.a_to_b += early as u64;
+            moved
+        }))
+    }
+
+    /// Opens a UDP flow of tunnel `tunnel` for client `peer`: on an idle plain lane if there
+    /// is one (its datagrams are framed straight into the socket; `on_lane` counts it), else
+    /// on a multiplexed stream, with QUIC datagrams where the connection has them.
+    pub async fn open_flow(
+        &self,
+        tunnel: impl Into<TunnelRef>,
+        peer: String,
+        sink: Sink,
+        stats: Arc<UdpStats>,
+        on_lane: &AtomicU64,
+    ) -> io::Result<UdpFlow> {
+        if let Some(Lane::Plain(lane)) = self.lanes_of(LaneKind::Plain).and_then(LanePool::take) {
+            on_lane.fetch_add(1, Ordering::Relaxed);
+            return UdpFlow::open_on_lane(lane, tunnel, peer, sink, stats).await;
+        }
+        UdpFlow::open(&self.opener, self.datagrams.as_ref(), tunnel, peer, sink, stats)
+            .await
+            .map_err(io::Error::other)
+    }
+}
+
+/// Carries a visitor on a TLS lane of its own: the encoded stream header (with a routed
+/// visitor's sniffed bytes in the same write), then the bytes both ways until both have
+/// ended; the lane closes with the connection.
+async fn carry_on_tls_lane(visitor: Visitor, mut first: Vec<u8>, mut lane: Box<TlsLane>) -> io::Result<Transferred> {
+    let early = match &visitor {
+        Visitor::Routed { sniffed, .. } => {
+            first.extend_from_slice(sniffed);
+            sniffed.len() as u64
+        }
+        _ => 0,
+    };
+    lane.write_all(&first).await?;
+    lane.flush().await?;
+    let mut moved = match visitor {
+        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay_io(tcp, lane).await?,
+        Visitor::Reach(stream) => relay_io(stream, lane).await?,
+    };
+    moved.a_to_b += early;
+    Ok(moved)
+}
+
+/// Relays a visitor on its multiplexed stream, moving it onto one of `pool`'s plain lanes
+/// once bulk; a lane whose connection ended cleanly goes back to `pool`.
+async fn relay_movable(
+    tunnel: TunnelRef,
+    peer: &str,
+    tcp: TcpStream,
+    stream: MuxStream,
+    pool: &LanePool,
+    on_lane: &AtomicU64,
+) -> io::Result<Transferred> {
+    let take_lane = |wait: Duration| async move {
+        let lane = match pool.take() {
+            None if !wait.is_zero() => {
+                let _ = tokio::time::timeout(wait, pool.wait_idle(1)).await;
+                pool.take()
+            }
+            idle => idle,
+        };
+        let Lane::Plain(lane) = lane? else {
+            return None;
+        };
+        on_lane.fetch_add(1, Ordering::Relaxed);
+        Some(lane)
+    };
+    let moved_header = |id: u32| {
+        StreamHeader {
+            kind: StreamKind::Moved,
+            tunnel: tunnel.clone(),
+            peer: peer.to_owned(),
+            flow: u64::from(id),
+        }
+        .encode()
+    };
+    let (moved, lane) = relay_movable_at_hub(tcp, stream, take_lane, moved_header).await?;
+    if let Some(lane) = lane {
+        pool.give_back(Lane::Plain(lane));
+    }
+    Ok(moved)
+}
