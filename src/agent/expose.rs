@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::session::{self, SessionEnd};
 use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext, Target, Targets};
 use super::{AgentConfig, AgentError, Backoff, FirstConnection, SessionUp};
+use crate::carrier::lanes::LaneKind;
 use crate::mux::{Acceptor, MuxConn, MuxStream};
 use crate::shutdown::Shutdown;
 use crate::wire::io::{read_stream_header, write_frame};
@@ -194,16 +195,14 @@ async fn serve(
     } = session;
     // Lanes are the session's own kind of connection: plain beside a plain-TCP session, TLS
     // (with the same connector and server name) beside a TLS one.
-    let lanes_at = match (lane_token, transport) {
-        (Some(token), crate::mux::Transport::Tcp | crate::mux::Transport::Tls) if config.lanes > 0 => {
-            Some(super::lanes::LaneDial {
-                hub,
-                token,
-                tls: (transport == crate::mux::Transport::Tls)
-                    .then(|| session::tls_connector(config))
-                    .transpose()?,
-            })
-        }
+    let lanes_at = match (lane_token, LaneKind::for_transport(transport)) {
+        (Some(token), Some(kind)) if config.lanes > 0 => Some(super::lanes::LaneDial {
+            hub,
+            token,
+            tls: (kind == LaneKind::Tls)
+                .then(|| session::tls_connector(config))
+                .transpose()?,
+        }),
         _ => None,
     };
     let Some(acceptor) = acceptor else {

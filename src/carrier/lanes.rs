@@ -68,6 +68,18 @@ pub enum LaneKind {
     Tls,
 }
 
+impl LaneKind {
+    /// The lanes a connection of `transport` gets: its own kind of connection; none beside
+    /// QUIC, whose streams are already independent.
+    pub fn for_transport(transport: crate::mux::Transport) -> Option<Self> {
+        match transport {
+            crate::mux::Transport::Tcp => Some(LaneKind::Plain),
+            crate::mux::Transport::Tls => Some(LaneKind::Tls),
+            crate::mux::Transport::Quic => None,
+        }
+    }
+}
+
 /// Whether a parked lane is still open and has sent nothing (an idle lane never does): a lane
 /// the agent closed is readable (its end of file, or its close_notify, is waiting).
 fn is_quiet(lane: &Lane) -> bool {

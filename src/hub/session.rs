@@ -86,14 +86,8 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         lifetime.close("refused");
         return;
     }
-    // Lanes carry visitors to agents that serve tunnels, over the session's own kind of
-    // connection (QUIC streams are already independent, so QUIC sessions get none).
-    let lane_kind = match transport {
-        Transport::Tcp => Some(LaneKind::Plain),
-        Transport::Tls => Some(LaneKind::Tls),
-        Transport::Quic => None,
-    };
-    let lanes = lane_kind
+    // Lanes carry visitors to agents that serve tunnels.
+    let lanes = LaneKind::for_transport(transport)
         .filter(|_| hello.role == Role::Expose)
         .map(|kind| shared.lanes.open(kind));
     let _close_lanes = lanes.as_ref().map(|(token, _)| CloseLanes(&shared.lanes, *token));
