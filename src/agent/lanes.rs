@@ -17,11 +17,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use rustls::pki_types::ServerName;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::target::{bad_gateway, connect_target, serve_udp_flow, StreamContext};
+use super::target::{connect_target, serve_udp_flow, StreamContext};
 use super::Backoff;
+use crate::carrier::lanes::{DialedLane, Lane};
 use crate::mux::Lifetime;
 use crate::relay::{relay_plain_lane, Handoff, LaneEnd, WantBack, MEET_DEADLINE};
 use crate::shutdown::Shutdown;
@@ -56,12 +56,6 @@ pub struct LaneDial {
     pub hub: SocketAddr,
     pub token: LaneToken,
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
-}
-
-/// A lane as the agent dialed it.
-enum Lane {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// What a lane reports to [`keep_lanes`].
@@ -108,15 +102,14 @@ pub async fn keep_lanes(
                     idle += 1;
                     backoff.reset();
                     idle_now.store(idle, Ordering::Relaxed);
-                    let (context, events, lifetime, shutdown) =
-                        (context.clone(), events_tx.clone(), lifetime.clone(), shutdown.clone());
-                    match lane {
-                        Lane::Plain(lane) => {
-                            let want_back = want_back.clone();
-                            tokio::spawn(serve_lane(lane, context, want_back, events, lifetime, shutdown))
-                        }
-                        Lane::Tls(lane) => tokio::spawn(serve_tls_lane(lane, context, events, lifetime, shutdown)),
-                    };
+                    tokio::spawn(serve_lane(
+                        lane,
+                        context.clone(),
+                        want_back.clone(),
+                        events_tx.clone(),
+                        lifetime.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "dialing a lane failed; streams use the shared connection");
@@ -153,7 +146,7 @@ pub async fn keep_lanes(
     }
 }
 
-async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
+async fn dial_lane(dial: &LaneDial) -> std::io::Result<DialedLane> {
     let mut hello = Vec::with_capacity(PREFACE.len() + 1 + dial.token.0.len());
     hello.extend_from_slice(PREFACE);
     hello.push(ConnKind::Lane.byte());
@@ -179,8 +172,9 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Waits (idle) for the hub to send a stream header, then carries what it names; a lane
-/// whose connection ended cleanly waits for the next one.
+/// Waits (idle) for the hub to send a stream header, then carries what it names; a plain
+/// lane whose connection ended cleanly waits for the next one, a TLS lane closes with its
+/// connection.
 ///
 /// A lane counts as a running connection for the whole of its life, idle too, and does not
 /// close itself when the agent drains: the hub may have taken it for a visitor just before it
@@ -188,7 +182,7 @@ async fn dial_lane(dial: &LaneDial) -> std::io::Result<Lane> {
 /// lanes still idle once it hears (`hub/session.rs`), so the drain waits for one message
 /// round trip, not for its limit.
 async fn serve_lane(
-    mut lane: TcpStream,
+    mut lane: DialedLane,
     context: Arc<StreamContext>,
     want_back: WantBack,
     events: mpsc::UnboundedSender<LaneEvent>,
@@ -223,64 +217,19 @@ async fn serve_lane(
     }
 }
 
-/// A TLS lane: waits (idle) for the hub's stream header, carries that one connection, and
-/// closes with it (a TLS connection is not used again after its close_notify). Like a plain
-/// lane, it counts as a running connection while idle (see [`serve_lane`]).
-async fn serve_tls_lane(
-    mut lane: Box<TlsStream<TcpStream>>,
-    context: Arc<StreamContext>,
-    events: mpsc::UnboundedSender<LaneEvent>,
-    lifetime: Lifetime,
-    shutdown: Shutdown,
-) {
-    let _running = shutdown.track();
-    let header = tokio::select! {
-        header = read_header(&mut lane) => header,
-        _ = lifetime.closed() => None,
+async fn read_header(lane: &mut DialedLane) -> Option<StreamHeader> {
+    let header = match lane {
+        Lane::Plain(tcp) => read_stream_header(tcp).await,
+        Lane::Tls(tls) => read_stream_header(tls).await,
     };
-    let Some(header) = header else {
-        let _ = events.send(LaneEvent::Gone { was_busy: false });
-        return;
-    };
-    let _ = events.send(LaneEvent::Taken);
-    carry_on_tls(lane, header, &context).await;
-    let _ = events.send(LaneEvent::Gone { was_busy: true });
-}
-
-/// The one connection of a TLS lane. A target that cannot be reached gets an HTTP visitor a
-/// 502, and closes the lane.
-async fn carry_on_tls(mut lane: Box<TlsStream<TcpStream>>, header: StreamHeader, context: &StreamContext) {
-    if header.kind != StreamKind::Tcp {
-        tracing::debug!(kind = ?header.kind, "the hub sent a stream kind TLS lanes do not carry; closing the lane");
-        return;
-    }
-    let Some(target) = context.targets.for_stream(&header).await else {
-        return;
-    };
-    let upstream = match connect_target(&target.address, &header.peer).await {
-        Ok(upstream) => upstream,
-        Err(cause) => {
-            if let Some(response) = bad_gateway(&mut lane, &target, &cause).await {
-                crate::answer::answer_and_close(&mut lane, &response).await;
-            }
-            return;
-        }
-    };
-    if let Err(e) = crate::relay::relay_io(upstream, lane).await {
-        tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
-    }
-}
-
-async fn read_header<L: tokio::io::AsyncRead + Unpin>(lane: &mut L) -> Option<StreamHeader> {
-    read_stream_header(lane)
-        .await
+    header
         .inspect_err(|e| tracing::debug!(error = %e, "lane closed before use"))
         .ok()
 }
 
 /// Hands a lane to the relay of the multiplexed stream `flow` names, whose connection the
 /// hub moved here (`relay/moving.rs`), and waits for the lane to come back.
-async fn carry_moved(lane: TcpStream, flow: u64, context: &StreamContext, want_back: &WantBack) -> Option<TcpStream> {
+async fn carry_moved(lane: DialedLane, flow: u64, context: &StreamContext, want_back: &WantBack) -> Option<DialedLane> {
     let Ok(id) = u32::try_from(flow) else {
         tracing::debug!("a moved connection with a bad stream id: closing the lane");
         return None;
@@ -303,14 +252,19 @@ async fn carry_moved(lane: TcpStream, flow: u64, context: &StreamContext, want_b
     lane.ok().flatten()
 }
 
-/// Carries one connection (or UDP flow); returns the lane if it can carry another (and
-/// `want_back` said to keep it: see [`KEEP_IDLE_FACTOR`]).
+/// Carries one connection (or UDP flow) the hub placed on a plain lane; returns the lane if
+/// it can carry another (and `want_back` said to keep it: see [`KEEP_IDLE_FACTOR`]). TLS
+/// lanes carry moved connections only.
 async fn carry(
-    lane: TcpStream,
+    lane: DialedLane,
     header: StreamHeader,
     context: &StreamContext,
     want_back: &WantBack,
-) -> Option<TcpStream> {
+) -> Option<DialedLane> {
+    let Lane::Plain(lane) = lane else {
+        tracing::debug!(kind = ?header.kind, "the hub sent a TLS lane a stream kind it does not carry; closing the lane");
+        return None;
+    };
     let target = context.targets.for_stream(&header).await?;
     if header.kind == StreamKind::Udp {
         // A UDP flow keeps its lane until it ends, then closes it.
@@ -330,7 +284,7 @@ async fn carry(
     let upstream = connect_target(&target.address, &header.peer).await.ok()?;
     relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
         .await
-        .map(|(_, again)| again)
+        .map(|(_, again)| again.map(Lane::Plain))
         .inspect_err(|e| tracing::info!(peer = %header.peer, error = %e, "relay ended with an error"))
         .ok()
         .flatten()

@@ -73,7 +73,7 @@ pub(super) struct StreamContext {
     pub(super) udp_idle: Duration,
     pub(super) udp_stats: Arc<crate::udp::UdpStats>,
     /// Where connections the hub moves off the multiplexer meet their lanes.
-    pub(super) moved_lanes: crate::relay::MovedLanes,
+    pub(super) moved_lanes: crate::relay::MovedLanes<crate::carrier::lanes::DialedLane>,
 }
 
 /// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::relay::{MovableLane, Transferred, WantBack};
 use crate::sniff::Replay;
 use crate::types::LaneToken;
 
@@ -38,10 +39,56 @@ pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
 /// A TLS lane after its handshake (the sniffed ClientHello was replayed into it).
 pub type TlsLane = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
 
-/// A lane on the hub, of its session's kind.
-pub enum Lane {
+/// A lane, of its session's kind. `T` is rustls' stream as this end has it: the server side
+/// at the hub ([`TlsLane`]), the client side at the agent ([`DialedLane`]).
+pub enum Lane<T = TlsLane> {
     Plain(TcpStream),
-    Tls(Box<TlsLane>),
+    Tls(Box<T>),
+}
+
+/// A lane as the agent dialed it.
+pub type DialedLane = Lane<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<T> MovableLane for Lane<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    async fn write_head(&mut self, head: &[u8], first: Option<&[u8]>) -> std::io::Result<()> {
+        match self {
+            Lane::Plain(lane) => lane.write_head(head, first).await,
+            Lane::Tls(lane) => lane.write_head(head, first).await,
+        }
+    }
+
+    async fn relay_at_hub(self, visitor: TcpStream, bulk_sent: bool) -> std::io::Result<(Transferred, Option<Self>)> {
+        Ok(match self {
+            Lane::Plain(lane) => {
+                let (moved, lane) = lane.relay_at_hub(visitor, bulk_sent).await?;
+                (moved, lane.map(Lane::Plain))
+            }
+            Lane::Tls(lane) => {
+                let (moved, lane) = lane.relay_at_hub(visitor, bulk_sent).await?;
+                (moved, lane.map(Lane::Tls))
+            }
+        })
+    }
+
+    async fn relay_at_agent(
+        self,
+        target: TcpStream,
+        want_back: WantBack,
+    ) -> std::io::Result<(Transferred, Option<Self>)> {
+        Ok(match self {
+            Lane::Plain(lane) => {
+                let (moved, lane) = lane.relay_at_agent(target, want_back).await?;
+                (moved, lane.map(Lane::Plain))
+            }
+            Lane::Tls(lane) => {
+                let (moved, lane) = lane.relay_at_agent(target, want_back).await?;
+                (moved, lane.map(Lane::Tls))
+            }
+        })
+    }
 }
 
 impl Lane {

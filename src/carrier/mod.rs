@@ -1,9 +1,9 @@
 //! The carrier: one [`AgentLink`] per agent connection, the only thing hub and agent code
 //! ask to "carry this connection, or this UDP flow, to tunnel T" over that connection: the
 //! hub toward an exposing agent, a `reach` agent toward the hub. Whether that is a QUIC
-//! stream, an HTTP/2 stream that may move onto a plain lane once bulk, a TLS lane of its
-//! own, or QUIC datagrams is decided here and nowhere else; the lanes themselves are
-//! [`lanes`].
+//! stream, an HTTP/2 stream that moves onto a lane (plain or TLS) once bulk, a plain lane of
+//! its own for a UDP flow, or QUIC datagrams is decided here and nowhere else; the lanes
+//! themselves are [`lanes`].
 
 pub mod lanes;
 
@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::mux::{MuxStream, Opener};
-use crate::relay::{relay_io, relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
+use crate::relay::{relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
 use crate::udp::{DatagramRouter, Sink, UdpFlow, UdpStats};
 use crate::wire::{StreamHeader, StreamKind, TunnelRef};
-use lanes::{Lane, LaneKind, LanePool, TlsLane};
+use lanes::{Lane, LaneKind, LanePool};
 
 /// Where a visitor's bytes come from.
 pub enum Visitor {
@@ -76,10 +75,10 @@ impl AgentLink {
         self.opener.open().await
     }
 
-    /// Carries `visitor` of tunnel `tunnel` until both directions have ended: on an idle TLS
-    /// lane if the agent has one, else on a new multiplexed stream, which moves onto a plain
-    /// lane once it turns bulk. `on_lane` counts a connection that took a lane. The bytes
-    /// moved include what the visitor sent before its stream opened.
+    /// Carries `visitor` of tunnel `tunnel` until both directions have ended, on a new
+    /// multiplexed stream that moves onto one of the agent's lanes once it turns bulk.
+    /// `on_lane` counts a connection that moved. The bytes moved include what the visitor
+    /// sent before its stream opened.
     pub async fn carry(
         &self,
         tunnel: impl Into<TunnelRef>,
@@ -89,10 +88,6 @@ impl AgentLink {
     ) -> Result<io::Result<Transferred>, NotCarried> {
         let tunnel = tunnel.into();
         let header = StreamHeader::tcp(tunnel.clone(), peer).encode();
-        if let Some(Lane::Tls(lane)) = self.lanes_of(LaneKind::Tls).and_then(LanePool::take) {
-            on_lane.fetch_add(1, Ordering::Relaxed);
-            return Ok(carry_on_tls_lane(visitor, header, lane).await);
-        }
         // The stream's first write carries the header and whatever the visitor has sent so
         // far, so the agent learns of the connection and gets its first bytes from one frame.
         let mut opening = BytesMut::from(&header[..]);
@@ -118,8 +113,8 @@ impl AgentLink {
         if let Err(e) = stream.send_opening(opening.freeze()).await {
             return Ok(Err(e));
         }
-        // Lane framing runs between two sockets, so a reach stream stays multiplexed.
-        let result = match (visitor, self.lanes_of(LaneKind::Plain)) {
+        // Moving runs between two sockets, so a reach stream stays multiplexed.
+        let result = match (visitor, self.lanes.as_deref()) {
             (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Some(pool)) => {
                 relay_movable(tunnel, peer, tcp, stream, pool, on_lane).await
             }
@@ -153,29 +148,8 @@ impl AgentLink {
     }
 }
 
-/// Carries a visitor on a TLS lane of its own: the encoded stream header (with a routed
-/// visitor's sniffed bytes in the same write), then the bytes both ways until both have
-/// ended; the lane closes with the connection.
-async fn carry_on_tls_lane(visitor: Visitor, mut first: Vec<u8>, mut lane: Box<TlsLane>) -> io::Result<Transferred> {
-    let early = match &visitor {
-        Visitor::Routed { sniffed, .. } => {
-            first.extend_from_slice(sniffed);
-            sniffed.len() as u64
-        }
-        _ => 0,
-    };
-    lane.write_all(&first).await?;
-    lane.flush().await?;
-    let mut moved = match visitor {
-        Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. } => relay_io(tcp, lane).await?,
-        Visitor::Reach(stream) => relay_io(stream, lane).await?,
-    };
-    moved.a_to_b += early;
-    Ok(moved)
-}
-
-/// Relays a visitor on its multiplexed stream, moving it onto one of `pool`'s plain lanes
-/// once bulk; a lane whose connection ended cleanly goes back to `pool`.
+/// Relays a visitor on its multiplexed stream, moving it onto one of `pool`'s lanes once
+/// bulk; a lane whose connection ended cleanly goes back to `pool`.
 async fn relay_movable(
     tunnel: TunnelRef,
     peer: &str,
@@ -192,9 +166,7 @@ async fn relay_movable(
             }
             idle => idle,
         };
-        let Lane::Plain(lane) = lane? else {
-            return None;
-        };
+        let lane = lane?;
         on_lane.fetch_add(1, Ordering::Relaxed);
         Some(lane)
     };
@@ -209,7 +181,7 @@ async fn relay_movable(
     };
     let (moved, lane) = relay_movable_at_hub(tcp, stream, take_lane, moved_header).await?;
     if let Some(lane) = lane {
-        pool.give_back(Lane::Plain(lane));
+        pool.give_back(lane);
     }
     Ok(moved)
 }

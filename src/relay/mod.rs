@@ -15,7 +15,7 @@ mod plain_lane;
 mod socket;
 mod splice;
 
-pub use moving::{relay_movable_at_agent, relay_movable_at_hub, Handoff, MovedLanes, MEET_DEADLINE};
+pub use moving::{relay_movable_at_agent, relay_movable_at_hub, Handoff, MovableLane, MovedLanes, MEET_DEADLINE};
 pub use plain_lane::{relay_plain_lane, LaneEnd, WantBack};
 pub use socket::configure_tcp;
 

@@ -1,4 +1,4 @@
-//! Connections that start on the multiplexer and move onto a plain lane once they turn bulk.
+//! Connections that start on the multiplexer and move onto a lane once they turn bulk.
 //!
 //! Why: a small request/response exchange costs fewer system calls on the agent's HTTP/2
 //! connection, where the frames of many connections share each read and write, than on a
@@ -27,6 +27,7 @@
 //! relay then carries its `END` without a second half-close.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,8 +38,78 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::plain_lane::{relay_plain_lane, relay_plain_lane_bulk_sent, write_both, LaneEnd, WantBack, BULK_HEAD};
-use super::{copy_chunks, read_chunk, relay_tcp, Transferred, RELAY_BUFFER};
+use super::{copy_chunks, read_chunk, relay_io, relay_tcp, Transferred, RELAY_BUFFER};
 use crate::mux::MuxStream;
+
+/// A lane a connection can move onto, and how each end carries the connection there once
+/// both directions have moved. A plain lane frames, then splices, and can carry another
+/// connection afterwards; a TLS lane carries the bytes as they are and closes with its
+/// connection.
+pub trait MovableLane: Send + Sized {
+    /// Writes the moved header `head`; with `first`, a whole read that starts the lane's
+    /// direction from the visitor (on a plain lane behind its `BULK` head: that direction is
+    /// spliced from there on).
+    fn write_head(&mut self, head: &[u8], first: Option<&[u8]>) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// At the hub: relays `visitor` on the lane; `bulk_sent` when the head came with a whole
+    /// read. The lane back when it can carry another connection.
+    fn relay_at_hub(
+        self,
+        visitor: TcpStream,
+        bulk_sent: bool,
+    ) -> impl Future<Output = io::Result<(Transferred, Option<Self>)>> + Send;
+
+    /// At the agent: relays `target` on the lane; `want_back` is asked before a plain lane is
+    /// offered for the next connection (see [`WantBack`]).
+    fn relay_at_agent(
+        self,
+        target: TcpStream,
+        want_back: WantBack,
+    ) -> impl Future<Output = io::Result<(Transferred, Option<Self>)>> + Send;
+}
+
+impl MovableLane for TcpStream {
+    async fn write_head(&mut self, head: &[u8], first: Option<&[u8]>) -> io::Result<()> {
+        match first {
+            Some(first) => write_both(self, &[head, &BULK_HEAD[..]].concat(), first).await,
+            None => self.write_all(head).await,
+        }
+    }
+
+    async fn relay_at_hub(self, visitor: TcpStream, bulk_sent: bool) -> io::Result<(Transferred, Option<Self>)> {
+        match bulk_sent {
+            true => Ok((relay_plain_lane_bulk_sent(visitor, self).await?, None)),
+            false => relay_plain_lane(visitor, self, LaneEnd::Hub).await,
+        }
+    }
+
+    async fn relay_at_agent(self, target: TcpStream, want_back: WantBack) -> io::Result<(Transferred, Option<Self>)> {
+        relay_plain_lane(target, self, LaneEnd::Agent(want_back)).await
+    }
+}
+
+/// A lane whose bytes need no framing of ours (a TLS lane: rustls ends each direction with
+/// its close_notify), carried as they are; it closes with its connection.
+impl<T> MovableLane for Box<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    async fn write_head(&mut self, head: &[u8], first: Option<&[u8]>) -> io::Result<()> {
+        self.write_all(head).await?;
+        if let Some(first) = first {
+            self.write_all(first).await?;
+        }
+        self.flush().await
+    }
+
+    async fn relay_at_hub(self, visitor: TcpStream, _bulk_sent: bool) -> io::Result<(Transferred, Option<Self>)> {
+        Ok((relay_io(visitor, self).await?, None))
+    }
+
+    async fn relay_at_agent(self, target: TcpStream, _want_back: WantBack) -> io::Result<(Transferred, Option<Self>)> {
+        Ok((relay_io(target, self).await?, None))
+    }
+}
 
 /// How long one end of a move waits for the other: the lane for its trailer, or the trailer
 /// for its lane. Both are sent together by the hub, so this only bounds a broken peer.
@@ -52,18 +123,19 @@ pub const MEET_DEADLINE: Duration = Duration::from_secs(10);
 pub const LANE_WAIT: Duration = Duration::from_millis(50);
 
 /// At the hub: relays `visitor` on `stream` (its stream header already sent) and moves the
-/// connection onto a plain lane from `take_lane` once either direction carries a whole relay
+/// connection onto a lane from `take_lane` once either direction carries a whole relay
 /// buffer. `take_lane(wait)` returns an idle lane, waiting up to `wait` for one.
 /// `moved_header(id)` is the lane's stream header for stream `id`. Returns the bytes moved
 /// (`a_to_b`: visitor to agent) and the lane when it can carry another connection.
-pub async fn relay_movable_at_hub<TakeLane>(
+pub async fn relay_movable_at_hub<Lane, TakeLane>(
     visitor: TcpStream,
     stream: MuxStream,
     mut take_lane: impl FnMut(Duration) -> TakeLane,
     moved_header: impl Fn(u32) -> Vec<u8>,
-) -> io::Result<(Transferred, Option<TcpStream>)>
+) -> io::Result<(Transferred, Option<Lane>)>
 where
-    TakeLane: std::future::Future<Output = Option<TcpStream>>,
+    Lane: MovableLane,
+    TakeLane: Future<Output = Option<Lane>>,
 {
     let Some(id) = stream.movable_id() else {
         return relay_tcp(visitor, stream).await.map(|moved| (moved, None));
@@ -77,21 +149,14 @@ where
         // `first`: a whole read that goes on the lane, raw, right after the header, instead
         // of through the multiplexer's windows.
         let mut try_move =
-            async |mux_write: &mut crate::mux::MuxSend, first: Option<&Bytes>| -> io::Result<Option<TcpStream>> {
+            async |mux_write: &mut crate::mux::MuxSend, first: Option<&Bytes>| -> io::Result<Option<Lane>> {
                 let wait = if waited { Duration::ZERO } else { LANE_WAIT };
                 waited = true;
                 let Some(mut lane) = take_lane(wait).await else {
                     return Ok(None);
                 };
-                let mut head = moved_header(id);
-                if first.is_some() {
-                    head.extend_from_slice(&BULK_HEAD);
-                }
-                let written = match first {
-                    Some(first) => write_both(&mut lane, &head, first).await,
-                    None => lane.write_all(&head).await,
-                };
-                if let Err(e) = written {
+                let head = moved_header(id);
+                if let Err(e) = lane.write_head(&head, first.map(|first| &first[..])).await {
                     // Nothing was promised yet: stay on the multiplexer.
                     tracing::debug!(error = %e, "a lane failed before a connection moved to it");
                     return Ok(None);
@@ -144,10 +209,7 @@ where
         return Ok((moved, None));
     };
     let visitor = visitor_read.reunite(visitor_write).map_err(io::Error::other)?;
-    let (on_lane, lane) = match bulk_sent {
-        true => (relay_plain_lane_bulk_sent(visitor, lane).await?, None),
-        false => relay_plain_lane(visitor, lane, LaneEnd::Hub).await?,
-    };
+    let (on_lane, lane) = lane.relay_at_hub(visitor, bulk_sent).await?;
     moved.a_to_b += on_lane.a_to_b;
     moved.b_to_a += on_lane.b_to_a;
     Ok((moved, lane))
@@ -156,10 +218,10 @@ where
 /// At the agent: relays `target` on `stream` and, when the hub moves the connection, goes on
 /// over the lane `lanes` hands over for the stream. Returns the bytes moved (`a_to_b`: target
 /// to hub).
-pub async fn relay_movable_at_agent(
+pub async fn relay_movable_at_agent<Lane: MovableLane>(
     target: TcpStream,
     stream: MuxStream,
-    lanes: &MovedLanes,
+    lanes: &MovedLanes<Lane>,
 ) -> io::Result<Transferred> {
     let Some(id) = stream.movable_id() else {
         return relay_tcp(target, stream).await;
@@ -207,7 +269,7 @@ pub async fn relay_movable_at_agent(
     }
     let handoff = lanes.claim(id).await?;
     let target = target_read.reunite(target_write).map_err(io::Error::other)?;
-    let relayed = relay_plain_lane(target, handoff.lane, LaneEnd::Agent(handoff.want_back)).await;
+    let relayed = handoff.lane.relay_at_agent(target, handoff.want_back).await;
     let (on_lane, lane) = match relayed {
         Ok(done) => done,
         Err(e) => {
@@ -222,31 +284,44 @@ pub async fn relay_movable_at_agent(
 }
 
 /// A lane that arrived for a moved connection, on its way to that connection's relay.
-pub struct Handoff {
-    pub lane: TcpStream,
+pub struct Handoff<Lane> {
+    pub lane: Lane,
     /// Whether the agent keeps the lane afterwards (see [`WantBack`]).
     pub want_back: WantBack,
     /// The lane goes back here when its connection ends (`None`: it closed).
-    pub back: oneshot::Sender<Option<TcpStream>>,
+    pub back: oneshot::Sender<Option<Lane>>,
 }
 
-enum Slot {
+enum Slot<Lane> {
     /// The lane came first and waits for its stream's trailer.
-    Lane(Handoff),
+    Lane(Handoff<Lane>),
     /// The trailer came first and the relay waits for its lane.
-    Relay(oneshot::Sender<Handoff>),
+    Relay(oneshot::Sender<Handoff<Lane>>),
 }
 
 /// Where the agent's moved connections meet their lanes, by stream id: one per session.
-#[derive(Clone, Default)]
-pub struct MovedLanes {
-    slots: Arc<Mutex<HashMap<u32, Slot>>>,
+pub struct MovedLanes<Lane> {
+    slots: Arc<Mutex<HashMap<u32, Slot<Lane>>>>,
 }
 
-impl MovedLanes {
+impl<Lane> Clone for MovedLanes<Lane> {
+    fn clone(&self) -> Self {
+        Self {
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+impl<Lane> Default for MovedLanes<Lane> {
+    fn default() -> Self {
+        Self { slots: Arc::default() }
+    }
+}
+
+impl<Lane> MovedLanes<Lane> {
     /// A lane for stream `id` has arrived: handed to the stream's relay if it waits, else
     /// parked for it. The lane's task withdraws it after [`MEET_DEADLINE`] if unclaimed.
-    pub fn arrive(&self, id: u32, handoff: Handoff) {
+    pub fn arrive(&self, id: u32, handoff: Handoff<Lane>) {
         let mut slots = self.slots.lock().expect("moved-lane slots poisoned");
         match slots.remove(&id) {
             Some(Slot::Relay(relay)) => {
@@ -273,7 +348,7 @@ impl MovedLanes {
     }
 
     /// The lane for stream `id`, once it arrives (within [`MEET_DEADLINE`]).
-    pub async fn claim(&self, id: u32) -> io::Result<Handoff> {
+    pub async fn claim(&self, id: u32) -> io::Result<Handoff<Lane>> {
         let waiting = {
             let mut slots = self.slots.lock().expect("moved-lane slots poisoned");
             if let Some(Slot::Lane(handoff)) = slots.remove(&id) {
