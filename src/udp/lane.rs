@@ -13,7 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::flow::FlowState;
+use super::state::FlowState;
 use crate::relay::try_read_draining;
 use crate::wire::datagram::{self, MAX_FRAME_BODY};
 

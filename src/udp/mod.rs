@@ -5,11 +5,13 @@
 mod flow;
 mod lane;
 mod socket;
+mod state;
 
 use std::sync::atomic::AtomicU64;
 
-pub use flow::{DatagramRouter, FlowWatch, Sink, UdpFlow};
+pub use flow::{DatagramRouter, FlowWatch, UdpFlow};
 pub use socket::{connect_target, serve_udp_socket, serve_udp_target, splice_flows, FlowOpener, UdpLimits};
+pub use state::Sink;
 
 /// Counters for every UDP flow of a process, ready to be exported as metrics.
 #[derive(Debug, Default)]

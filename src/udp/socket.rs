@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use super::flow::Sink;
+use super::Sink;
 use super::{UdpFlow, UdpStats};
 use crate::shutdown::Shutdown;
 use crate::wire::datagram::MAX_UDP_PAYLOAD;
