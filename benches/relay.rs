@@ -75,7 +75,7 @@ where
 }
 
 /// The relay's hot path without a network between hub and agent: a loopback TCP visitor,
-/// `relay_tcp`, and an HTTP/2 stream over an in-memory pipe whose far end discards.
+/// `relay`, and an HTTP/2 stream over an in-memory pipe whose far end discards.
 fn relay_to_h2_in_memory(c: &mut Criterion) {
     let rt = runtime();
     let payload = Arc::new(vec![0x5au8; PAYLOAD]);
@@ -86,7 +86,7 @@ fn relay_to_h2_in_memory(c: &mut Criterion) {
             let payload = payload.clone();
             async move {
                 let (mut visitor, relay_side, near, mut far) = burrow::relay::h2_pair_and_tcp().await;
-                let relay = tokio::spawn(burrow::relay::relay_tcp(relay_side, near));
+                let relay = tokio::spawn(burrow::relay::relay(relay_side, near));
                 let reader = tokio::spawn(async move {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut total = 0;

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use crate::mux::{MuxStream, Opener};
-use crate::relay::{relay_movable_at_hub, relay_streams, relay_tcp, Transferred};
+use crate::relay::{relay, relay_movable_at_hub, Transferred};
 use crate::udp::{DatagramRouter, Sink, UdpFlow, UdpStats};
 use crate::wire::{StreamHeader, StreamKind, TunnelRef};
 use lanes::{Lane, LaneKind, LanePool};
@@ -118,8 +118,8 @@ impl AgentLink {
             (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Some(pool)) => {
                 relay_movable(tunnel, peer, tcp, stream, pool, on_lane).await
             }
-            (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, None) => relay_tcp(tcp, stream).await,
-            (Visitor::Reach(reach), _) => relay_streams(reach, stream).await,
+            (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, None) => relay(tcp, stream).await,
+            (Visitor::Reach(reach), _) => relay(reach, stream).await,
         };
         Ok(result.map(|mut moved| {
             moved.a_to_b += early as u64;

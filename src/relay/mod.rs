@@ -5,17 +5,19 @@ use std::cell::RefCell;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
-use crate::mux::{MuxRecv, MuxSend, MuxStream};
+use crate::mux::MuxStream;
 
 mod moving;
+mod pipe;
 mod plain_lane;
 mod socket;
 mod splice;
 
 pub use moving::{relay_movable_at_agent, relay_movable_at_hub, Handoff, MovableLane, MovedLanes, MEET_DEADLINE};
+pub use pipe::{relay, BufferedRead, ChunkRead, ChunkWrite, RelayEnd};
 pub use plain_lane::{relay_plain_lane, LaneEnd, WantBack};
 pub use socket::configure_tcp;
 
@@ -135,113 +137,6 @@ pub fn read_arrived(tcp: &TcpStream, opening: &mut BytesMut) -> std::io::Result<
 pub struct Transferred {
     pub a_to_b: u64,
     pub b_to_a: u64,
-}
-
-/// Relays between a TCP connection and a multiplexed stream, moving `Bytes` chunks: data
-/// read from the socket in bulk is handed to the transport without another copy (small
-/// reads are copied once, see `try_read_chunk`), and chunks from the transport are
-/// written straight to the socket. No buffer is held while the connection is idle.
-pub async fn relay_tcp(tcp: TcpStream, stream: MuxStream) -> io::Result<Transferred> {
-    let (tcp_read, mut tcp_write) = tcp.into_split();
-    let (mut mux_read, mut mux_write) = stream.into_split();
-    let up = async {
-        let mut total = 0u64;
-        while let Some(chunk) = read_chunk(tcp_read.as_ref()).await? {
-            total += chunk.len() as u64;
-            mux_write.send(chunk).await?;
-        }
-        mux_write.finish()?;
-        Ok(total)
-    };
-    let down = async {
-        let total = copy_chunks(&mut mux_read, &mut tcp_write, || {}).await?;
-        tcp_write.shutdown().await?;
-        Ok::<_, io::Error>(total)
-    };
-    let (a_to_b, b_to_a) = tokio::try_join!(up, down)?;
-    Ok(Transferred { a_to_b, b_to_a })
-}
-
-/// Writes the stream's chunks to `to` until the stream ends; `on_bulk` is called after each
-/// write of a whole relay buffer (the stream is carrying bulk data).
-async fn copy_chunks<W: AsyncWrite + Unpin>(
-    from: &mut MuxRecv,
-    to: &mut W,
-    mut on_bulk: impl FnMut(),
-) -> io::Result<u64> {
-    use futures_util::FutureExt;
-    let mut total = 0u64;
-    while let Some(first) = from.chunk().await? {
-        // QUIC hands over packet-sized chunks: gather whatever else is already there (up to
-        // one relay buffer) so the socket sees one write instead of dozens of small ones.
-        let mut gathered = Vec::new();
-        let mut size = first.len();
-        let mut ended = false;
-        while size < RELAY_BUFFER {
-            match from.chunk().now_or_never() {
-                Some(Ok(Some(more))) => {
-                    size += more.len();
-                    gathered.push(more);
-                }
-                Some(Ok(None)) => {
-                    ended = true;
-                    break;
-                }
-                Some(Err(e)) => return Err(e),
-                None => break,
-            }
-        }
-        total += size as u64;
-        if gathered.is_empty() {
-            to.write_all(&first).await?;
-        } else {
-            let mut joined = BytesMut::with_capacity(size);
-            joined.extend_from_slice(&first);
-            for more in &gathered {
-                joined.extend_from_slice(more);
-            }
-            to.write_all(&joined).await?;
-        }
-        if size >= RELAY_BUFFER {
-            on_bulk();
-        }
-        if ended {
-            break;
-        }
-    }
-    Ok(total)
-}
-
-/// Relays between two byte streams of any kind (a TLS lane and a visitor's socket or stream):
-/// tokio's bidirectional copy, which carries half-close (the end of one stream shuts the
-/// other's writing down; on TLS that is its close_notify) and backpressure, with buffers of
-/// [`RELAY_BUFFER`].
-pub async fn relay_io<A, B>(mut a: A, mut b: B) -> io::Result<Transferred>
-where
-    A: tokio::io::AsyncRead + AsyncWrite + Unpin,
-    B: tokio::io::AsyncRead + AsyncWrite + Unpin,
-{
-    let (a_to_b, b_to_a) = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, RELAY_BUFFER, RELAY_BUFFER).await?;
-    Ok(Transferred { a_to_b, b_to_a })
-}
-
-/// Relays between two multiplexed streams (the hub joining a `reach` agent's stream to an
-/// exposing agent's): chunks pass through without being copied.
-pub async fn relay_streams(a: MuxStream, b: MuxStream) -> io::Result<Transferred> {
-    let (mut a_read, mut a_write) = a.into_split();
-    let (mut b_read, mut b_write) = b.into_split();
-    let (a_to_b, b_to_a) = tokio::try_join!(forward(&mut a_read, &mut b_write), forward(&mut b_read, &mut a_write))?;
-    Ok(Transferred { a_to_b, b_to_a })
-}
-
-async fn forward(from: &mut MuxRecv, to: &mut MuxSend) -> io::Result<u64> {
-    let mut total = 0u64;
-    while let Some(chunk) = from.chunk().await? {
-        total += chunk.len() as u64;
-        to.send(chunk).await?;
-    }
-    to.finish()?;
-    Ok(total)
 }
 
 /// Both ends of one TCP connection on loopback (connecting end first). For tests and benches.
@@ -364,7 +259,7 @@ mod tests {
     #[tokio::test]
     async fn relays_tcp_to_a_stream_both_ways_and_carries_half_close() {
         let (mut visitor, relay_side, near, mut far) = h2_pair_and_tcp().await;
-        let relay_task = tokio::spawn(relay_tcp(relay_side, near));
+        let relay_task = tokio::spawn(relay(relay_side, near));
 
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = payload.clone();

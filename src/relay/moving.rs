@@ -37,8 +37,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
+use super::pipe::pipe;
 use super::plain_lane::{relay_plain_lane, relay_plain_lane_bulk_sent, write_both, LaneEnd, WantBack, BULK_HEAD};
-use super::{copy_chunks, read_chunk, relay_io, relay_tcp, Transferred, RELAY_BUFFER};
+use super::{read_chunk, relay, Transferred, RELAY_BUFFER};
 use crate::mux::MuxStream;
 
 /// A lane a connection can move onto, and how each end carries the connection there once
@@ -103,11 +104,11 @@ where
     }
 
     async fn relay_at_hub(self, visitor: TcpStream, _bulk_sent: bool) -> io::Result<(Transferred, Option<Self>)> {
-        Ok((relay_io(visitor, self).await?, None))
+        Ok((relay(visitor, self).await?, None))
     }
 
     async fn relay_at_agent(self, target: TcpStream, _want_back: WantBack) -> io::Result<(Transferred, Option<Self>)> {
-        Ok((relay_io(target, self).await?, None))
+        Ok((relay(target, self).await?, None))
     }
 }
 
@@ -138,7 +139,7 @@ where
     TakeLane: Future<Output = Option<Lane>>,
 {
     let Some(id) = stream.movable_id() else {
-        return relay_tcp(visitor, stream).await.map(|moved| (moved, None));
+        return relay(visitor, stream).await.map(|moved| (moved, None));
     };
     let (mut mux_read, mut mux_write) = stream.into_split();
     let (visitor_read, mut visitor_write) = visitor.into_split();
@@ -187,7 +188,7 @@ where
         }
     };
     let down = async {
-        let total = copy_chunks(&mut mux_read, &mut visitor_write, || bulk_down.notify_one()).await?;
+        let total = pipe(&mut mux_read, &mut visitor_write, || bulk_down.notify_one()).await?;
         let moved = mux_read.moved();
         if !moved {
             visitor_write.shutdown().await?;
@@ -224,7 +225,7 @@ pub async fn relay_movable_at_agent<Lane: MovableLane>(
     lanes: &MovedLanes<Lane>,
 ) -> io::Result<Transferred> {
     let Some(id) = stream.movable_id() else {
-        return relay_tcp(target, stream).await;
+        return relay(target, stream).await;
     };
     let (mut mux_read, mut mux_write) = stream.into_split();
     let (target_read, mut target_write) = target.into_split();
@@ -249,7 +250,7 @@ pub async fn relay_movable_at_agent<Lane: MovableLane>(
         }
     };
     let down = async {
-        let total = copy_chunks(&mut mux_read, &mut target_write, || {}).await?;
+        let total = pipe(&mut mux_read, &mut target_write, || {}).await?;
         let moved = mux_read.moved();
         if moved {
             // Stored as a permit if the target's direction already ended: then nothing waits.
