@@ -12,7 +12,7 @@ use burrow::wire::{decode_body, encode_frame as encode_control, frame_len, Agent
 
 fn stream_header(c: &mut Criterion) {
     use futures_util::FutureExt;
-    let header = StreamHeader::tcp(TunnelId::random(), "203.0.113.77:51234");
+    let header = StreamHeader::tcp(TunnelId::random(), "203.0.113.77:51234", "198.51.100.1:20001");
     c.bench_function("wire/stream_header_round_trip", |b| {
         b.iter(|| {
             let bytes = black_box(&header).encode();

@@ -22,6 +22,7 @@ pub fn http_response(status: u16, reason: &str, content_type: &str, body: &str) 
 /// "burrow: tunnel web: cannot connect to 127.0.0.1:8000 (connection refused)".
 pub fn tunnel_error(status: u16, tunnel: &str, cause: &str) -> Vec<u8> {
     let reason = match status {
+        400 => "Bad Request",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Error",

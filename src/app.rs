@@ -136,9 +136,6 @@ fn handle_signals(shutdown: Shutdown) {
 }
 
 async fn run_hub(args: HubArgs) -> Result<(), Failure> {
-    if args.trusted_proxies.is_some() {
-        return Err(not_built("--trusted-proxies (PROXY protocol)"));
-    }
     if args.api_address.is_some() {
         tracing::warn!("--api-address: the REST and operational APIs are not available in this build yet; ignored");
     }
@@ -149,6 +146,8 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
     config.cert = args.cert.zip(args.key);
     config.allow_plaintext = args.allow_plaintext;
     config.lease_grace = args.lease_grace;
+    config.trusted_proxies = args.trusted_proxies;
+    config.pending_per_source = args.max_unclassified_per_source;
     config.udp = UdpLimits {
         idle_timeout: args.udp_idle_timeout,
         max_flows: args.udp_max_flows,
@@ -297,6 +296,9 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
         return Err(not_built("--forward-proxy"));
     }
     let target = cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
+    if args.proxy_protocol.is_some() && args.protocol == crate::types::Protocol::Udp {
+        return Err(Failure::usage("--proxy-protocol: a PROXY header goes before a TCP connection's bytes; udp tunnels carry datagrams"));
+    }
     let name: Option<TunnelName> = args
         .name
         .as_deref()
@@ -324,6 +326,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
         pool: args.pool,
         shared_all,
         metadata,
+        proxy_protocol: args.proxy_protocol,
     };
     let json = args.agent.json;
     let agent_id = config.agent_id;

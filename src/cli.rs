@@ -102,9 +102,15 @@ pub struct HubArgs {
     /// Drain time on the first SIGINT/SIGTERM.
     #[arg(long, env = "BURROW_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Sources allowed to send PROXY protocol headers (not available in this build yet).
-    #[arg(long, env = "BURROW_TRUSTED_PROXIES")]
-    pub trusted_proxies: Option<String>,
+    /// Sources allowed to send PROXY protocol (v1 or v2) headers, ADDR or ADDR/PREFIX,
+    /// comma-separated: their header's client address is the visitor's everywhere after. A
+    /// header from anyone else is refused on the main port and is data on public ports.
+    #[arg(long, env = "BURROW_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR,...")]
+    pub trusted_proxies: Vec<crate::types::Cidr>,
+    /// Connections one source address (an IPv6 /64) may have whose protocol is still being
+    /// detected; more are refused while those are served. Trusted proxies are not limited.
+    #[arg(long, env = "BURROW_MAX_UNCLASSIFIED_PER_SOURCE", default_value_t = crate::hub::DEFAULT_PENDING_PER_SOURCE)]
+    pub max_unclassified_per_source: usize,
     /// How long a tunnel whose agent disconnected keeps its id, name and port.
     #[arg(long, env = "BURROW_LEASE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub lease_grace: Duration,
@@ -221,6 +227,10 @@ pub struct ExposeArgs {
     /// onto one once they carry bulk data); 0 disables them.
     #[arg(long, env = "BURROW_LANES", default_value = "4")]
     pub lanes: usize,
+    /// Send a PROXY protocol header (v1 text or v2 binary) with the visitor's address to the
+    /// target before its first byte, so the service logs the visitor rather than this agent.
+    #[arg(long, env = "BURROW_PROXY_PROTOCOL", value_enum, value_name = "VERSION")]
+    pub proxy_protocol: Option<crate::sniff::proxy::ProxyVersion>,
     /// Expose the built-in HTTP forward proxy (not available in this build yet).
     #[arg(long, env = "BURROW_FORWARD_PROXY", value_parser = BoolishValueParser::new())]
     pub forward_proxy: bool,

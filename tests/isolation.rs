@@ -41,6 +41,7 @@ async fn probe(config: &AgentConfig, tunnel: TunnelId) -> Vec<u8> {
         kind: StreamKind::Tcp,
         tunnel: tunnel.into(),
         peer: "probe".into(),
+        visited: String::new(),
         flow: 0,
     };
     // The hub may reset a refused stream as soon as it has read the header, so a write that

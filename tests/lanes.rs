@@ -653,6 +653,7 @@ async fn visitors_sent_before_the_hub_hears_of_a_drain_are_still_carried() {
             kind: StreamKind::Tcp,
             tunnel: tunnel.id.into(),
             peer: peer.to_string(),
+            visited: String::new(),
             flow: 0,
         }
         .encode()

@@ -109,6 +109,7 @@ fn target_of(info: &TunnelInfo, spec: &TunnelSpec) -> Target {
         name: info.name.to_string(),
         address: spec.target.clone(),
         protocol: spec.protocol,
+        proxy_protocol: spec.proxy_protocol,
     }
 }
 
@@ -312,7 +313,7 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         .await;
         return;
     }
-    let upstream = match connect_target(&target.address, &header.peer).await {
+    let upstream = match connect_target(&target, &header).await {
         Ok(upstream) => upstream,
         Err(cause) => return refuse_http_visitor(stream, &target, &cause).await,
     };

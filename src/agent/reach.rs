@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::session::{self, SessionEnd};
 use super::{AgentConfig, AgentError, Backoff, FirstConnection};
-use crate::carrier::{AgentLink, Visitor};
+use crate::carrier::{AgentLink, Peer, Visitor};
 use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
 use crate::shutdown::Shutdown;
 use crate::types::Protocol;
@@ -304,7 +304,7 @@ async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<R
         return;
     };
     match link
-        .carry(tunnel, Visitor::Tcp(tcp), &peer.to_string(), &NO_LANES)
+        .carry(tunnel, Visitor::Tcp(tcp), &Peer::new(peer, ""), &NO_LANES)
         .await
     {
         Ok(Ok(_)) => {}

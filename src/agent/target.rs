@@ -7,10 +7,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::sniff::proxy::{self, ProxyVersion};
 use crate::types::TunnelId;
+use crate::wire::StreamHeader;
 
 const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -28,6 +33,8 @@ pub(super) struct Target {
     pub(super) address: String,
     /// What the target speaks: an HTTP visitor of a target that refuses gets a 502.
     pub(super) protocol: crate::types::Protocol,
+    /// The PROXY protocol header the target wants before each visitor's bytes.
+    pub(super) proxy_protocol: Option<ProxyVersion>,
 }
 
 /// The tunnels one session serves, by id.
@@ -96,19 +103,38 @@ pub(super) async fn serve_udp_flow(
     }
 }
 
-/// Connects to the exposed service for visitor `peer`; a failure is logged and its cause
-/// returned (the caller then answers or closes the visitor's connection).
-pub(super) async fn connect_target(target: &str, peer: &str) -> Result<TcpStream, String> {
-    let cause = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(target)).await {
-        Ok(Ok(tcp)) => {
+/// Connects to the exposed service for the visitor `header` describes, and sends the PROXY
+/// header the target asks for; a failure is logged and its cause returned (the caller then
+/// answers or closes the visitor's connection).
+pub(super) async fn connect_target(target: &Target, header: &StreamHeader) -> Result<TcpStream, String> {
+    let address = &target.address;
+    let peer = &header.peer;
+    let cause = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(address)).await {
+        Ok(Ok(mut tcp)) => {
             crate::relay::configure_tcp(&tcp);
-            return Ok(tcp);
+            let Some(version) = target.proxy_protocol else {
+                return Ok(tcp);
+            };
+            let proxy_header = proxy::encode(version, visitor_addresses(header, &tcp));
+            match tcp.write_all(&proxy_header).await {
+                Ok(()) => return Ok(tcp),
+                Err(e) => format!("sending the PROXY header to {address}: {e}"),
+            }
         }
-        Ok(Err(e)) => format!("cannot connect to {target}: {e}"),
-        Err(_) => format!("connecting to {target} timed out after {TARGET_CONNECT_DEADLINE:?}"),
+        Ok(Err(e)) => format!("cannot connect to {address}: {e}"),
+        Err(_) => format!("connecting to {address} timed out after {TARGET_CONNECT_DEADLINE:?}"),
     };
     tracing::warn!(peer, "{cause}");
     Err(cause)
+}
+
+/// The visitor and the address it connected to, for a PROXY header. Without a visited
+/// address (a `reach` visitor) the target's own address stands in; a visitor address that
+/// is not an IP address and port yields a header without addresses.
+fn visitor_addresses(header: &StreamHeader, target: &TcpStream) -> Option<(SocketAddr, SocketAddr)> {
+    let client: SocketAddr = header.peer.parse().ok()?;
+    let visited = header.visited.parse().ok().or_else(|| target.peer_addr().ok())?;
+    Some((client, visited))
 }
 
 /// How long the agent waits for a visitor's first bytes to tell whether it speaks HTTP.
@@ -126,10 +152,11 @@ pub(super) async fn bad_gateway<R: tokio::io::AsyncRead + Unpin>(
     if !matches!(target.protocol, Protocol::Http | Protocol::Auto) {
         return None;
     }
-    let mut first = [0u8; 16];
+    let mut first = [0u8; 2048];
     let n = tokio::time::timeout(FIRST_BYTES_WAIT, visitor.read(&mut first))
         .await
         .ok()?
         .ok()?;
-    crate::sniff::starts_like_http(&first[..n]).then(|| crate::answer::tunnel_error(502, &target.name, cause))
+    (crate::sniff::detect(&first[..n]) == Some(crate::sniff::Detected::Http))
+        .then(|| crate::answer::tunnel_error(502, &target.name, cause))
 }

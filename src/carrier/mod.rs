@@ -36,6 +36,31 @@ pub enum Visitor {
     Reach(MuxStream),
 }
 
+/// Who a visitor is, as the stream header toward the agent tells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address: the socket's peer, or what a trusted proxy's PROXY header said.
+    pub client: String,
+    /// The address the client connected to (a public port, the main port, or a trusted
+    /// proxy's destination); empty for `reach` visitors.
+    pub visited: String,
+}
+
+impl Peer {
+    pub fn new(client: impl ToString, visited: impl ToString) -> Self {
+        Self {
+            client: client.to_string(),
+            visited: visited.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.client)
+    }
+}
+
 /// A visitor the link could not start carrying (the agent's connection is failing), handed
 /// back with the bytes it had already sent, for the hub to answer.
 pub struct NotCarried {
@@ -83,11 +108,11 @@ impl AgentLink {
         &self,
         tunnel: impl Into<TunnelRef>,
         visitor: Visitor,
-        peer: &str,
+        peer: &Peer,
         on_lane: &AtomicU64,
     ) -> Result<io::Result<Transferred>, NotCarried> {
         let tunnel = tunnel.into();
-        let header = StreamHeader::tcp(tunnel.clone(), peer).encode();
+        let header = StreamHeader::tcp(tunnel.clone(), &peer.client, &peer.visited).encode();
         // The stream's first write carries the header and whatever the visitor has sent so
         // far, so the agent learns of the connection and gets its first bytes from one frame.
         let mut opening = BytesMut::from(&header[..]);
@@ -116,7 +141,7 @@ impl AgentLink {
         // Moving runs between two sockets, so a reach stream stays multiplexed.
         let result = match (visitor, self.lanes.as_deref()) {
             (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, Some(pool)) => {
-                relay_movable(tunnel, peer, tcp, stream, pool, on_lane).await
+                relay_movable(tunnel, &peer.client, tcp, stream, pool, on_lane).await
             }
             (Visitor::Tcp(tcp) | Visitor::Routed { tcp, .. }, None) => relay(tcp, stream).await,
             (Visitor::Reach(reach), _) => relay(reach, stream).await,
@@ -175,6 +200,7 @@ async fn relay_movable(
             kind: StreamKind::Moved,
             tunnel: tunnel.clone(),
             peer: peer.to_owned(),
+            visited: String::new(),
             flow: u64::from(id),
         }
         .encode()

@@ -1,17 +1,20 @@
 //! The hub's main port: one TCP listener and one QUIC endpoint on the same address. TCP
-//! connections are classified by their first bytes (agent, TLS by SNI, HTTP by Host) and
-//! handed on with those bytes replayed.
+//! connections are classified by their first bytes (agent, TLS by SNI, HTTP by Host; after a
+//! trusted proxy's PROXY header) and handed on with those bytes replayed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::registry::Tunnel;
+use super::sniffing::Untrusted;
 use super::{public, session, Shared};
-use crate::sniff::{self, Replay, Verdict};
+use crate::carrier::Peer;
+use crate::sniff::{self, Detected, Replay, Verdict};
+use crate::types::Protocol;
 use crate::wire::ConnKind;
 
 /// A client that has not identified itself within this time is dropped.
@@ -48,18 +51,28 @@ pub async fn serve_quic(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
 
 async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     crate::relay::configure_tcp(&stream);
-    let (verdict, buf) = match tokio::time::timeout(SNIFF_DEADLINE, sniff_stream(&mut stream)).await {
-        Ok(Ok(sniffed)) => sniffed,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "read failed while sniffing");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "no recognisable first bytes before the deadline");
+    let classify = |buf: &[u8]| match sniff::classify(buf) {
+        Verdict::NeedMore => None,
+        verdict => Some(verdict),
+    };
+    let read = shared
+        .sniffing
+        .read(&mut stream, peer, Untrusted::Refuse, SNIFF_DEADLINE, classify);
+    let first = match read.await {
+        Ok(first) => first,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "closing a main-port connection");
             return;
         }
     };
-    let mut io = Replay::new(buf, stream);
+    let Some(verdict) = first.verdict else {
+        tracing::debug!(%peer, "no recognisable first bytes before the deadline");
+        return;
+    };
+    // From here on the client is who a trusted proxy said it is.
+    let visitor = Peer::new(first.client, first.visited);
+    let peer = first.client;
+    let mut io = Replay::new(first.bytes, stream);
     match verdict {
         Verdict::PlainAgent => match session::read_preface(&mut io, peer).await {
             Some(ConnKind::Agent(role)) => {
@@ -80,49 +93,53 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "agent TLS handshake did not finish in time"),
         },
-        Verdict::Tls { sni: Some(host), .. } => route_by_name(&shared, io, peer, &host, false).await,
-        Verdict::Http { host: Some(host) } => route_by_name(&shared, io, peer, &host, true).await,
-        Verdict::Http { host: None } => not_found(io, "request has no Host header").await,
-        Verdict::Tls { sni: None, .. } | Verdict::Unknown | Verdict::NeedMore => {
+        Verdict::Tls {
+            sni, record_version, ..
+        } => {
+            let tunnel = sni.as_deref().and_then(|host| routed_tunnel(&shared, host));
+            match tunnel.filter(|t| t.protocol != Protocol::Http) {
+                Some(tunnel) => carry_routed(&shared, tunnel, io, visitor, Detected::Tls).await,
+                None => {
+                    tracing::debug!(%peer, sni = sni.as_deref().unwrap_or("(none)"), "TLS for a name no tunnel serves");
+                    let alert = sniff::tls::unrecognized_name_alert(record_version);
+                    let _ = io.write_all(&alert).await;
+                }
+            }
+        }
+        Verdict::Http { host: Some(host) } => match routed_tunnel(&shared, &host) {
+            Some(tunnel) if tunnel.protocol == Protocol::Https => {
+                let why = format!("tunnel {} serves HTTPS: use https://{host}", tunnel.name);
+                answer(io, 400, "Bad Request", "https_only", &why).await
+            }
+            Some(tunnel) => carry_routed(&shared, tunnel, io, visitor, Detected::Http).await,
+            None => answer(io, 404, "Not Found", "not_found", &format!("no tunnel is published at {host}")).await,
+        },
+        Verdict::Http { host: None } => answer(io, 404, "Not Found", "not_found", "request has no Host header").await,
+        Verdict::Unknown | Verdict::NeedMore => {
             tracing::debug!(%peer, "unrecognised protocol on the main port; closing");
         }
     }
 }
 
-/// Reads until the first bytes can be classified or the sniff cap is reached.
-async fn sniff_stream(stream: &mut TcpStream) -> std::io::Result<(Verdict, BytesMut)> {
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        if buf.len() >= sniff::MAX_SNIFF || stream.read_buf(&mut buf).await? == 0 {
-            return Ok((Verdict::Unknown, buf));
-        }
-        let verdict = sniff::classify(&buf);
-        if verdict != Verdict::NeedMore {
-            return Ok((verdict, buf));
-        }
-    }
+/// The public tunnel published as `host` (`<name>.<domain>`).
+fn routed_tunnel(shared: &Shared, host: &str) -> Option<Arc<Tunnel>> {
+    let label = host.strip_suffix(&shared.config.domain)?.strip_suffix('.')?;
+    shared.registry.public_by_name(&label.parse().ok()?)
 }
 
-/// Routes a visitor of `<name>.<domain>` to that public tunnel, bytes untouched.
-async fn route_by_name(shared: &Arc<Shared>, io: Replay<TcpStream>, peer: SocketAddr, host: &str, http: bool) {
-    let suffix = format!(".{}", shared.config.domain);
-    let tunnel = host
-        .strip_suffix(&suffix)
-        .and_then(|label| label.parse().ok())
-        .and_then(|name| shared.registry.public_by_name(&name));
-    match tunnel {
-        Some(tunnel) => {
-            let (sniffed, tcp) = io.into_parts();
-            let visitor = public::Visitor::Routed { sniffed, tcp, http };
-            public::serve_visitor(tunnel, visitor, peer.to_string(), shared.config.visitor_wait).await
-        }
-        None if http => not_found(io, &format!("no tunnel is published at {host}")).await,
-        None => tracing::debug!(%peer, host, "TLS for an unknown name; closing"),
-    }
+/// Carries a visitor routed by name to its tunnel, bytes untouched.
+async fn carry_routed(shared: &Shared, tunnel: Arc<Tunnel>, io: Replay<TcpStream>, peer: Peer, detected: Detected) {
+    tunnel.connections.count(detected);
+    tracing::debug!(tunnel = %tunnel.id, %peer, protocol = %detected, "routed by name");
+    let (sniffed, tcp) = io.into_parts();
+    let http = detected == Detected::Http;
+    let visitor = public::Visitor::Routed { sniffed, tcp, http };
+    public::serve_visitor(tunnel, visitor, peer, shared.config.visitor_wait).await
 }
 
-async fn not_found<T: AsyncRead + AsyncWrite + Unpin>(mut io: T, why: &str) {
-    let body = serde_json::json!({"error": why, "code": "not_found"}).to_string() + "\n";
-    let response = crate::answer::http_response(404, "Not Found", "application/json", &body);
+/// The hub's own answer to an HTTP visitor: a JSON error with `code`.
+async fn answer<T: AsyncRead + AsyncWrite + Unpin>(mut io: T, status: u16, reason: &str, code: &str, why: &str) {
+    let body = serde_json::json!({"error": why, "code": code}).to_string() + "\n";
+    let response = crate::answer::http_response(status, reason, "application/json", &body);
     crate::answer::answer_and_close(&mut io, &response).await;
 }

@@ -5,6 +5,9 @@ mod listener;
 mod public;
 pub mod registry;
 mod session;
+mod sniffing;
+
+pub use sniffing::DEFAULT_PENDING_PER_SOURCE;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +41,10 @@ pub struct HubConfig {
     pub udp: crate::udp::UdpLimits,
     /// A lane must present its session's token this quickly after its preface.
     pub lane_token_deadline: Duration,
+    /// Sources whose PROXY protocol headers are believed (`--trusted-proxies`).
+    pub trusted_proxies: Vec<crate::types::Cidr>,
+    /// Connections one source address may have in protocol detection at once.
+    pub pending_per_source: usize,
 }
 
 impl HubConfig {
@@ -56,6 +63,8 @@ impl HubConfig {
             visitor_wait: Duration::from_secs(5),
             udp: crate::udp::UdpLimits::default(),
             lane_token_deadline: crate::carrier::lanes::TOKEN_DEADLINE,
+            trusted_proxies: Vec::new(),
+            pending_per_source: DEFAULT_PENDING_PER_SOURCE,
         }
     }
 }
@@ -86,6 +95,9 @@ pub(crate) struct Shared {
     /// The live `expose` session of each connected agent, for tunnels the hub asks it to
     /// serve ([`Hub::expose_on`]).
     pub agents: std::sync::Mutex<std::collections::HashMap<AgentId, ExposeSession>>,
+    /// Trusted proxies and the per-source budget of connections in protocol detection, for
+    /// the main port and public ports alike.
+    pub sniffing: Arc<sniffing::Sniffing>,
 }
 
 /// What the hub needs to place another tunnel on a connected `expose` agent.
@@ -158,12 +170,17 @@ impl Hub {
         let config = Arc::new(config);
         let shutdown = Shutdown::new();
         let udp_stats = Arc::new(crate::udp::UdpStats::default());
+        let sniffing = Arc::new(sniffing::Sniffing::new(
+            config.trusted_proxies.clone(),
+            config.pending_per_source,
+        ));
         let registry = Registry::new(store.clone(), config.clone(), {
             let context = public::PublicContext {
                 shutdown: shutdown.clone(),
                 visitor_wait: config.visitor_wait,
                 udp: config.udp,
                 udp_stats: udp_stats.clone(),
+                sniffing: sniffing.clone(),
             };
             move |tunnel, socket| public::spawn_public_listener(tunnel, socket, context.clone())
         });
@@ -178,6 +195,7 @@ impl Hub {
             udp_stats,
             lanes,
             agents: Default::default(),
+            sniffing,
         });
         let restored = shared.registry.restore().await?;
         if restored > 0 {

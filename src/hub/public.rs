@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::registry::{PublicSocket, Tunnel};
+use super::sniffing::{Sniffing, Untrusted};
 use super::Shared;
-use crate::carrier::NotCarried;
+use crate::carrier::{NotCarried, Peer};
 pub use crate::carrier::Visitor;
+use crate::sniff::{self, Detected, Replay};
 use crate::mux::MuxStream;
 use crate::relay::Transferred;
 use crate::shutdown::Shutdown;
@@ -23,6 +24,13 @@ use crate::wire::{self, StreamKind, TunnelRef};
 /// A reach agent must name its tunnel this quickly after opening a stream.
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 
+/// On an `auto` public port, a client that has sent nothing for this long is taken to wait
+/// for its server to speak first (MySQL, SMTP, SSH) and is carried as `tcp`.
+pub const SILENT_CLIENT: Duration = Duration::from_millis(300);
+
+/// An `http` or `https` public port's visitor must have started its request this quickly.
+const SNIFF_DEADLINE: Duration = Duration::from_secs(5);
+
 /// What the data plane of public ports needs from the hub.
 #[derive(Clone)]
 pub struct PublicContext {
@@ -30,6 +38,7 @@ pub struct PublicContext {
     pub visitor_wait: Duration,
     pub udp: UdpLimits,
     pub udp_stats: Arc<UdpStats>,
+    pub sniffing: Arc<Sniffing>,
 }
 
 pub fn spawn_public_listener(
@@ -63,13 +72,61 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
     while let Some((stream, peer)) = context.shutdown.accept(&listener, "public port").await {
         crate::relay::configure_tcp(&stream);
         let guard = context.shutdown.track();
-        let tunnel = tunnel.clone();
-        let wait = context.visitor_wait;
+        let (tunnel, context) = (tunnel.clone(), context.clone());
         tokio::spawn(async move {
-            serve_visitor(tunnel, Visitor::Tcp(stream), peer.to_string(), wait).await;
+            serve_public_connection(tunnel, stream, peer, &context).await;
             drop(guard);
         });
     }
+}
+
+/// One connection to a public port: detected (`auto`), checked (`http`, `https`) or taken
+/// as it is (`tcp`), then carried. A trusted proxy's PROXY header is taken off first.
+async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: SocketAddr, context: &PublicContext) {
+    let wait = context.visitor_wait;
+    let trusted = context.sniffing.is_trusted(peer.ip());
+    let (deadline, decide): (Duration, fn(&[u8]) -> Option<Detected>) = match tunnel.protocol {
+        Protocol::Auto => (SILENT_CLIENT, sniff::detect),
+        Protocol::Http => (SNIFF_DEADLINE, |b| sniff::http::starts_like_http(b).map(Detected::http_if)),
+        Protocol::Https => (SNIFF_DEADLINE, |b| sniff::tls::starts_like_tls(b).map(Detected::tls_if)),
+        // Only a trusted proxy's connection is read before it is carried: for its header.
+        Protocol::Tcp | Protocol::Udp if trusted => (SILENT_CLIENT, |_| Some(Detected::Tcp)),
+        Protocol::Tcp | Protocol::Udp => {
+            tunnel.connections.count(Detected::Tcp);
+            let visited = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            return serve_visitor(tunnel, Visitor::Tcp(tcp), Peer::new(peer, visited), wait).await;
+        }
+    };
+    let first = match context.sniffing.read(&mut tcp, peer, Untrusted::AsData, deadline, decide).await {
+        Ok(first) => first,
+        Err(e) => {
+            tracing::debug!(tunnel = %tunnel.id, %peer, error = %e, "closing a public-port connection");
+            return;
+        }
+    };
+    // A client silent until the deadline waits for its server to speak first.
+    let detected = first.verdict.unwrap_or(Detected::Tcp);
+    let peer = Peer::new(first.client, first.visited);
+    let spoke = !first.bytes.is_empty();
+    let mut tcp = Replay::new(first.bytes, tcp);
+    let refusal = match (tunnel.protocol, detected) {
+        (Protocol::Http, Detected::Tcp | Detected::Tls) => Some("the tunnel serves HTTP and this is not an HTTP request"),
+        (Protocol::Https, Detected::Tcp | Detected::Http) => Some("the tunnel serves TLS and this is not a ClientHello"),
+        _ => None,
+    };
+    if let Some(why) = refusal {
+        tracing::debug!(tunnel = %tunnel.id, %peer, protocol = %detected, "{why}; closing");
+        if tunnel.protocol == Protocol::Http && spoke {
+            let response = crate::answer::tunnel_error(400, tunnel.name.as_str(), why);
+            crate::answer::answer_and_close(&mut tcp, &response).await;
+        }
+        return;
+    }
+    tunnel.connections.count(detected);
+    tracing::debug!(tunnel = %tunnel.id, %peer, protocol = %detected, "public-port connection");
+    let (sniffed, tcp) = tcp.into_parts();
+    let http = detected == Detected::Http;
+    serve_visitor(tunnel, Visitor::Routed { sniffed, tcp, http }, peer, wait).await
 }
 
 /// Opens a UDP flow to a member of `tunnel` for client `peer`.
@@ -91,11 +148,11 @@ async fn open_flow_to_member(
 }
 
 /// Carries one visitor connection to a member of `tunnel`, as that member's link decides.
-pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, wait: Duration) {
+pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         let cause = "no agent is connected (it may be reconnecting); try again shortly";
-        refuse_visitor(&tunnel, visitor, &[], cause).await;
+        refuse_visitor(&tunnel, visitor, cause).await;
         return;
     };
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
@@ -106,44 +163,24 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: String, 
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     match carried {
         Ok(result) => account(&tunnel, &peer, result),
-        Err(NotCarried { visitor, arrived }) => {
+        Err(NotCarried { visitor, .. }) => {
             let cause = "the agent's connection is failing; try again shortly";
-            refuse_visitor(&tunnel, visitor, &arrived, cause).await;
+            refuse_visitor(&tunnel, visitor, cause).await;
         }
     }
 }
 
-/// A visitor the tunnel cannot serve now: one speaking HTTP gets `503` naming the tunnel
-/// and `cause`; anyone else is closed at once. A public port's visitor counts as HTTP on an
-/// `http` tunnel, or on an `auto` one when its first bytes (`arrived` if they were read
-/// already) are an HTTP request.
-async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, arrived: &[u8], cause: &str) {
-    let (mut tcp, http) = match visitor {
-        Visitor::Routed { tcp, http, .. } => (tcp, http),
-        Visitor::Tcp(tcp) => {
-            let http = match tunnel.record().protocol {
-                Protocol::Http => true,
-                Protocol::Auto => {
-                    let mut first = BytesMut::from(arrived);
-                    if first.is_empty() {
-                        let _ = crate::relay::read_arrived(&tcp, &mut first);
-                    }
-                    crate::sniff::starts_like_http(&first)
-                }
-                _ => false,
-            };
-            (tcp, http)
-        }
-        Visitor::Reach(_) => return,
-    };
-    if http {
+/// A visitor the tunnel cannot serve now: one speaking HTTP (as detected, or routed by
+/// `Host`) gets `503` naming the tunnel and `cause`; anyone else is closed at once.
+async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, cause: &str) {
+    if let Visitor::Routed { mut tcp, http: true, .. } = visitor {
         let response = crate::answer::tunnel_error(503, tunnel.name.as_str(), cause);
         crate::answer::answer_and_close(&mut tcp, &response).await;
     }
 }
 
 /// Adds a finished visitor's bytes to the tunnel's counters (`a_to_b` = visitor to agent).
-fn account(tunnel: &Tunnel, peer: &str, result: std::io::Result<Transferred>) {
+fn account(tunnel: &Tunnel, peer: &Peer, result: std::io::Result<Transferred>) {
     match result {
         Ok(moved) => {
             tunnel.bytes_in.fetch_add(moved.a_to_b, Ordering::Relaxed);
@@ -182,7 +219,15 @@ pub async fn serve_reach_stream(
     let _guard = shared.shutdown.track();
     match header.kind {
         StreamKind::Moved => tracing::debug!(%agent, "a reach agent sent a lane-only stream kind"),
-        StreamKind::Tcp => serve_visitor(tunnel, Visitor::Reach(stream), header.peer, shared.config.visitor_wait).await,
+        StreamKind::Tcp => {
+            // A reach agent's connection is not sniffed: it counts as what the tunnel declares.
+            tunnel.connections.count(Detected::declared(tunnel.protocol));
+            let peer = Peer {
+                client: header.peer,
+                visited: header.visited,
+            };
+            serve_visitor(tunnel, Visitor::Reach(stream), peer, shared.config.visitor_wait).await
+        }
         StreamKind::Udp => {
             let stats = shared.udp_stats.clone();
             let from_reach = UdpFlow::accept(stream, &header, datagrams.as_ref(), Sink::Queue, stats.clone());

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::HubConfig;
 use crate::store::{unix_now, Store, TunnelRecord};
+use crate::sniff::Detected;
 use crate::types::{AgentId, Protocol, TunnelId, TunnelName, UserName};
 use crate::wire::{HubMsg, RefuseCode, TunnelInfo, TunnelSpec};
 
@@ -52,6 +53,9 @@ pub struct Tunnel {
     pub id: TunnelId,
     pub owner: UserName,
     pub name: TunnelName,
+    /// What the tunnel carries; fixed for its life (a re-expose with another protocol is a
+    /// new tunnel).
+    pub protocol: Protocol,
     state: Mutex<TunnelState>,
     /// Woken whenever a member joins, so visitors waiting out a reconnect can proceed.
     member_joined: Notify,
@@ -63,6 +67,29 @@ pub struct Tunnel {
     /// Connections and UDP flows carried on lanes rather than multiplexed streams, since the
     /// hub started.
     pub lane_visitors: AtomicU64,
+    /// Connections by the protocol detected on them (or declared by the tunnel).
+    pub connections: ProtocolCounts,
+}
+
+/// Connections counted by protocol since the tunnel started.
+#[derive(Default)]
+pub struct ProtocolCounts([AtomicU64; 3]);
+
+impl ProtocolCounts {
+    pub fn count(&self, protocol: Detected) {
+        self.0[protocol as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, protocol: Detected) -> u64 {
+        self.0[protocol as usize].load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Display for ProtocolCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts: Vec<String> = Detected::ALL.iter().map(|p| format!("{p}={}", self.get(*p))).collect();
+        f.write_str(&counts.join(" "))
+    }
 }
 
 struct TunnelState {
@@ -119,8 +146,21 @@ impl Tunnel {
 struct Maps {
     tunnels: HashMap<TunnelId, Arc<Tunnel>>,
     by_name: HashMap<(UserName, TunnelName), TunnelId>,
+    /// Public tunnels by name: whoever holds `<name>.<domain>` (leases included).
+    public_names: HashMap<TunnelName, TunnelId>,
     /// Bound public ports as (port, is_udp): a tcp and a udp tunnel may share a number.
     ports: HashSet<(u16, bool)>,
+}
+
+impl Maps {
+    /// Removes `tunnel` from the maps (not its port, which the caller frees with its socket).
+    fn forget(&mut self, tunnel: &Tunnel) {
+        self.tunnels.remove(&tunnel.id);
+        self.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
+        if self.public_names.get(&tunnel.name) == Some(&tunnel.id) {
+            self.public_names.remove(&tunnel.name);
+        }
+    }
 }
 
 pub struct Registry {
@@ -175,12 +215,14 @@ impl Registry {
         found.filter(|t| t.reachable_by(user))
     }
 
-    /// The public tunnel published as `<name>.<domain>` on the main port.
+    /// The public TCP tunnel published as `<name>.<domain>` on the main port (one at most:
+    /// public names are one namespace per hub, see [`Registry::register`]).
     pub fn public_by_name(&self, name: &TunnelName) -> Option<Arc<Tunnel>> {
         let maps = self.maps.lock().expect("registry lock");
-        maps.tunnels
-            .values()
-            .find(|t| &t.name == name && t.record().public)
+        maps.public_names
+            .get(name)
+            .and_then(|id| maps.tunnels.get(id))
+            .filter(|t| t.protocol != Protocol::Udp)
             .cloned()
     }
 
@@ -229,6 +271,18 @@ impl Registry {
         let mut ended: Option<(Arc<Tunnel>, Option<tokio::task::JoinHandle<()>>)> = None;
         let (tunnel, replaced, created) = {
             let mut maps = self.maps.lock().expect("registry lock");
+            if spec.public {
+                let holder = maps.public_names.get(&name).and_then(|id| maps.tunnels.get(id));
+                if holder.is_some_and(|t| &t.owner != owner) {
+                    return Err(RegisterError::new(
+                        RefuseCode::NameTaken,
+                        format!(
+                            "the public name {name}.{} is taken by another user's tunnel; choose another --name",
+                            self.config.domain
+                        ),
+                    ));
+                }
+            }
             let existing = maps
                 .by_name
                 .get(&(owner.clone(), name.clone()))
@@ -268,8 +322,7 @@ impl Registry {
                             maps.ports.remove(&(port, state.record.protocol == Protocol::Udp));
                         }
                         drop(state);
-                        maps.tunnels.remove(&tunnel.id);
-                        maps.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
+                        maps.forget(&tunnel);
                         ended = Some((tunnel, listener));
                         None
                     }
@@ -343,10 +396,12 @@ impl Registry {
         members: Vec<Member>,
         listener: Option<PublicSocket>,
     ) -> Arc<Tunnel> {
+        let public = record.public;
         let tunnel = Arc::new(Tunnel {
             id: record.id,
             owner: record.owner.clone(),
             name: record.name.clone(),
+            protocol: record.protocol,
             state: Mutex::new(TunnelState {
                 record,
                 members,
@@ -359,6 +414,7 @@ impl Registry {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             lane_visitors: AtomicU64::new(0),
+            connections: ProtocolCounts::default(),
         });
         if let Some(listener) = listener {
             let handle = (self.spawn_public)(tunnel.clone(), listener);
@@ -366,6 +422,9 @@ impl Registry {
         }
         maps.by_name
             .insert((tunnel.owner.clone(), tunnel.name.clone()), tunnel.id);
+        if public {
+            maps.public_names.insert(tunnel.name.clone(), tunnel.id);
+        }
         maps.tunnels.insert(tunnel.id, tunnel.clone());
         tunnel
     }
@@ -459,10 +518,10 @@ impl Registry {
     pub async fn end(&self, tunnel: &Tunnel, reason: &str, by_user: bool) {
         let port = {
             let mut maps = self.maps.lock().expect("registry lock");
-            if maps.tunnels.remove(&tunnel.id).is_none() {
+            if !maps.tunnels.contains_key(&tunnel.id) {
                 return;
             }
-            maps.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
+            maps.forget(tunnel);
             let mut state = tunnel.state.lock().expect("tunnel lock");
             let port = state.record.hub_port;
             if let Some(p) = port {
@@ -472,7 +531,7 @@ impl Registry {
         };
         let (port, listener) = port;
         close_port(listener).await;
-        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, ?port, reason, "tunnel ended");
+        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, ?port, reason, connections = %tunnel.connections, "tunnel ended");
         if let Err(e) = self.store.end_tunnel(tunnel.id, reason, by_user).await {
             tracing::error!(tunnel = %tunnel.id, error = %e, "could not record tunnel end");
         }

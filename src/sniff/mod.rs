@@ -1,11 +1,16 @@
-//! Sans-IO protocol detection on the hub's shared port: classify the first bytes of a
-//! connection (agent preface, TLS ClientHello, plain HTTP) without consuming them.
+//! Sans-IO protocol detection: what the first bytes of a connection are, without consuming
+//! them. One place for every port of the hub: the main port tells agents, TLS (by SNI) and
+//! HTTP (by `Host`) apart ([`classify`]); a public port counts TLS, HTTP and other traffic
+//! ([`detect`]); both read a trusted proxy's PROXY header first ([`proxy`]).
 //!
-//! The caller accumulates bytes up to [`MAX_SNIFF`] under a deadline and calls [`classify`]
-//! after each read; the bytes are then replayed to whoever handles the connection
-//! ([`Replay`]), so nothing a client sent is lost.
+//! The caller accumulates bytes up to [`MAX_SNIFF`] under a deadline and asks again after
+//! each read; the bytes are then replayed to whoever handles the connection ([`Replay`]), so
+//! nothing a client sent is lost.
 
+pub mod http;
+pub mod proxy;
 mod replay;
+pub mod tls;
 
 pub use replay::Replay;
 
@@ -15,20 +20,35 @@ use crate::wire::{ALPN, PREFACE};
 /// refused rather than buffered.
 pub const MAX_SNIFF: usize = 16 * 1024;
 
+/// How far a parser got with the bytes so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed<T> {
+    Complete(T),
+    NeedMore,
+    Invalid(&'static str),
+}
+
+/// What a connection to the hub's main port is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Not enough bytes to decide yet.
     NeedMore,
     /// A plain-TCP agent (`--transport tcp`).
     PlainAgent,
-    /// A TLS ClientHello; `agent` when it offers ALPN `burrow/1`.
-    Tls { sni: Option<String>, agent: bool },
+    /// A TLS ClientHello; `agent` when it offers ALPN `burrow/1`. `record_version` is its
+    /// record layer's version, which an alert in answer echoes.
+    Tls {
+        sni: Option<String>,
+        agent: bool,
+        record_version: [u8; 2],
+    },
     /// A plain HTTP/1 request head with its `Host` (port stripped, lower-cased).
     Http { host: Option<String> },
     /// None of the above.
     Unknown,
 }
 
+/// Classifies a connection to the main port from its first bytes (after any PROXY header).
 pub fn classify(buf: &[u8]) -> Verdict {
     if buf.is_empty() {
         return Verdict::NeedMore;
@@ -40,73 +60,88 @@ pub fn classify(buf: &[u8]) -> Verdict {
             Verdict::NeedMore
         };
     }
-    if buf[0] == 0x16 {
-        return classify_tls(buf);
-    }
-    if buf[0].is_ascii_uppercase() {
-        return classify_http(buf);
-    }
-    Verdict::Unknown
-}
-
-fn classify_tls(buf: &[u8]) -> Verdict {
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut reader = buf;
-    if acceptor.read_tls(&mut reader).is_err() {
-        return Verdict::Unknown;
-    }
-    match acceptor.accept() {
-        Ok(Some(accepted)) => {
-            let hello = accepted.client_hello();
-            let sni = hello.server_name().map(str::to_ascii_lowercase);
-            let agent = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ALPN));
-            Verdict::Tls { sni, agent }
+    match tls::starts_like_tls(buf) {
+        None => return Verdict::NeedMore,
+        Some(true) => {
+            return match tls::parse_client_hello(buf, MAX_SNIFF) {
+                Parsed::Complete(hello) => Verdict::Tls {
+                    agent: hello.offers(ALPN),
+                    sni: hello.sni,
+                    record_version: [buf[1], buf[2]],
+                },
+                Parsed::NeedMore => Verdict::NeedMore,
+                Parsed::Invalid(_) => Verdict::Unknown,
+            }
         }
-        Ok(None) if buf.len() < MAX_SNIFF => Verdict::NeedMore,
+        Some(false) => {}
+    }
+    match http::parse_head(&buf[..buf.len().min(MAX_SNIFF)]) {
+        Parsed::Complete(head) => Verdict::Http { host: head.host },
+        Parsed::NeedMore if buf.len() < MAX_SNIFF => Verdict::NeedMore,
         _ => Verdict::Unknown,
     }
 }
 
-fn classify_http(buf: &[u8]) -> Verdict {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => {
-            let host = request
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("host"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .map(|h| strip_port(h.trim()).to_ascii_lowercase());
-            Verdict::Http { host }
+/// The protocol a public port's connection speaks, as far as its first bytes tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Detected {
+    Tls,
+    Http,
+    /// Anything else, including a client that stayed silent (the server speaks first).
+    Tcp,
+}
+
+impl Detected {
+    pub const ALL: [Detected; 3] = [Detected::Tls, Detected::Http, Detected::Tcp];
+
+    /// What a connection that is not sniffed counts as: its tunnel's declared protocol, `tcp`
+    /// for `auto`.
+    pub fn declared(protocol: crate::types::Protocol) -> Self {
+        use crate::types::Protocol;
+        match protocol {
+            Protocol::Https => Detected::Tls,
+            Protocol::Http => Detected::Http,
+            Protocol::Auto | Protocol::Tcp | Protocol::Udp => Detected::Tcp,
         }
-        Ok(httparse::Status::Partial) if buf.len() < MAX_SNIFF => Verdict::NeedMore,
-        _ => Verdict::Unknown,
+    }
+
+    pub fn http_if(http: bool) -> Self {
+        if http { Detected::Http } else { Detected::Tcp }
+    }
+
+    pub fn tls_if(tls: bool) -> Self {
+        if tls { Detected::Tls } else { Detected::Tcp }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detected::Tls => "tls",
+            Detected::Http => "http",
+            Detected::Tcp => "tcp",
+        }
     }
 }
 
-/// Whether a connection's first bytes are an HTTP/1 request, perhaps not complete yet: such
-/// a visitor is answered with an HTTP error when its tunnel cannot serve it.
-pub fn starts_like_http(buf: &[u8]) -> bool {
-    const METHODS: &[&[u8]] = &[
-        b"GET ",
-        b"POST ",
-        b"HEAD ",
-        b"PUT ",
-        b"DELETE ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"CONNECT ",
-        b"TRACE ",
-    ];
-    METHODS.iter().any(|m| buf.starts_with(m))
+impl std::fmt::Display for Detected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
+/// Detects TLS (a handshake record), HTTP (a request line) or other from a connection's
+/// first bytes; `None` while they may still become either. A full sniff buffer that has not
+/// decided is other.
+pub fn detect(buf: &[u8]) -> Option<Detected> {
+    if buf.len() >= MAX_SNIFF {
+        return Some(Detected::Tcp);
     }
-    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    match tls::starts_like_tls(buf)? {
+        true => Some(Detected::Tls),
+        false => match http::starts_like_http(buf)? {
+            true => Some(Detected::Http),
+            false => Some(Detected::Tcp),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -134,15 +169,6 @@ mod tests {
     }
 
     #[test]
-    fn http_starts_are_recognised_before_the_head_is_complete() {
-        assert!(starts_like_http(b"GET /x HTTP/1.1\r\nHo"));
-        assert!(starts_like_http(b"POST / HTTP/1.1\r\n\r\n"));
-        assert!(!starts_like_http(b"\x16\x03\x01"));
-        assert!(!starts_like_http(b"GETX"));
-        assert!(!starts_like_http(b""));
-    }
-
-    #[test]
     fn garbage_is_unknown_and_oversized_heads_are_refused() {
         assert_eq!(classify(b"\x00\x01\x02garbage"), Verdict::Unknown);
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
@@ -152,29 +178,57 @@ mod tests {
     }
 
     #[test]
-    fn tls_client_hello_yields_sni_and_alpn() {
-        crate::tls::install_crypto_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        let dir = tempfile::tempdir().unwrap();
-        crate::tls::generate_certs(dir.path(), &["localhost".into()]).unwrap();
-        for c in crate::tls::load_certs(&dir.path().join("ca.pem")).unwrap() {
-            roots.add(c).unwrap();
-        }
-        let mut config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        let mut conn =
-            rustls::ClientConnection::new(std::sync::Arc::new(config), "web.localhost".try_into().unwrap()).unwrap();
-        let mut hello = Vec::new();
-        conn.write_tls(&mut hello).unwrap();
-        assert_eq!(classify(&hello[..10]), Verdict::NeedMore);
-        assert_eq!(
-            classify(&hello),
-            Verdict::Tls {
-                sni: Some("web.localhost".into()),
-                agent: true
+    fn public_ports_detect_tls_http_and_the_rest() {
+        assert_eq!(detect(b""), None);
+        assert_eq!(detect(b"\x16"), None);
+        assert_eq!(detect(b"\x16\x03\x01\x02\x00"), Some(Detected::Tls));
+        assert_eq!(detect(b"GET / HT"), None);
+        assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Some(Detected::Http));
+        assert_eq!(detect(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Some(Detected::Tcp));
+        // PostgreSQL's SSLRequest, sent before any TLS.
+        assert_eq!(detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Some(Detected::Tcp));
+        assert_eq!(detect(&[b'A'; MAX_SNIFF]), Some(Detected::Tcp));
+    }
+
+    /// ClientHellos recorded from real clients (`tests/testdata/client-hellos/`, see its
+    /// README), each fed whole and cut at every byte boundary: a cut is never mistaken for
+    /// something else, and the whole yields the recorded server name and ALPN.
+    #[test]
+    fn recorded_client_hellos_classify_at_every_split() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/client-hellos");
+        let manifest = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+        let mut seen = 0;
+        for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [file, sni, alpn] = fields[..] else { panic!("bad line {line:?}") };
+            let hello = std::fs::read(dir.join(file)).unwrap();
+            let sni = (sni != "-").then(|| sni.to_string());
+            let alpn: Vec<Vec<u8>> = match alpn {
+                "-" => Vec::new(),
+                list => list.split(',').map(|p| p.as_bytes().to_vec()).collect(),
+            };
+            for cut in 0..hello.len() {
+                let first = &hello[..cut];
+                assert_eq!(classify(first), Verdict::NeedMore, "{file} cut at {cut}");
+                assert_eq!(detect(first), if cut < 3 { None } else { Some(Detected::Tls) }, "{file} cut at {cut}");
+                assert_eq!(tls::parse_client_hello(first, MAX_SNIFF), Parsed::NeedMore, "{file} cut at {cut}");
             }
-        );
+            let Parsed::Complete(parsed) = tls::parse_client_hello(&hello, MAX_SNIFF) else {
+                panic!("{file} does not parse")
+            };
+            assert_eq!(parsed.sni, sni, "{file}");
+            assert_eq!(parsed.alpn, alpn, "{file}");
+            assert_eq!(
+                classify(&hello),
+                Verdict::Tls {
+                    agent: parsed.offers(ALPN),
+                    sni,
+                    record_version: [hello[1], hello[2]],
+                },
+                "{file}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 7, "only {seen} recorded hellos");
     }
 }

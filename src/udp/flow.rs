@@ -178,6 +178,7 @@ fn flow_header(tunnel: TunnelRef, peer: String, flow: u64) -> Vec<u8> {
         kind: StreamKind::Udp,
         tunnel,
         peer,
+        visited: String::new(),
         flow,
     }
     .encode()

@@ -3,8 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{decode_body, encode_frame, frame_len, StreamHeader, TunnelRef, WireError};
-use crate::types::TunnelId;
+use super::{decode_body, encode_frame, frame_len, HeaderRead, StreamHeader, WireError};
 
 pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), WireError>
 where
@@ -34,39 +33,19 @@ where
     decode_body(&body).map(Some)
 }
 
+/// Reads one stream header, and not a byte of the payload after it.
 pub async fn read_stream_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamHeader, WireError> {
-    let mut kind = [0u8; 1];
-    read_exact_or_truncated(r, &mut kind).await?;
-    let (kind, named) = StreamHeader::decode_kind(kind[0])?;
-    let tunnel = if named {
-        let name = read_short_string(r).await?;
-        TunnelRef::Name(String::from_utf8(name).map_err(|_| WireError::BadTunnelName)?)
-    } else {
-        let mut id = [0u8; 16];
-        read_exact_or_truncated(r, &mut id).await?;
-        TunnelRef::Id(TunnelId(id))
-    };
-    let peer = read_short_string(r).await?;
-    let peer = String::from_utf8(peer).map_err(|_| WireError::BadPeerAddr)?;
-    let mut flow = [0u8; 8];
-    if kind.has_flow() {
-        read_exact_or_truncated(r, &mut flow).await?;
+    let mut buf = Vec::with_capacity(64);
+    let mut need = 1;
+    loop {
+        let at = buf.len();
+        buf.resize(at + need, 0);
+        read_exact_or_truncated(r, &mut buf[at..]).await?;
+        match StreamHeader::decode(&buf)? {
+            HeaderRead::Complete(header, _) => return Ok(header),
+            HeaderRead::Need(more) => need = more,
+        }
     }
-    Ok(StreamHeader {
-        kind,
-        tunnel,
-        peer,
-        flow: u64::from_be_bytes(flow),
-    })
-}
-
-/// A length byte, then that many bytes.
-async fn read_short_string<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, WireError> {
-    let mut len = [0u8; 1];
-    read_exact_or_truncated(r, &mut len).await?;
-    let mut bytes = vec![0u8; len[0] as usize];
-    read_exact_or_truncated(r, &mut bytes).await?;
-    Ok(bytes)
 }
 
 async fn read_exact_or_truncated<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), WireError> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{AgentId, LaneToken, Protocol, Secret, TunnelId, TunnelName, UserName};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// ALPN identifier of the agent protocol, on QUIC and on TLS.
 pub const ALPN: &[u8] = b"burrow/1";
@@ -121,6 +121,10 @@ pub struct TunnelSpec {
     pub shared_all: bool,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The PROXY protocol header the agent puts before each visitor's bytes to the target;
+    /// the agent's own business (the hub passes it on when it places a tunnel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<crate::sniff::proxy::ProxyVersion>,
 }
 
 impl TunnelSpec {
@@ -135,6 +139,7 @@ impl TunnelSpec {
             pool: false,
             shared_all: false,
             metadata: BTreeMap::new(),
+            proxy_protocol: None,
         }
     }
 }
@@ -166,6 +171,9 @@ pub enum RefuseCode {
     Conflict,
     /// The request is malformed.
     BadRequest,
+    /// Another user's public tunnel holds the public name asked for: `<name>.<domain>` is
+    /// one namespace per hub.
+    NameTaken,
 }
 
 impl RefuseCode {
@@ -294,21 +302,34 @@ impl std::fmt::Display for TunnelRef {
     }
 }
 
+/// How far [`StreamHeader::decode`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderRead {
+    /// The header, and the bytes it took.
+    Complete(StreamHeader, usize),
+    /// At least this many more bytes are needed.
+    Need(usize),
+}
+
 /// Set in the kind byte when the tunnel is named rather than given by id.
 const NAMED: u8 = 0x80;
 
 /// The header written by whoever opens a data stream, before any payload.
 ///
-/// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8) | [flow u64 BE, UDP
-/// and moved streams only]`. A tunnel given by name sets [`NAMED`] in the kind byte and
-/// replaces the id with `name len u8 | name (UTF-8)`. Binary rather than JSON because one is
-/// written per forwarded connection.
+/// Layout: `kind u8 | tunnel id [16] | peer len u8 | peer address (UTF-8) | visited len u8 |
+/// visited address (UTF-8) | [flow u64 BE, UDP and moved streams only]`. A tunnel given by
+/// name sets [`NAMED`] in the kind byte and replaces the id with `name len u8 | name
+/// (UTF-8)`. Binary rather than JSON because one is written per forwarded connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamHeader {
     pub kind: StreamKind,
     pub tunnel: TunnelRef,
-    /// The visitor's address as the hub saw it, for logs and PROXY headers.
+    /// The visitor's address as the hub saw it (or as a trusted proxy's PROXY header gave
+    /// it), for logs and PROXY headers.
     pub peer: String,
+    /// The address the visitor connected to (a public port, the main port), for the
+    /// destination of PROXY headers; empty when there is none (`reach` visitors).
+    pub visited: String,
     /// The UDP flow id its QUIC datagrams carry, or a moved connection's stream id (0 for
     /// TCP).
     pub flow: u64,
@@ -316,11 +337,12 @@ pub struct StreamHeader {
 
 impl StreamHeader {
     /// A TCP connection's header for `tunnel`, on behalf of visitor `peer`.
-    pub fn tcp(tunnel: impl Into<TunnelRef>, peer: impl Into<String>) -> Self {
+    pub fn tcp(tunnel: impl Into<TunnelRef>, peer: impl Into<String>, visited: impl Into<String>) -> Self {
         Self {
             kind: StreamKind::Tcp,
             tunnel: tunnel.into(),
             peer: peer.into(),
+            visited: visited.into(),
             flow: 0,
         }
     }
@@ -334,8 +356,11 @@ impl StreamHeader {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let peer = &self.peer.as_bytes()[..self.peer.len().min(255)];
-        let mut out = Vec::with_capacity(1 + 16 + 1 + peer.len() + 8);
+        fn short(s: &str) -> &[u8] {
+            &s.as_bytes()[..s.len().min(255)]
+        }
+        let (peer, visited) = (short(&self.peer), short(&self.visited));
+        let mut out = Vec::with_capacity(1 + 16 + 2 + peer.len() + visited.len() + 8);
         match &self.tunnel {
             TunnelRef::Id(id) => {
                 out.push(self.kind as u8);
@@ -348,8 +373,10 @@ impl StreamHeader {
                 out.extend_from_slice(name);
             }
         }
-        out.push(peer.len() as u8);
-        out.extend_from_slice(peer);
+        for field in [peer, visited] {
+            out.push(field.len() as u8);
+            out.extend_from_slice(field);
+        }
         if self.kind.has_flow() {
             out.extend_from_slice(&self.flow.to_be_bytes());
         }
@@ -365,6 +392,61 @@ impl StreamHeader {
             _ => return Err(WireError::UnknownStreamKind(byte)),
         };
         Ok((kind, byte & NAMED != 0))
+    }
+
+    /// Decodes a header at the start of `buf`: the header and its length, or how many more
+    /// bytes it needs at least (a reader reads exactly that many, so it never takes payload).
+    pub fn decode(buf: &[u8]) -> Result<HeaderRead, WireError> {
+        let mut at = 1;
+        let Some(&kind) = buf.first() else {
+            return Ok(HeaderRead::Need(1));
+        };
+        let (kind, named) = Self::decode_kind(kind)?;
+        // Each field in turn: how long it is once its length byte (if any) is known.
+        let mut take = |len_byte: bool, fixed: usize| -> Result<&[u8], usize> {
+            let len = if len_byte {
+                let n = *buf.get(at).ok_or_else(|| at + 1 - buf.len())?;
+                at += 1;
+                usize::from(n)
+            } else {
+                fixed
+            };
+            let field = buf.get(at..at + len).ok_or_else(|| at + len - buf.len())?;
+            at += len;
+            Ok(field)
+        };
+        macro_rules! field {
+            ($len_byte:expr, $fixed:expr) => {
+                match take($len_byte, $fixed) {
+                    Ok(field) => field,
+                    Err(more) => return Ok(HeaderRead::Need(more)),
+                }
+            };
+        }
+        let tunnel = if named {
+            let name = field!(true, 0);
+            TunnelRef::Name(String::from_utf8(name.to_vec()).map_err(|_| WireError::BadTunnelName)?)
+        } else {
+            TunnelRef::Id(TunnelId(field!(false, 16).try_into().expect("16 bytes")))
+        };
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).map_err(|_| WireError::BadPeerAddr);
+        let peer = text(field!(true, 0))?;
+        let visited = text(field!(true, 0))?;
+        let flow = if kind.has_flow() {
+            u64::from_be_bytes(field!(false, 8).try_into().expect("8 bytes"))
+        } else {
+            0
+        };
+        Ok(HeaderRead::Complete(
+            StreamHeader {
+                kind,
+                tunnel,
+                peer,
+                visited,
+                flow,
+            },
+            at,
+        ))
     }
 }
 
@@ -387,13 +469,31 @@ mod tests {
     }
 
     #[test]
-    fn stream_header_layout_is_kind_id_peer() {
-        let h = StreamHeader::tcp(TunnelId::random(), "127.0.0.1:5555");
+    fn stream_header_layout_is_kind_id_peer_visited() {
+        let h = StreamHeader::tcp(TunnelId::random(), "127.0.0.1:5555", "10.0.0.1:20001");
         let bytes = h.encode();
         assert_eq!(bytes[0], StreamKind::Tcp as u8);
         assert_eq!(Some(TunnelId(bytes[1..17].try_into().unwrap())), h.tunnel_id());
         assert_eq!(bytes[17] as usize, h.peer.len());
-        assert_eq!(&bytes[18..], h.peer.as_bytes());
+        assert_eq!(&bytes[18..32], h.peer.as_bytes());
+        assert_eq!(bytes[32] as usize, h.visited.len());
+        assert_eq!(&bytes[33..], h.visited.as_bytes());
+        assert_eq!(StreamHeader::decode(&bytes).unwrap(), HeaderRead::Complete(h, bytes.len()));
+    }
+
+    /// Every cut of a header asks for more, never for more than the header still holds.
+    #[test]
+    fn decoding_a_cut_header_asks_for_what_is_missing() {
+        let mut h = StreamHeader::tcp(TunnelRef::Name("db".into()), "127.0.0.1:5555", "");
+        h.kind = StreamKind::Udp;
+        h.flow = 42;
+        let bytes = h.encode();
+        for cut in 0..bytes.len() {
+            match StreamHeader::decode(&bytes[..cut]).unwrap() {
+                HeaderRead::Need(n) => assert!(n >= 1 && cut + n <= bytes.len(), "cut {cut} needs {n}"),
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
     }
 
     /// A moved connection's header carries its stream id as UDP's carries its flow id, and
@@ -411,6 +511,7 @@ mod tests {
                 kind,
                 tunnel,
                 peer: "127.0.0.1:40000".into(),
+                visited: if kind == StreamKind::Tcp { "10.1.2.3:443".into() } else { String::new() },
                 flow,
             };
             let mut bytes = sent.encode();
@@ -437,7 +538,7 @@ mod tests {
     /// and a name that is not UTF-8 is refused.
     #[tokio::test]
     async fn truncated_and_garbled_headers_are_errors() {
-        let whole = StreamHeader::tcp(TunnelRef::Name("web".into()), "1.2.3.4:5").encode();
+        let whole = StreamHeader::tcp(TunnelRef::Name("web".into()), "1.2.3.4:5", "5.6.7.8:9").encode();
         for end in 0..whole.len() {
             let mut reader = &whole[..end];
             assert!(io::read_stream_header(&mut reader).await.is_err(), "cut at {end}");
