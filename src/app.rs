@@ -297,7 +297,9 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
     }
     let target = cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
     if args.proxy_protocol.is_some() && args.protocol == crate::types::Protocol::Udp {
-        return Err(Failure::usage("--proxy-protocol: a PROXY header goes before a TCP connection's bytes; udp tunnels carry datagrams"));
+        return Err(Failure::usage(
+            "--proxy-protocol: a PROXY header goes before a TCP connection's bytes; udp tunnels carry datagrams",
+        ));
     }
     let name: Option<TunnelName> = args
         .name

@@ -112,7 +112,16 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
                 answer(io, 400, "Bad Request", "https_only", &why).await
             }
             Some(tunnel) => carry_routed(&shared, tunnel, io, visitor, Detected::Http).await,
-            None => answer(io, 404, "Not Found", "not_found", &format!("no tunnel is published at {host}")).await,
+            None => {
+                answer(
+                    io,
+                    404,
+                    "Not Found",
+                    "not_found",
+                    &format!("no tunnel is published at {host}"),
+                )
+                .await
+            }
         },
         Verdict::Http { host: None } => answer(io, 404, "Not Found", "not_found", "request has no Host header").await,
         Verdict::Unknown | Verdict::NeedMore => {

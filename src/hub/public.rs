@@ -11,12 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 use super::registry::{PublicSocket, Tunnel};
 use super::sniffing::{Sniffing, Untrusted};
 use super::Shared;
-use crate::carrier::{NotCarried, Peer};
 pub use crate::carrier::Visitor;
-use crate::sniff::{self, Detected, Replay};
+use crate::carrier::{NotCarried, Peer};
 use crate::mux::MuxStream;
 use crate::relay::Transferred;
 use crate::shutdown::Shutdown;
+use crate::sniff::{self, Detected, Replay};
 use crate::types::{Protocol, UserName};
 use crate::udp::{serve_udp_socket, splice_flows, DatagramRouter, FlowOpener, Sink, UdpFlow, UdpLimits, UdpStats};
 use crate::wire::{self, StreamKind, TunnelRef};
@@ -85,9 +85,12 @@ async fn serve_tcp_port(tunnel: Arc<Tunnel>, listener: TcpListener, context: Pub
 async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: SocketAddr, context: &PublicContext) {
     let wait = context.visitor_wait;
     let trusted = context.sniffing.is_trusted(peer.ip());
-    let (deadline, decide): (Duration, fn(&[u8]) -> Option<Detected>) = match tunnel.protocol {
+    type Decide = fn(&[u8]) -> Option<Detected>;
+    let (deadline, decide): (Duration, Decide) = match tunnel.protocol {
         Protocol::Auto => (SILENT_CLIENT, sniff::detect),
-        Protocol::Http => (SNIFF_DEADLINE, |b| sniff::http::starts_like_http(b).map(Detected::http_if)),
+        Protocol::Http => (SNIFF_DEADLINE, |b| {
+            sniff::http::starts_like_http(b).map(Detected::http_if)
+        }),
         Protocol::Https => (SNIFF_DEADLINE, |b| sniff::tls::starts_like_tls(b).map(Detected::tls_if)),
         // Only a trusted proxy's connection is read before it is carried: for its header.
         Protocol::Tcp | Protocol::Udp if trusted => (SILENT_CLIENT, |_| Some(Detected::Tcp)),
@@ -97,7 +100,11 @@ async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: 
             return serve_visitor(tunnel, Visitor::Tcp(tcp), Peer::new(peer, visited), wait).await;
         }
     };
-    let first = match context.sniffing.read(&mut tcp, peer, Untrusted::AsData, deadline, decide).await {
+    let first = match context
+        .sniffing
+        .read(&mut tcp, peer, Untrusted::AsData, deadline, decide)
+        .await
+    {
         Ok(first) => first,
         Err(e) => {
             tracing::debug!(tunnel = %tunnel.id, %peer, error = %e, "closing a public-port connection");
@@ -110,8 +117,12 @@ async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: 
     let spoke = !first.bytes.is_empty();
     let mut tcp = Replay::new(first.bytes, tcp);
     let refusal = match (tunnel.protocol, detected) {
-        (Protocol::Http, Detected::Tcp | Detected::Tls) => Some("the tunnel serves HTTP and this is not an HTTP request"),
-        (Protocol::Https, Detected::Tcp | Detected::Http) => Some("the tunnel serves TLS and this is not a ClientHello"),
+        (Protocol::Http, Detected::Tcp | Detected::Tls) => {
+            Some("the tunnel serves HTTP and this is not an HTTP request")
+        }
+        (Protocol::Https, Detected::Tcp | Detected::Http) => {
+            Some("the tunnel serves TLS and this is not a ClientHello")
+        }
         _ => None,
     };
     if let Some(why) = refusal {
@@ -173,7 +184,10 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wa
 /// A visitor the tunnel cannot serve now: one speaking HTTP (as detected, or routed by
 /// `Host`) gets `503` naming the tunnel and `cause`; anyone else is closed at once.
 async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, cause: &str) {
-    if let Visitor::Routed { mut tcp, http: true, .. } = visitor {
+    if let Visitor::Routed {
+        mut tcp, http: true, ..
+    } = visitor
+    {
         let response = crate::answer::tunnel_error(503, tunnel.name.as_str(), cause);
         crate::answer::answer_and_close(&mut tcp, &response).await;
     }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 use super::HubConfig;
-use crate::store::{unix_now, Store, TunnelRecord};
 use crate::sniff::Detected;
+use crate::store::{unix_now, Store, TunnelRecord};
 use crate::types::{AgentId, Protocol, TunnelId, TunnelName, UserName};
 use crate::wire::{HubMsg, RefuseCode, TunnelInfo, TunnelSpec};
 

@@ -210,7 +210,13 @@ mod tests {
             .await
             .unwrap();
         let first = sniffing
-            .read(&mut server, peer, Untrusted::Refuse, Duration::from_secs(5), decide_line)
+            .read(
+                &mut server,
+                peer,
+                Untrusted::Refuse,
+                Duration::from_secs(5),
+                decide_line,
+            )
             .await
             .unwrap();
         assert_eq!(first.verdict, Some(5));
@@ -230,7 +236,13 @@ mod tests {
         client.write_all(&header).await.unwrap();
         client.write_all(b"\n").await.unwrap();
         let refused = sniffing
-            .read(&mut server, peer, Untrusted::Refuse, Duration::from_secs(5), decide_line)
+            .read(
+                &mut server,
+                peer,
+                Untrusted::Refuse,
+                Duration::from_secs(5),
+                decide_line,
+            )
             .await;
         assert!(matches!(refused, Err(SniffError::UntrustedProxyHeader)));
 
@@ -252,7 +264,13 @@ mod tests {
         let sniffing = Sniffing::new(Vec::new(), 4);
         let (_client, mut server, peer) = pair().await;
         let first = sniffing
-            .read(&mut server, peer, Untrusted::AsData, Duration::from_millis(300), decide_line)
+            .read(
+                &mut server,
+                peer,
+                Untrusted::AsData,
+                Duration::from_millis(300),
+                decide_line,
+            )
             .await
             .unwrap();
         assert_eq!(first.verdict, None);

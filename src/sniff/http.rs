@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn host_is_extracted_and_partial_heads_wait() {
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: Web.localhost:7443\r\n"), Parsed::NeedMore);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: Web.localhost:7443\r\n"),
+            Parsed::NeedMore
+        );
         assert_eq!(
             parse_head(b"GET / HTTP/1.1\r\nHost: Web.localhost:7443\r\n\r\n"),
             Parsed::Complete(RequestHead {
@@ -74,13 +77,18 @@ mod tests {
         );
         assert_eq!(
             parse_head(b"GET / HTTP/1.1\r\nhost: [::1]:80\r\n\r\n"),
-            Parsed::Complete(RequestHead { host: Some("::1".into()) })
+            Parsed::Complete(RequestHead {
+                host: Some("::1".into())
+            })
         );
         assert_eq!(
             parse_head(b"GET / HTTP/1.0\r\n\r\n"),
             Parsed::Complete(RequestHead { host: None })
         );
-        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"),
+            Parsed::Invalid(_)
+        ));
     }
 
     #[test]
@@ -92,10 +100,20 @@ mod tests {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"PROPFIND /dav HTTP/1.1\r\n",
         ] {
-            assert_eq!(starts_like_http(http), Some(true), "{:?}", String::from_utf8_lossy(http));
+            assert_eq!(
+                starts_like_http(http),
+                Some(true),
+                "{:?}",
+                String::from_utf8_lossy(http)
+            );
         }
         for undecided in [&b""[..], b"G", b"GET", b"GET /index", b"GET / HTTP/1."] {
-            assert_eq!(starts_like_http(undecided), None, "{:?}", String::from_utf8_lossy(undecided));
+            assert_eq!(
+                starts_like_http(undecided),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(undecided)
+            );
         }
         for other in [
             &b"SET k v\r\n"[..],
@@ -105,7 +123,12 @@ mod tests {
             b"SSH-2.0-OpenSSH_9.2\r\n",
             b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
         ] {
-            assert_eq!(starts_like_http(other), Some(false), "{:?}", String::from_utf8_lossy(other));
+            assert_eq!(
+                starts_like_http(other),
+                Some(false),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
         }
     }
 }

@@ -106,11 +106,19 @@ impl Detected {
     }
 
     pub fn http_if(http: bool) -> Self {
-        if http { Detected::Http } else { Detected::Tcp }
+        if http {
+            Detected::Http
+        } else {
+            Detected::Tcp
+        }
     }
 
     pub fn tls_if(tls: bool) -> Self {
-        if tls { Detected::Tls } else { Detected::Tcp }
+        if tls {
+            Detected::Tls
+        } else {
+            Detected::Tcp
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -200,7 +208,9 @@ mod tests {
         let mut seen = 0;
         for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [file, sni, alpn] = fields[..] else { panic!("bad line {line:?}") };
+            let [file, sni, alpn] = fields[..] else {
+                panic!("bad line {line:?}")
+            };
             let hello = std::fs::read(dir.join(file)).unwrap();
             let sni = (sni != "-").then(|| sni.to_string());
             let alpn: Vec<Vec<u8>> = match alpn {
@@ -210,8 +220,16 @@ mod tests {
             for cut in 0..hello.len() {
                 let first = &hello[..cut];
                 assert_eq!(classify(first), Verdict::NeedMore, "{file} cut at {cut}");
-                assert_eq!(detect(first), if cut < 3 { None } else { Some(Detected::Tls) }, "{file} cut at {cut}");
-                assert_eq!(tls::parse_client_hello(first, MAX_SNIFF), Parsed::NeedMore, "{file} cut at {cut}");
+                assert_eq!(
+                    detect(first),
+                    if cut < 3 { None } else { Some(Detected::Tls) },
+                    "{file} cut at {cut}"
+                );
+                assert_eq!(
+                    tls::parse_client_hello(first, MAX_SNIFF),
+                    Parsed::NeedMore,
+                    "{file} cut at {cut}"
+                );
             }
             let Parsed::Complete(parsed) = tls::parse_client_hello(&hello, MAX_SNIFF) else {
                 panic!("{file} does not parse")

@@ -35,10 +35,18 @@ pub enum ProxyStart {
 
 pub fn parse(buf: &[u8]) -> ProxyStart {
     if prefix_of(buf, b"PROXY ") {
-        return if buf.len() < 6 { ProxyStart::NeedMore } else { parse_v1(buf) };
+        return if buf.len() < 6 {
+            ProxyStart::NeedMore
+        } else {
+            parse_v1(buf)
+        };
     }
     if prefix_of(buf, V2_SIGNATURE) {
-        return if buf.len() < 12 { ProxyStart::NeedMore } else { parse_v2(buf) };
+        return if buf.len() < 12 {
+            ProxyStart::NeedMore
+        } else {
+            parse_v2(buf)
+        };
     }
     ProxyStart::Absent
 }
@@ -240,7 +248,10 @@ mod tests {
                 addresses: Some((addr("[2001:db8::1]:51234"), addr("[2001:db8::2]:443")))
             })
         );
-        for unknown in [&b"PROXY UNKNOWN\r\n"[..], b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n"] {
+        for unknown in [
+            &b"PROXY UNKNOWN\r\n"[..],
+            b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n",
+        ] {
             assert_eq!(
                 parse(unknown),
                 ProxyStart::Header(ProxyHeader {
@@ -264,7 +275,11 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 1.2.3.4 1 70000\r\n",
             b"PROXY TCP4  1.2.3.4 1.2.3.4 1 2\r\n",
         ] {
-            assert!(matches!(parse(bad), ProxyStart::Invalid(_)), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                matches!(parse(bad), ProxyStart::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let mut long = b"PROXY TCP4 ".to_vec();
         long.resize(200, b'1');
@@ -293,7 +308,10 @@ mod tests {
         for cut in 1..16 + 19 {
             assert_eq!(parse(&v4[..cut]), ProxyStart::NeedMore, "cut {cut}");
         }
-        let v6 = encode(ProxyVersion::V2, Some((addr("[2001:db8::1]:1"), addr("[2001:db8::2]:2"))));
+        let v6 = encode(
+            ProxyVersion::V2,
+            Some((addr("[2001:db8::1]:1"), addr("[2001:db8::2]:2"))),
+        );
         assert_eq!(
             parse(&v6),
             ProxyStart::Header(ProxyHeader {
@@ -302,10 +320,22 @@ mod tests {
             })
         );
         let local = encode(ProxyVersion::V2, None);
-        assert_eq!(parse(&local), ProxyStart::Header(ProxyHeader { len: 16, addresses: None }));
+        assert_eq!(
+            parse(&local),
+            ProxyStart::Header(ProxyHeader {
+                len: 16,
+                addresses: None
+            })
+        );
         let mut unspec = V2_SIGNATURE.to_vec();
         unspec.extend_from_slice(&[0x21, 0x00, 0, 0]);
-        assert_eq!(parse(&unspec), ProxyStart::Header(ProxyHeader { len: 16, addresses: None }));
+        assert_eq!(
+            parse(&unspec),
+            ProxyStart::Header(ProxyHeader {
+                len: 16,
+                addresses: None
+            })
+        );
         let mut bad_version = V2_SIGNATURE.to_vec();
         bad_version.extend_from_slice(&[0x31, 0x11, 0, 0]);
         assert!(matches!(parse(&bad_version), ProxyStart::Invalid(_)));
@@ -337,7 +367,10 @@ mod tests {
             }
         }
         assert_eq!(
-            encode(ProxyVersion::V1, Some((addr("203.0.113.7:40000"), addr("198.51.100.1:20001")))),
+            encode(
+                ProxyVersion::V1,
+                Some((addr("203.0.113.7:40000"), addr("198.51.100.1:20001")))
+            ),
             b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 20001\r\n"
         );
     }

@@ -31,12 +31,12 @@ const MAX_RECORD: usize = 1 << 14;
 /// Whether `buf` can still be the start of a TLS handshake record: content type 22, major
 /// version 3, a minor version up to TLS 1.3's record versions. `None` until 3 bytes arrived.
 pub fn starts_like_tls(buf: &[u8]) -> Option<bool> {
-    match buf {
-        [] => None,
-        [t] => (*t == CONTENT_HANDSHAKE).then_some(None).unwrap_or(Some(false)),
-        [t, major] => (*t == CONTENT_HANDSHAKE && *major == 3).then_some(None).unwrap_or(Some(false)),
-        [t, major, minor, ..] => Some(*t == CONTENT_HANDSHAKE && *major == 3 && *minor <= 4),
+    let expected = [CONTENT_HANDSHAKE, 3];
+    let n = buf.len().min(2);
+    if buf[..n] != expected[..n] {
+        return Some(false);
     }
+    buf.get(2).map(|minor| *minor <= 4)
 }
 
 /// Parses the ClientHello at the start of `buf`, which may span several handshake records.
@@ -242,7 +242,10 @@ mod tests {
 
     #[test]
     fn server_name_is_lower_cased_and_alpn_kept_in_order() {
-        let alpn = (EXT_ALPN, vec![0, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1']);
+        let alpn = (
+            EXT_ALPN,
+            vec![0, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1'],
+        );
         let hello = hello_with(&[sni("Web.Example.COM."), alpn]);
         let Parsed::Complete(parsed) = parse_client_hello(&hello, 16384) else {
             panic!("not parsed")
@@ -277,8 +280,14 @@ mod tests {
         let n = hello.len();
         hello[n - 3] = 0; // a NUL inside the host name
         assert!(matches!(parse_client_hello(&hello, 16384), Parsed::Invalid(_)));
-        assert!(matches!(parse_client_hello(b"\x16\x03\x01\x00\x00", 16384), Parsed::Invalid(_)));
-        assert!(matches!(parse_client_hello(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", 16384), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse_client_hello(b"\x16\x03\x01\x00\x00", 16384),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_client_hello(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", 16384),
+            Parsed::Invalid(_)
+        ));
     }
 
     #[test]

@@ -478,7 +478,10 @@ mod tests {
         assert_eq!(&bytes[18..32], h.peer.as_bytes());
         assert_eq!(bytes[32] as usize, h.visited.len());
         assert_eq!(&bytes[33..], h.visited.as_bytes());
-        assert_eq!(StreamHeader::decode(&bytes).unwrap(), HeaderRead::Complete(h, bytes.len()));
+        assert_eq!(
+            StreamHeader::decode(&bytes).unwrap(),
+            HeaderRead::Complete(h, bytes.len())
+        );
     }
 
     /// Every cut of a header asks for more, never for more than the header still holds.
@@ -511,7 +514,11 @@ mod tests {
                 kind,
                 tunnel,
                 peer: "127.0.0.1:40000".into(),
-                visited: if kind == StreamKind::Tcp { "10.1.2.3:443".into() } else { String::new() },
+                visited: if kind == StreamKind::Tcp {
+                    "10.1.2.3:443".into()
+                } else {
+                    String::new()
+                },
                 flow,
             };
             let mut bytes = sent.encode();
