@@ -33,6 +33,8 @@ pub mod answer;
 pub mod app;
 pub mod carrier;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod mux;
 pub mod relay;

@@ -1,0 +1,88 @@
+//! Fuzz targets: every parser of network input in `sniff/` and `wire/`, each fed arbitrary
+//! bytes and checked for the properties its callers rely on (no panic, lengths within the
+//! input, what is written reads back). Driven by cargo-fuzz (`fuzz/`) for long runs and by
+//! `tests/fuzz_pass.rs` for a short pass in every test run.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::sniff::{self, proxy, Parsed, MAX_SNIFF};
+use crate::wire::{self, datagram, AgentMsg, HeaderRead, HubMsg, StreamHeader};
+
+/// The targets by name, as `fuzz/fuzz_targets/` and the short pass know them.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("sniff", sniff_classify),
+    ("client_hello", client_hello),
+    ("request_head", request_head),
+    ("proxy_header", proxy_header),
+    ("stream_header", stream_header),
+    ("control_frame", control_frame),
+    ("udp_datagram", udp_datagram),
+];
+
+/// The main port's and the public ports' classifiers, on every prefix a reader could see.
+pub fn sniff_classify(data: &[u8]) {
+    let _ = sniff::classify(data);
+    let detected = sniff::detect(data);
+    if data.len() >= 3 && data.len() < MAX_SNIFF {
+        let tls = data[0] == 0x16 && data[1] == 3 && data[2] <= 4;
+        assert_eq!(detected == Some(sniff::Detected::Tls), tls, "TLS is told by its record header");
+    }
+}
+
+pub fn client_hello(data: &[u8]) {
+    if let Parsed::Complete(hello) = sniff::tls::parse_client_hello(data, MAX_SNIFF) {
+        if let Some(sni) = hello.sni {
+            assert!(sni.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+        }
+        assert!(hello.alpn.iter().all(|p| !p.is_empty() && p.len() < 256));
+    }
+}
+
+pub fn request_head(data: &[u8]) {
+    let _ = sniff::http::parse_head(data);
+    if sniff::http::starts_like_http(data) == Some(true) {
+        // Once decided, more bytes do not undecide it.
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(b"\r\n\r\n");
+        assert_ne!(sniff::http::starts_like_http(&longer), None);
+    }
+}
+
+pub fn proxy_header(data: &[u8]) {
+    if let proxy::ProxyStart::Header(header) = proxy::parse(data) {
+        assert!(header.len <= data.len(), "a header is within what was read");
+        for version in [proxy::ProxyVersion::V1, proxy::ProxyVersion::V2] {
+            let written = proxy::encode(version, header.addresses);
+            let proxy::ProxyStart::Header(read) = proxy::parse(&written) else {
+                panic!("a written header does not read back")
+            };
+            assert_eq!(read.len, written.len());
+        }
+    }
+}
+
+pub fn stream_header(data: &[u8]) {
+    match StreamHeader::decode(data) {
+        Ok(HeaderRead::Complete(header, len)) => {
+            assert!(len <= data.len());
+            let again = header.encode();
+            assert_eq!(StreamHeader::decode(&again).ok(), Some(HeaderRead::Complete(header, again.len())));
+        }
+        Ok(HeaderRead::Need(more)) => assert!(more >= 1),
+        Err(_) => {}
+    }
+}
+
+pub fn control_frame(data: &[u8]) {
+    if data.len() >= 4 {
+        let _ = wire::frame_len(data[..4].try_into().expect("4 bytes"));
+    }
+    let _ = wire::decode_body::<AgentMsg>(data);
+    let _ = wire::decode_body::<HubMsg>(data);
+}
+
+pub fn udp_datagram(data: &[u8]) {
+    let _ = datagram::decode_datagram(Bytes::copy_from_slice(data));
+    let mut frames = BytesMut::from(data);
+    while let Ok(Some(_)) = datagram::take_frame(&mut frames) {}
+}
