@@ -25,7 +25,11 @@ pub fn sniff_classify(data: &[u8]) {
     let detected = sniff::detect(data);
     if data.len() >= 3 && data.len() < MAX_SNIFF {
         let tls = data[0] == 0x16 && data[1] == 3 && data[2] <= 4;
-        assert_eq!(detected == Some(sniff::Detected::Tls), tls, "TLS is told by its record header");
+        assert_eq!(
+            detected == Some(sniff::Detected::Tls),
+            tls,
+            "TLS is told by its record header"
+        );
     }
 }
 
@@ -66,7 +70,10 @@ pub fn stream_header(data: &[u8]) {
         Ok(HeaderRead::Complete(header, len)) => {
             assert!(len <= data.len());
             let again = header.encode();
-            assert_eq!(StreamHeader::decode(&again).ok(), Some(HeaderRead::Complete(header, again.len())));
+            assert_eq!(
+                StreamHeader::decode(&again).ok(),
+                Some(HeaderRead::Complete(header, again.len()))
+            );
         }
         Ok(HeaderRead::Need(more)) => assert!(more >= 1),
         Err(_) => {}

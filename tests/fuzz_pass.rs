@@ -18,7 +18,10 @@ fn seeds() -> Vec<Vec<u8>> {
         .filter(|p| p.extension().is_some_and(|e| e == "bin"))
         .map(|p| std::fs::read(p).unwrap())
         .collect();
-    let addresses = Some(("203.0.113.7:40000".parse().unwrap(), "198.51.100.1:443".parse().unwrap()));
+    let addresses = Some((
+        "203.0.113.7:40000".parse().unwrap(),
+        "198.51.100.1:443".parse().unwrap(),
+    ));
     for version in [ProxyVersion::V1, ProxyVersion::V2] {
         let mut header = proxy::encode(version, addresses);
         seeds.push(header.clone());

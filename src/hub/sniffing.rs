@@ -197,8 +197,16 @@ mod tests {
         (client, server, peer)
     }
 
-    fn decide_line(buf: &[u8]) -> Option<usize> {
-        buf.iter().position(|b| *b == b'\n')
+    /// Reads `server`'s first line (its length is the verdict).
+    async fn read_line(
+        sniffing: &Sniffing,
+        server: &mut TcpStream,
+        peer: SocketAddr,
+        untrusted: Untrusted,
+        deadline: Duration,
+    ) -> Result<FirstBytes<usize>, SniffError> {
+        let decide_line = |buf: &[u8]| buf.iter().position(|b| *b == b'\n');
+        sniffing.read(server, peer, untrusted, deadline, decide_line).await
     }
 
     #[tokio::test]
@@ -209,14 +217,7 @@ mod tests {
             .write_all(b"PROXY TCP4 203.0.113.9 198.51.100.2 4000 443\r\nhello\n")
             .await
             .unwrap();
-        let first = sniffing
-            .read(
-                &mut server,
-                peer,
-                Untrusted::Refuse,
-                Duration::from_secs(5),
-                decide_line,
-            )
+        let first = read_line(&sniffing, &mut server, peer, Untrusted::Refuse, Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(first.verdict, Some(5));
@@ -235,15 +236,7 @@ mod tests {
         let (mut client, mut server, peer) = pair().await;
         client.write_all(&header).await.unwrap();
         client.write_all(b"\n").await.unwrap();
-        let refused = sniffing
-            .read(
-                &mut server,
-                peer,
-                Untrusted::Refuse,
-                Duration::from_secs(5),
-                decide_line,
-            )
-            .await;
+        let refused = read_line(&sniffing, &mut server, peer, Untrusted::Refuse, Duration::from_secs(5)).await;
         assert!(matches!(refused, Err(SniffError::UntrustedProxyHeader)));
 
         let (mut client, mut server, peer) = pair().await;
@@ -263,16 +256,15 @@ mod tests {
     async fn a_silent_client_is_undecided_at_the_deadline() {
         let sniffing = Sniffing::new(Vec::new(), 4);
         let (_client, mut server, peer) = pair().await;
-        let first = sniffing
-            .read(
-                &mut server,
-                peer,
-                Untrusted::AsData,
-                Duration::from_millis(300),
-                decide_line,
-            )
-            .await
-            .unwrap();
+        let first = read_line(
+            &sniffing,
+            &mut server,
+            peer,
+            Untrusted::AsData,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
         assert_eq!(first.verdict, None);
         assert!(first.bytes.is_empty());
     }
