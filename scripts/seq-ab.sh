@@ -8,7 +8,8 @@
 # Usage: scripts/seq-ab.sh ROUNDS VARIANT...
 #   VARIANT: direct | PATH (a burrow binary, its default polling) | PATH@US (that binary
 #            busy-polling US µs: --busy-poll through BURROW_BUSY_POLL, and BURROW_BUSY_POLL_US for
-#            builds from before the flag)
+#            builds from before the flag) | PATH+PROTOCOL[@US] (the echo tunnel exposed with
+#            --protocol PROTOCOL instead of tcp, e.g. `+auto` to measure detection)
 #            | floor | floor-tokio (two examples/floor.rs relays chained where the hub and the
 #              agent stand; floor-tokio relays UDP on burrow's runtime, so the gap between
 #              the two is the runtime's cost per datagram, and burrow's to floor-tokio its own)
@@ -52,7 +53,8 @@ for round in $(seq "$rounds"); do
       conn_port=26507; udp_port=26553
       for port in 26507 26508 26553 26554; do wait_port $port; done
     elif [[ $variant != direct ]]; then
-      bin=${variant%@*}; poll_env=()
+      bin=${variant%@*}; protocol=tcp; poll_env=()
+      [[ $bin == *+* ]] && { protocol=${bin##*+}; bin=${bin%+*}; }
       [[ $variant == *@* ]] && poll_env=(BURROW_BUSY_POLL="${variant##*@}us" BURROW_BUSY_POLL_US="${variant##*@}")
       [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 2; }
       rm -rf "$work/hub"
@@ -60,7 +62,7 @@ for round in $(seq "$rounds"); do
         --allow-plaintext --port-range 26500-26599 --log-level error >/dev/null & tunnel+=($!)
       wait_port 27445
       agent=("$bin" expose --hub 127.0.0.1:27445 --transport tcp -u bench -k bench-key --public --log-level error)
-      env "${poll_env[@]}" "${agent[@]}" 15407 --protocol tcp --name echo --hub-port 26507 >/dev/null & tunnel+=($!)
+      env "${poll_env[@]}" "${agent[@]}" 15407 --protocol "$protocol" --name echo --hub-port 26507 >/dev/null & tunnel+=($!)
       env "${poll_env[@]}" "${agent[@]}" 15453 --protocol udp --name udp --hub-port 26553 >/dev/null & tunnel+=($!)
       conn_port=26507; udp_port=26553
       wait_port $conn_port; wait_port $udp_port

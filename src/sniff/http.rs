@@ -4,6 +4,8 @@ use super::Parsed;
 
 /// Request heads with more header lines than this are not routed.
 const MAX_HEADERS: usize = 100;
+/// The longest method taken for HTTP (`VERSION-CONTROL`, `BASELINE-CONTROL` are 15 and 16).
+const MAX_METHOD: usize = 20;
 
 /// What the hub needs of a request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +42,14 @@ pub fn starts_like_http(buf: &[u8]) -> Option<bool> {
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
     if buf.len() >= 3 && buf.starts_with(&H2_PREFACE[..buf.len().min(H2_PREFACE.len())]) {
         return (buf.len() >= H2_PREFACE.len()).then_some(true);
+    }
+    // Methods are upper-case words in practice (RFC 9110 and its registry): a client whose
+    // first bytes cannot begin one is decided at once, rather than after the silent-client
+    // deadline, however short its first message.
+    let method = &buf[..buf.iter().position(|b| *b == b' ').unwrap_or(buf.len())];
+    let is_method_byte = |b: &u8| b.is_ascii_uppercase() || *b == b'-' || *b == b'_';
+    if method.len() > MAX_METHOD || !method.iter().all(is_method_byte) || (buf.first() == Some(&b' ')) {
+        return Some(false);
     }
     let mut no_headers = [httparse::EMPTY_HEADER; 0];
     let mut request = httparse::Request::new(&mut no_headers);
@@ -107,7 +117,7 @@ mod tests {
                 String::from_utf8_lossy(http)
             );
         }
-        for undecided in [&b""[..], b"G", b"GET", b"GET /index", b"GET / HTTP/1."] {
+        for undecided in [&b""[..], b"G", b"GET", b"GET /index", b"GET / HTTP/1.", b"MKCOL /x HTTP/1"] {
             assert_eq!(
                 starts_like_http(undecided),
                 None,
@@ -121,6 +131,10 @@ mod tests {
             b"EHLO mail.example\r\n",
             b"\x16\x03\x01",
             b"SSH-2.0-OpenSSH_9.2\r\n",
+            b"x",
+            b"get / HTTP/1.1\r\n",
+            b" GET",
+            b"*1\r\n$4\r\nPING\r\n",
             b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
         ] {
             assert_eq!(

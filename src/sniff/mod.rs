@@ -193,6 +193,8 @@ mod tests {
         assert_eq!(detect(b"GET / HT"), None);
         assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Some(Detected::Http));
         assert_eq!(detect(b"SSH-2.0-OpenSSH_9.2p1\r\n"), Some(Detected::Tcp));
+        // A short first message that cannot begin a request is decided at its first byte.
+        assert_eq!(detect(b"x"), Some(Detected::Tcp));
         // PostgreSQL's SSLRequest, sent before any TLS.
         assert_eq!(detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Some(Detected::Tcp));
         assert_eq!(detect(&[b'A'; MAX_SNIFF]), Some(Detected::Tcp));
