@@ -62,10 +62,9 @@ impl std::fmt::Display for Peer {
 }
 
 /// A visitor the link could not start carrying (the agent's connection is failing), handed
-/// back with the bytes it had already sent, for the hub to answer.
+/// back for the hub to answer.
 pub struct NotCarried {
     pub visitor: Visitor,
-    pub arrived: BytesMut,
 }
 
 /// Everything one end holds to carry connections over one agent connection.
@@ -131,8 +130,7 @@ impl AgentLink {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(%tunnel, error = %e, "opening a stream to the agent failed");
-                let arrived = opening.split_off(header.len());
-                return Err(NotCarried { visitor, arrived });
+                return Err(NotCarried { visitor });
             }
         };
         if let Err(e) = stream.send_opening(opening.freeze()).await {

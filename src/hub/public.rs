@@ -174,7 +174,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wa
     tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
     match carried {
         Ok(result) => account(&tunnel, &peer, result),
-        Err(NotCarried { visitor, .. }) => {
+        Err(NotCarried { visitor }) => {
             let cause = "the agent's connection is failing; try again shortly";
             refuse_visitor(&tunnel, visitor, cause).await;
         }

@@ -117,7 +117,14 @@ mod tests {
                 String::from_utf8_lossy(http)
             );
         }
-        for undecided in [&b""[..], b"G", b"GET", b"GET /index", b"GET / HTTP/1.", b"MKCOL /x HTTP/1"] {
+        for undecided in [
+            &b""[..],
+            b"G",
+            b"GET",
+            b"GET /index",
+            b"GET / HTTP/1.",
+            b"MKCOL /x HTTP/1",
+        ] {
             assert_eq!(
                 starts_like_http(undecided),
                 None,
