@@ -8,8 +8,11 @@ use bytes::{Bytes, BytesMut};
 use crate::sniff::{self, proxy, Parsed, MAX_SNIFF};
 use crate::wire::{self, datagram, AgentMsg, HeaderRead, HubMsg, StreamHeader};
 
+/// A fuzz target: takes any bytes, panics on a broken property.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/` and the short pass know them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("sniff", sniff_classify),
     ("client_hello", client_hello),
     ("request_head", request_head),
