@@ -12,6 +12,16 @@ fn main() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BURROW_COMMIT={commit}");
+    // `/version` names the compiler too.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BURROW_RUSTC={rustc_version}");
     for head in [".git/HEAD", ".git/refs/heads"] {
         if std::path::Path::new(head).exists() {
             println!("cargo:rerun-if-changed={head}");

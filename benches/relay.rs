@@ -152,6 +152,7 @@ async fn tunnel(transport: TransportKind, lanes: usize, slot: u16, data: &std::p
         udp: Default::default(),
         udp_stats: Default::default(),
         lanes,
+        link: Default::default(),
     };
     let spec = TunnelSpec {
         name: Some("bench".parse().unwrap()),

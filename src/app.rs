@@ -45,11 +45,12 @@ impl From<AgentError> for Failure {
     }
 }
 
-pub async fn run(command: Command) -> Result<(), Failure> {
+/// Runs `command`; `settings` are its flags as `/configz` shows them.
+pub async fn run(command: Command, settings: Vec<(String, String)>) -> Result<(), Failure> {
     match command {
-        Command::Hub(args) => run_hub(args).await,
-        Command::Expose(args) => run_expose(args).await,
-        Command::Reach(args) => run_reach(args).await,
+        Command::Hub(args) => run_hub(args, settings).await,
+        Command::Expose(args) => run_expose(args, settings).await,
+        Command::Reach(args) => run_reach(args, settings).await,
         Command::Certs(CertsCommand::Init { dir, hosts }) => {
             crate::tls::generate_certs(&dir, &hosts).map_err(Failure::runtime)?;
             emit(&format!(
@@ -97,6 +98,27 @@ impl std::io::Write for LossyStderr {
     }
 }
 
+/// Binds `--api-address` and serves the operational API there for `view`, with the
+/// common metric families and `collector`'s. Returns the address bound.
+async fn serve_ops(
+    address: &str,
+    view: std::sync::Arc<dyn crate::ops::RoleView>,
+    settings: Vec<(String, String)>,
+    udp: std::sync::Arc<crate::udp::UdpStats>,
+    collector: impl prometheus_client::collector::Collector,
+) -> Result<std::net::SocketAddr, Failure> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Failure::usage(format!("--api-address {address}: {e}")))?;
+    let bound = listener.local_addr().map_err(Failure::runtime)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(crate::metrics::Common { udp }));
+    registry.register_collector(Box::new(collector));
+    std::sync::Arc::new(crate::ops::Ops::new(view, settings, registry)).spawn(listener);
+    tracing::info!(address = %bound, "operational API listening");
+    Ok(bound)
+}
+
 fn not_built(what: &str) -> Failure {
     Failure::usage(format!("{what} is not available in this build yet"))
 }
@@ -135,10 +157,7 @@ fn handle_signals(shutdown: Shutdown) {
     });
 }
 
-async fn run_hub(args: HubArgs) -> Result<(), Failure> {
-    if args.api_address.is_some() {
-        tracing::warn!("--api-address: the REST and operational APIs are not available in this build yet; ignored");
-    }
+async fn run_hub(args: HubArgs, settings: Vec<(String, String)>) -> Result<(), Failure> {
     let mut config = HubConfig::new(args.listen, args.data_dir.clone());
     config.public_host = args.public_host.clone().unwrap_or_else(|| args.domain.clone());
     config.domain = args.domain;
@@ -173,10 +192,17 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
             ));
         }
     }
+    let api_address = match &args.api_address {
+        Some(address) => {
+            let (view, metrics, udp) = (hub.ops_view(), hub.metrics(), hub.udp_stats().clone());
+            Some(serve_ops(address, view, settings, udp, metrics).await?.to_string())
+        }
+        None => None,
+    };
     let config = hub.config();
     if args.json {
         emit(
-            &json!({"event": "ready", "listen": hub.listen.to_string(), "api_address": null, "domain": config.domain})
+            &json!({"event": "ready", "listen": hub.listen.to_string(), "api_address": api_address, "domain": config.domain})
                 .to_string(),
         );
     } else {
@@ -201,9 +227,6 @@ async fn run_hub(args: HubArgs) -> Result<(), Failure> {
 
 fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
     init_logging(&args.log);
-    if args.api_address.is_some() {
-        tracing::warn!("--api-address: the operational API is not available in this build yet; ignored");
-    }
     let user: UserName = args.user.parse().map_err(|e| Failure::usage(format!("--user: {e}")))?;
     agent::session::split_host_port(&args.hub).map_err(|e| Failure::usage(format!("--hub: {e}")))?;
     let tls = match args.transport {
@@ -246,6 +269,7 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
             max_flows: args.udp_max_flows,
         },
         udp_stats: Default::default(),
+        link: Default::default(),
         lanes: 0,
     })
 }
@@ -287,7 +311,31 @@ fn connection_string(target: &str, protocol: crate::types::Protocol, address: &s
     format!("{scheme}://{address}")
 }
 
-async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
+/// Serves the operational API of an agent when `--api-address` asks for it, and says where.
+/// The returned view is told the agent's tunnel once the hub has answered.
+async fn agent_ops(
+    args: &AgentArgs,
+    config: &AgentConfig,
+    shutdown: &Shutdown,
+    settings: Vec<(String, String)>,
+) -> Result<(std::sync::Arc<agent::AgentView>, Option<std::net::SocketAddr>), Failure> {
+    let view = std::sync::Arc::new(agent::AgentView {
+        link: config.link.clone(),
+        shutdown: shutdown.clone(),
+        hub: config.hub.clone(),
+        tunnel: Default::default(),
+    });
+    let mut bound = None;
+    if let Some(address) = &args.api_address {
+        let metrics = crate::metrics::Agent {
+            status: config.link.clone(),
+        };
+        bound = Some(serve_ops(address, view.clone(), settings, config.udp_stats.clone(), metrics).await?);
+    }
+    Ok((view, bound))
+}
+
+async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result<(), Failure> {
     let config = AgentConfig {
         lanes: args.lanes,
         ..agent_config(&args.agent)?
@@ -333,9 +381,11 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
     let json = args.agent.json;
     let agent_id = config.agent_id;
     let shutdown = Shutdown::new();
+    let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
     handle_signals(shutdown.clone());
     agent::expose::run(config, spec, shutdown, |up| {
         let info = up.info;
+        *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
         if !up.first {
             // Scripts watching a long-running agent learn of reconnections too.
             if json {
@@ -364,6 +414,9 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
             if let Some(url) = &info.url {
                 line["url"] = json!(url);
             }
+            if let Some(api) = api_address {
+                line["api_address"] = json!(api.to_string());
+            }
             emit(&line.to_string());
         } else {
             emit(&format!(
@@ -388,7 +441,7 @@ async fn run_expose(args: ExposeArgs) -> Result<(), Failure> {
     .map_err(Failure::from)
 }
 
-async fn run_reach(args: ReachArgs) -> Result<(), Failure> {
+async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(), Failure> {
     let config = agent_config(&args.agent)?;
     if args.share.is_some() {
         return Err(not_built("--share"));
@@ -398,10 +451,16 @@ async fn run_reach(args: ReachArgs) -> Result<(), Failure> {
     }
     let json = args.agent.json;
     let shutdown = Shutdown::new();
+    let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
     handle_signals(shutdown.clone());
     agent::reach::run(config, args.tunnel, args.local, shutdown, |info, local| {
+        *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
         if json {
-            emit(&json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()}).to_string());
+            let mut line = json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()});
+            if let Some(api) = api_address {
+                line["api_address"] = json!(api.to_string());
+            }
+            emit(&line.to_string());
         } else {
             emit(&format!("reaching tunnel {} (id {}) at {local}", info.name, info.id));
         }

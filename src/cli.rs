@@ -349,6 +349,34 @@ pub fn parse_target(s: &str) -> Result<String, String> {
     }
 }
 
+/// Settings whose values `/configz` hides (see [`crate::ops::redact`]).
+const SECRET_SETTINGS: &[&str] = &["access_key", "auth"];
+
+/// Every setting of the subcommand `matches` parsed, as `(flag name, value)`, defaults
+/// included and secrets redacted: what `/configz` shows. Several values are comma-joined.
+pub fn settings(matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for id in sub.ids() {
+        let id = id.as_str();
+        let Ok(Some(raw)) = sub.try_get_raw(id) else { continue };
+        let values: Vec<String> = raw
+            .map(|v| {
+                let v = v.to_string_lossy();
+                if SECRET_SETTINGS.contains(&id) {
+                    crate::ops::redact(&v)
+                } else {
+                    v.into_owned()
+                }
+            })
+            .collect();
+        out.push((id.replace('_', "-"), values.join(",")));
+    }
+    out
+}
+
 const FILE_COMMANDS: &[&str] = &["hub", "expose", "reach"];
 
 /// Inserts the `--config` file's settings as flags right after the subcommand, unless the
@@ -458,6 +486,20 @@ mod tests {
         assert_eq!(hub.domain, "flag.example", "flag beats file");
         assert!(hub.allow_plaintext, "file beats default");
         assert_eq!(hub.port_range, (30000, 30010));
+    }
+
+    #[test]
+    fn settings_include_defaults_and_hide_secrets() {
+        use clap::{CommandFactory, FromArgMatches};
+        let argv = ["burrow", "hub", "--auth", "alice:s3cret", "--domain", "example.test"];
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        Cli::from_arg_matches(&matches).unwrap();
+        let settings = settings(&matches);
+        let get = |name: &str| settings.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("auth"), Some("alice:xxxxx"));
+        assert_eq!(get("domain"), Some("example.test"));
+        assert_eq!(get("listen"), Some("0.0.0.0:7443"), "defaults are settings too");
+        assert!(!settings.iter().any(|(_, v)| v.contains("s3cret")));
     }
 
     #[test]

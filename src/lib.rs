@@ -5,7 +5,9 @@
 //! - [`answer`]: HTTP errors the hub or an agent sends a visitor itself (404, 502, 503).
 //! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
-//! - [`sniff`]: sans-IO classification of the first bytes on the hub's shared port.
+//! - [`sniff`]: sans-IO classification of a connection's first bytes (ClientHello, request
+//!   line and head, PROXY v1/v2), for the hub's main port and public ports alike;
+//!   [`fuzzing`] holds a fuzz target for every parser of network input.
 //! - [`carrier`]: the hub's link to one agent connection ([`carrier::AgentLink`]), which
 //!   alone decides how a visitor or UDP flow travels (stream, lane, datagrams), and the
 //!   lanes themselves.
@@ -22,6 +24,8 @@
 //! - [`tls`]: certificate generation and rustls configurations.
 //! - [`runtime`]: the async runtime, and its brief busy-polling before sleeping.
 //! - [`shutdown`]: graceful drain on the first signal.
+//! - [`ops`] / [`metrics`]: the operational API of every role (`--api-address`) and the
+//!   `burrow_*` metric families it serves.
 //! - [`types`]: newtypes for ids, names and secrets.
 #![forbid(unsafe_code)]
 
@@ -36,7 +40,9 @@ pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;
+pub mod metrics;
 pub mod mux;
+pub mod ops;
 pub mod relay;
 pub mod runtime;
 pub mod shutdown;

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use burrow::cli::{self, Cli, Command};
 
@@ -14,8 +14,11 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(message) => return fail(wants_json(&std::env::args_os().collect::<Vec<_>>()), 2, &message),
     };
-    let cli = match Cli::try_parse_from(&argv) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(&argv)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // Help and --version go to stdout with exit 0; real usage errors exit 2.
             if e.use_stderr() && wants_json(&argv) {
@@ -41,7 +44,8 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(json, 1, &format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(burrow::app::run(cli.command)) {
+    let settings = cli::settings(&matches);
+    match runtime.block_on(burrow::app::run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => fail(json, failure.code, &failure.message),
     }

@@ -48,6 +48,7 @@ async fn expose(hub: &Hub, data: &tempfile::TempDir, user: &str, spec: TunnelSpe
         connect_timeout: Duration::from_secs(10),
         udp: Default::default(),
         udp_stats: Default::default(),
+        link: Default::default(),
         lanes: 0,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

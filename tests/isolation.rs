@@ -28,6 +28,7 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
         connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
+        link: Default::default(),
         lanes: 0,
     }
 }

@@ -43,6 +43,7 @@ fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
         connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
+        link: Default::default(),
         lanes,
     }
 }

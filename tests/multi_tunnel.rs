@@ -36,6 +36,7 @@ fn agent(hub: &Hub, data: &tempfile::TempDir, user: &str, transport: TransportKi
         connect_timeout: Duration::from_secs(10),
         udp: Default::default(),
         udp_stats: Default::default(),
+        link: Default::default(),
         lanes: 2,
     }
 }

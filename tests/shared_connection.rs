@@ -32,6 +32,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
         connect_timeout: Duration::from_secs(30),
         udp: Default::default(),
         udp_stats: Default::default(),
+        link: Default::default(),
         lanes: 0,
     };
 

@@ -44,7 +44,10 @@ pub async fn run(
                     first: !announced,
                 });
                 announced = true;
-                let end = serve(&config, session, &placed, &shutdown).await?;
+                config.link.up(session.transport);
+                let served = serve(&config, session, &placed, &shutdown).await;
+                config.link.down();
+                let end = served?;
                 match &end {
                     SessionEnd::Draining => break,
                     SessionEnd::Stopped(reason) => {

@@ -10,6 +10,7 @@ mod target;
 
 pub use lanes::{MAX_BUSY_LANES, MAX_BUSY_TLS_LANES};
 
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,80 @@ pub struct AgentConfig {
     pub udp_stats: Arc<crate::udp::UdpStats>,
     /// `expose` over TCP or TLS: idle lanes kept dialed (`--lanes`); 0 disables them.
     pub lanes: usize,
+    /// The state of the link to the hub, for readiness and metrics.
+    pub link: Arc<LinkStatus>,
+}
+
+/// What the operational API tells of an `expose` or `reach` agent.
+pub struct AgentView {
+    pub link: Arc<LinkStatus>,
+    pub shutdown: crate::shutdown::Shutdown,
+    /// `--hub`.
+    pub hub: String,
+    /// The agent's tunnel, once the hub has answered for it.
+    pub tunnel: std::sync::Mutex<Option<crate::wire::TunnelInfo>>,
+}
+
+impl crate::ops::RoleView for AgentView {
+    fn ready(&self) -> bool {
+        self.link.is_up() && !self.shutdown.is_draining()
+    }
+
+    /// An agent whose link is down is reconnecting: not healthy until it is back.
+    fn healthy(&self) -> bool {
+        self.link.is_up()
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let tunnel = self.tunnel.lock().expect("agent view lock").clone();
+        serde_json::json!({
+            "tunnel_id": tunnel.as_ref().map(|t| t.id),
+            "tunnel_name": tunnel.as_ref().map(|t| t.name.clone()),
+            "tunnel_server": self.hub,
+            "tunnel_host": tunnel.and_then(|t| t.public_address),
+        })
+    }
+}
+
+/// Whether an agent's link to the hub is up, over which transport, and how often it was
+/// made again: what `/readyz` and `/metrics` tell of an agent.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    /// The live session's transport (`Transport as u8 + 1`); 0 while there is none.
+    transport: AtomicU8,
+    sessions: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl LinkStatus {
+    /// A session came up over `transport`.
+    pub fn up(&self, transport: crate::mux::Transport) {
+        if self.sessions.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.transport.store(transport as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// The session ended; the agent is reconnecting or stopping.
+    pub fn down(&self) {
+        self.transport.store(0, Ordering::Relaxed);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.transport.load(Ordering::Relaxed) != 0
+    }
+
+    /// `quic`, `tls` or `tcp` while a session is up.
+    pub fn transport(&self) -> Option<&'static str> {
+        use crate::mux::Transport;
+        let all = [Transport::Quic, Transport::Tls, Transport::Tcp];
+        let code = self.transport.load(Ordering::Relaxed);
+        all.into_iter().find(|t| *t as u8 + 1 == code).map(Transport::as_str)
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
 }
 
 /// A session with the hub came up: the first time (`first`) the tunnel is ready, later it

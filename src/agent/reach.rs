@@ -241,6 +241,7 @@ async fn keep_connected(
 ) {
     let mut backoff = Backoff::for_reconnects();
     let (_, mut control, mut lifetime, mut transport) = first;
+    config.link.up(transport);
     loop {
         let quic_is_back = session::quic_is_back(&config, transport);
         let end = session::supervise(
@@ -253,13 +254,17 @@ async fn keep_connected(
         )
         .await;
         match &end {
-            SessionEnd::Draining => return,
+            SessionEnd::Draining => {
+                config.link.down();
+                return;
+            }
             SessionEnd::QuicIsBack => tracing::info!("QUIC works again; moving the session back to QUIC"),
             SessionEnd::Stopped(reason) | SessionEnd::Lost(reason) | SessionEnd::HubLeft(reason) => {
                 tracing::warn!("connection to the hub lost ({reason}); reconnecting");
             }
         }
         route.send_replace(None);
+        config.link.down();
         if let SessionEnd::QuicIsBack = end {
             // New connections take the QUIC session; those running here get the drain time.
             let (old, limit) = (lifetime.clone(), config.shutdown_timeout);
@@ -281,6 +286,7 @@ async fn keep_connected(
                     tracing::info!(transport = %new_transport, "reconnected to the hub");
                     backoff = Backoff::for_reconnects();
                     transport = new_transport;
+                    config.link.up(transport);
                     route.send_replace(Some(self::route(opener, &new_lifetime, &config)));
                     control = new_control;
                     lifetime = new_lifetime;

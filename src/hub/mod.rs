@@ -270,6 +270,47 @@ impl Hub {
     pub fn udp_stats(&self) -> &Arc<crate::udp::UdpStats> {
         &self.shared.udp_stats
     }
+
+    /// What the operational API tells of this hub.
+    pub fn ops_view(&self) -> Arc<dyn crate::ops::RoleView> {
+        Arc::new(HubView {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// The hub's metric families, read from its registry at each scrape.
+    pub fn metrics(&self) -> crate::metrics::Hub {
+        let shared = self.shared.clone();
+        crate::metrics::Hub {
+            registry: self.shared.registry.clone(),
+            agents: Arc::new(move || shared.agents.lock().expect("agent sessions lock").len()),
+        }
+    }
+}
+
+struct HubView {
+    shared: Arc<Shared>,
+}
+
+impl crate::ops::RoleView for HubView {
+    /// The hub exists only once its listeners are up and its store is open.
+    fn ready(&self) -> bool {
+        !self.shared.shutdown.is_draining()
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let agents = self.shared.agents.lock().expect("agent sessions lock").len();
+        serde_json::json!({
+            "listen": self.shared.config.listen.to_string(),
+            "domain": self.shared.config.domain,
+            "tunnels": self.shared.registry.tunnel_count(),
+            "agents": agents,
+        })
+    }
 }
 
 /// The certificate under `<data-dir>/certs/` for the domain, its wildcard, the public host

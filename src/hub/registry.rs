@@ -190,6 +190,17 @@ impl Registry {
         self.maps.lock().expect("registry lock").tunnels.get(&id).cloned()
     }
 
+    /// Every tunnel the hub holds now, leases included.
+    pub fn tunnels(&self) -> Vec<Arc<Tunnel>> {
+        self.maps
+            .lock()
+            .expect("registry lock")
+            .tunnels
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn tunnel_count(&self) -> usize {
         self.maps.lock().expect("registry lock").tunnels.len()
     }

@@ -123,6 +123,8 @@ impl Proc {
 pub struct TestHub {
     pub proc: Proc,
     pub addr: String,
+    /// The operational API's address, when the hub was started with `--api-address`.
+    pub api_address: Option<String>,
     pub data: tempfile::TempDir,
     pub range: (u16, u16),
     extra: Vec<String>,
@@ -156,9 +158,11 @@ impl TestHub {
         let mut proc = Proc::spawn(&args);
         let ready = proc.ready().await;
         let addr = ready["listen"].as_str().unwrap().to_string();
+        let api_address = ready["api_address"].as_str().map(str::to_string);
         TestHub {
             proc,
             addr,
+            api_address,
             data,
             range,
             extra,
@@ -189,6 +193,7 @@ impl TestHub {
             data,
             range,
             extra,
+            ..
         } = self;
         proc.kill().await;
         Self::start_in(data, addr, range, extra).await

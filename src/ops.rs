@@ -1,0 +1,165 @@
+//! The operational API every role serves on `--api-address` (SPEC section 5): `/readyz`,
+//! `/healthz`, `/info`, `/metrics`, `/configz`, `/pac`, `/version`, and an index at `/`. A
+//! role contributes what only it knows through [`RoleView`]; the metric families are in
+//! `metrics.rs`. The REST API mounts on the same router.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+/// What one role tells the operational API.
+pub trait RoleView: Send + Sync + 'static {
+    /// Traffic can flow now: an agent is registered with the hub, a hub has its listeners up
+    /// and its store open; false from the first signal of a drain, and while an agent
+    /// reconnects.
+    fn ready(&self) -> bool;
+    /// The process does its job: false only when it cannot recover by itself.
+    fn healthy(&self) -> bool;
+    /// The `/info` document.
+    fn info(&self) -> serde_json::Value;
+}
+
+/// Everything the operational API serves for one process.
+pub struct Ops {
+    role: Arc<dyn RoleView>,
+    /// `name=value` lines of `/configz`, secrets already redacted.
+    settings: Vec<String>,
+    metrics: Registry,
+    /// The PAC script in use, if any.
+    pac: Option<String>,
+}
+
+impl Ops {
+    /// `settings` are `(flag, value)` pairs as the role runs with them; values of secret
+    /// settings must already be redacted ([`redact`]).
+    pub fn new(role: Arc<dyn RoleView>, settings: Vec<(String, String)>, metrics: Registry) -> Self {
+        let mut settings: Vec<String> = settings.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        settings.sort();
+        Self {
+            role,
+            settings,
+            metrics,
+            pac: None,
+        }
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/", get(index))
+            .route("/readyz", get(readyz))
+            .route("/healthz", get(healthz))
+            .route("/info", get(info))
+            .route("/metrics", get(metrics))
+            .route("/configz", get(configz))
+            .route("/pac", get(pac))
+            .route("/version", get(version))
+            .with_state(self)
+    }
+
+    /// Serves the API on `listener` until the process ends: it keeps answering while the
+    /// role drains, so readiness can be seen to turn false.
+    pub fn spawn(self: Arc<Self>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the operational API stopped");
+            }
+        })
+    }
+}
+
+/// A secret's value as `/configz` shows it: the part before a `:` (a user name) kept, the
+/// rest hidden.
+pub fn redact(value: &str) -> String {
+    match value.split_once(':') {
+        Some((user, _)) => format!("{user}:xxxxx"),
+        None => "xxxxx".into(),
+    }
+}
+
+type Api = State<Arc<Ops>>;
+
+const INDEX: &str = "burrow operational API\n\
+/readyz   200 when traffic can flow, else 503\n\
+/healthz  200 while healthy, else 503\n\
+/info     what this process is (JSON)\n\
+/metrics  Prometheus text format (OpenMetrics when asked)\n\
+/configz  the settings in use, secrets redacted\n\
+/pac      the PAC script in use\n\
+/version  build information (JSON)\n";
+
+async fn index() -> &'static str {
+    INDEX
+}
+
+fn status(ok: bool) -> Response {
+    if ok {
+        (StatusCode::OK, "OK\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn readyz(State(ops): Api) -> Response {
+    status(ops.role.ready())
+}
+
+async fn healthz(State(ops): Api) -> Response {
+    status(ops.role.healthy())
+}
+
+async fn info(State(ops): Api) -> Response {
+    axum::Json(ops.role.info()).into_response()
+}
+
+async fn metrics(State(ops): Api, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match crate::metrics::render(&ops.metrics, accept) {
+        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n").into_response(),
+    }
+}
+
+async fn configz(State(ops): Api) -> Response {
+    let mut body = ops.settings.join("\n");
+    body.push('\n');
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn pac(State(ops): Api) -> Response {
+    match &ops.pac {
+        Some(script) => (
+            [(header::CONTENT_TYPE, "application/x-ns-proxy-autoconfig")],
+            script.clone(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no PAC script in use\n").into_response(),
+    }
+}
+
+async fn version() -> Response {
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("BURROW_COMMIT"),
+        "rustc": env!("BURROW_RUSTC"),
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_keep_only_the_user() {
+        assert_eq!(redact("alice:s3cret"), "alice:xxxxx");
+        assert_eq!(redact("s3cret"), "xxxxx");
+    }
+}
