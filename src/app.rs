@@ -148,6 +148,7 @@ fn handle_signals(shutdown: Shutdown) {
                 _ = term.recv() => {}
             }
             if first {
+                crate::notify::notify("STOPPING=1");
                 shutdown.begin();
                 tracing::info!("shutting down; a second signal exits at once");
             } else {
@@ -214,6 +215,7 @@ async fn run_hub(args: HubArgs, settings: Vec<(String, String)>) -> Result<(), F
             config.data_dir.join("certs").join(crate::tls::CA_CERT).display()
         ));
     }
+    crate::notify::notify("READY=1");
     handle_signals(hub.shutdown.clone());
     hub.shutdown.draining().await;
     let active = hub.shutdown.active();
@@ -396,6 +398,7 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
             }
             return;
         }
+        crate::notify::notify("READY=1");
         let connection = info
             .public_address
             .as_deref()
@@ -455,6 +458,7 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
     handle_signals(shutdown.clone());
     agent::reach::run(config, args.tunnel, args.local, shutdown, |info, local| {
         *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
+        crate::notify::notify("READY=1");
         if json {
             let mut line = json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()});
             if let Some(api) = api_address {

@@ -42,6 +42,7 @@ pub mod fuzzing;
 pub mod hub;
 pub mod metrics;
 pub mod mux;
+pub mod notify;
 pub mod ops;
 pub mod relay;
 pub mod runtime;
