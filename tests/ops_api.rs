@@ -73,6 +73,31 @@ async fn until_sample(api: &str, family: &str, labels: &[&str], want: f64) -> St
     }
 }
 
+/// `promtool check metrics` (Prometheus' own linter) finds nothing wrong with a scrape.
+async fn promtool_accepts(metrics: &str) {
+    require_tool("promtool", "prometheus (.ci/run unpacks it with apt-get download)");
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(metrics.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_serves_every_endpoint_and_metrics_follow_its_tunnels() {
     let mut hub = TestHub::start(&["--api-address", "127.0.0.1:0", "--lease-grace", "1s"]).await;
@@ -139,6 +164,7 @@ async fn the_hub_serves_every_endpoint_and_metrics_follow_its_tunnels() {
         metrics.contains("burrow_udp_drops_total{reason=\"queue_full\"}"),
         "{metrics}"
     );
+    promtool_accepts(&metrics).await;
 
     // The tunnel's series go with it: the agent leaves and its lease runs out.
     agent.signal("-TERM");
@@ -221,6 +247,7 @@ async fn agents_are_ready_only_while_connected() {
         Some(1.0),
         "{metrics}"
     );
+    promtool_accepts(&metrics).await;
 
     let mut reach = hub.reach("quic", "alice", "watched", &["--api-address", "127.0.0.1:0"]);
     let reach_api = str_of(&reach.ready().await, "api_address");
