@@ -66,7 +66,10 @@ pub enum LogFormat {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct HubArgs {
+    #[command(subcommand)]
+    pub action: Option<RoleAction>,
     /// Main port, TCP and UDP: agents, and visitors routed by Host/SNI.
     #[arg(long, env = "BURROW_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: std::net::SocketAddr,
@@ -194,8 +197,14 @@ pub struct AgentArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(override_usage = "burrow expose [OPTIONS] <TARGET>\n       burrow expose [OPTIONS] --forward-proxy")]
+#[command(
+    override_usage = "burrow expose [OPTIONS] <TARGET>\n       burrow expose [OPTIONS] --forward-proxy\n       burrow expose config-file",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct ExposeArgs {
+    #[command(subcommand)]
+    pub action: Option<RoleAction>,
     /// HOST:PORT or PORT (= 127.0.0.1:PORT) of the service to publish; required unless
     /// --forward-proxy.
     #[arg(required_unless_present = "forward_proxy")]
@@ -239,7 +248,10 @@ pub struct ExposeArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReachArgs {
+    #[command(subcommand)]
+    pub action: Option<RoleAction>,
     /// Tunnel name or id.
     pub tunnel: String,
     /// Local bind address; each connection goes through the tunnel.
@@ -256,6 +268,13 @@ pub struct ReachArgs {
     pub pac: Option<String>,
     #[command(flatten)]
     pub agent: AgentArgs,
+}
+
+/// What a role's command can do besides running.
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleAction {
+    /// Print a commented TOML template of every setting with its default (for --config).
+    ConfigFile,
 }
 
 /// Accepts any arguments so that the command can say plainly it is not built yet.
@@ -379,6 +398,68 @@ pub fn settings(matches: &clap::ArgMatches) -> Vec<(String, String)> {
 
 const FILE_COMMANDS: &[&str] = &["hub", "expose", "reach"];
 
+/// The commented TOML template `burrow ROLE config-file` prints: every setting of `role` a
+/// file may hold, with its help, its environment variable and its default, commented out.
+pub fn config_template(role: &str) -> String {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let Some(sub) = command.find_subcommand(role) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "# burrow {role} settings for --config FILE. Keys are flag names (`-` or `_`);\n\
+         # precedence: flag > environment > this file > default. Uncomment to change.\n"
+    );
+    for arg in sub.get_arguments() {
+        let id = arg.get_id().as_str();
+        if arg.is_positional() || matches!(id, "help" | "version" | "config") {
+            continue;
+        }
+        let key = id.replace('_', "-");
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        out.push('\n');
+        for line in help.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        if let Some(env) = arg.get_env() {
+            out.push_str(&format!("# env: {}\n", env.to_string_lossy()));
+        }
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let value = match arg.get_action() {
+            clap::ArgAction::SetTrue => "false".to_string(),
+            clap::ArgAction::Append => format!(
+                "[{}]",
+                defaults.iter().map(|d| toml_string(d)).collect::<Vec<_>>().join(", ")
+            ),
+            _ => match defaults.first() {
+                Some(d) if d.parse::<i64>().is_ok() => d.clone(),
+                Some(d) => toml_string(d),
+                None => "\"\"".into(),
+            },
+        };
+        out.push_str(&format!("# {key} = {value}\n"));
+    }
+    out
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Whether `key` of a config file names a setting of `role` (`-` and `_` alike).
+fn is_setting(role: &str, key: &str) -> bool {
+    use clap::CommandFactory;
+    let id = key.replace('-', "_");
+    Cli::command().find_subcommand(role).is_some_and(|sub| {
+        sub.get_arguments()
+            .any(|arg| arg.get_id().as_str() == id && !arg.is_positional())
+    })
+}
+
 /// Inserts the `--config` file's settings as flags right after the subcommand, unless the
 /// environment sets them. Flags given on the command line come later and win
 /// (`args_override_self`), which yields flag > env > file > default.
@@ -398,7 +479,13 @@ pub fn args_with_config(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let contents = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
     let table: toml::Table = contents.parse().map_err(|e| format!("config file {path}: {e}"))?;
     let mut injected = Vec::new();
+    let role = text[position + 1].as_str();
     for (key, value) in &table {
+        if key != "config" && !is_setting(role, key) {
+            return Err(format!(
+                "config file {path}: unknown key {key:?} (`burrow {role} config-file` lists them)"
+            ));
+        }
         let flag = key.replace('_', "-");
         if flag == "config" || std::env::var_os(format!("BURROW_{}", flag.to_uppercase().replace('-', "_"))).is_some() {
             continue;
@@ -489,6 +576,31 @@ mod tests {
     }
 
     #[test]
+    fn config_templates_list_every_setting_and_parse_back() {
+        for role in FILE_COMMANDS {
+            let template = config_template(role);
+            assert!(template.contains("# env: BURROW_LOG_LEVEL"), "{role}");
+            let uncommented: String = template
+                .lines()
+                .filter_map(|l| l.strip_prefix("# "))
+                .filter(|l| {
+                    l.split_once(" = ")
+                        .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let table: toml::Table = uncommented
+                .parse()
+                .unwrap_or_else(|e| panic!("{role}: {e}\n{uncommented}"));
+            assert!(table.keys().all(|k| is_setting(role, k)), "{role}");
+            assert!(table.len() > 10, "{role}: {table:?}");
+        }
+        assert!(config_template("hub").contains("# listen = \"0.0.0.0:7443\""));
+        assert!(config_template("hub").contains("# allow-plaintext = false"));
+        assert!(config_template("expose").contains("# lanes = 4"));
+    }
+
+    #[test]
     fn settings_include_defaults_and_hide_secrets() {
         use clap::{CommandFactory, FromArgMatches};
         let argv = ["burrow", "hub", "--auth", "alice:s3cret", "--domain", "example.test"];
@@ -511,7 +623,7 @@ mod tests {
             .into_iter()
             .map(OsString::from)
             .collect();
-        let err = Cli::try_parse_from(args_with_config(argv).unwrap()).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
+        let err = args_with_config(argv).unwrap_err();
+        assert!(err.contains("unknown key \"no_such_flag\""), "{err}");
     }
 }

@@ -14,9 +14,18 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(message) => return fail(wants_json(&std::env::args_os().collect::<Vec<_>>()), 2, &message),
     };
-    let parsed = Cli::command()
-        .try_get_matches_from(&argv)
-        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let matches = Cli::command().try_get_matches_from(&argv);
+    // `burrow ROLE config-file` runs without the role's required flags, which the derived
+    // structs cannot represent: it is answered from the matches alone.
+    if let Some((role, sub)) = matches.as_ref().ok().and_then(|m| m.subcommand()) {
+        if sub.subcommand_name() == Some("config-file") {
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(cli::config_template(role).as_bytes());
+            return ExitCode::SUCCESS;
+        }
+    }
+    let parsed = matches.and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
