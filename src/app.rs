@@ -98,23 +98,13 @@ impl std::io::Write for LossyStderr {
     }
 }
 
-/// Binds `--api-address` and serves the operational API there for `view`, with the
-/// common metric families and `collector`'s. Returns the address bound.
-async fn serve_ops(
-    address: &str,
-    view: std::sync::Arc<dyn crate::ops::RoleView>,
-    settings: Vec<(String, String)>,
-    udp: std::sync::Arc<crate::udp::UdpStats>,
-    collector: impl prometheus_client::collector::Collector,
-) -> Result<std::net::SocketAddr, Failure> {
+/// Binds `--api-address` and serves `ops` there. Returns the address bound.
+async fn serve_ops(address: &str, ops: std::sync::Arc<crate::ops::Ops>) -> Result<std::net::SocketAddr, Failure> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| Failure::usage(format!("--api-address {address}: {e}")))?;
     let bound = listener.local_addr().map_err(Failure::runtime)?;
-    let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(crate::metrics::Common { udp }));
-    registry.register_collector(Box::new(collector));
-    std::sync::Arc::new(crate::ops::Ops::new(view, settings, registry)).spawn(listener);
+    ops.spawn(listener);
     tracing::info!(address = %bound, "operational API listening");
     Ok(bound)
 }
@@ -160,6 +150,7 @@ fn handle_signals(shutdown: Shutdown) {
 
 async fn run_hub(args: HubArgs, settings: Vec<(String, String)>) -> Result<(), Failure> {
     let mut config = HubConfig::new(args.listen, args.data_dir.clone());
+    config.settings = settings;
     config.public_host = args.public_host.clone().unwrap_or_else(|| args.domain.clone());
     config.domain = args.domain;
     config.port_range = args.port_range;
@@ -194,10 +185,7 @@ async fn run_hub(args: HubArgs, settings: Vec<(String, String)>) -> Result<(), F
         }
     }
     let api_address = match &args.api_address {
-        Some(address) => {
-            let (view, metrics, udp) = (hub.ops_view(), hub.metrics(), hub.udp_stats().clone());
-            Some(serve_ops(address, view, settings, udp, metrics).await?.to_string())
-        }
+        Some(address) => Some(serve_ops(address, hub.ops()).await?.to_string()),
         None => None,
     };
     let config = hub.config();
@@ -329,10 +317,15 @@ async fn agent_ops(
     });
     let mut bound = None;
     if let Some(address) = &args.api_address {
-        let metrics = crate::metrics::Agent {
+        let mut metrics = prometheus_client::registry::Registry::default();
+        metrics.register_collector(Box::new(crate::metrics::Common {
+            udp: config.udp_stats.clone(),
+        }));
+        metrics.register_collector(Box::new(crate::metrics::Agent {
             status: config.link.clone(),
-        };
-        bound = Some(serve_ops(address, view.clone(), settings, config.udp_stats.clone(), metrics).await?);
+        }));
+        let ops = crate::ops::Ops::new(view.clone(), settings, metrics);
+        bound = Some(serve_ops(address, std::sync::Arc::new(ops)).await?);
     }
     Ok((view, bound))
 }

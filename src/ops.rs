@@ -1,7 +1,8 @@
 //! The operational API every role serves on `--api-address` (SPEC section 5): `/readyz`,
 //! `/healthz`, `/info`, `/metrics`, `/configz`, `/pac`, `/version`, and an index at `/`. A
 //! role contributes what only it knows through [`RoleView`]; the metric families are in
-//! `metrics.rs`. The REST API mounts on the same router.
+//! `metrics.rs`. The hub serves the same router on its main port, by its own name (HTTPS
+//! with its certificate, or plain HTTP with that `Host`). The REST API mounts on it too.
 
 use std::sync::Arc;
 
@@ -59,6 +60,22 @@ impl Ops {
             .route("/pac", get(pac))
             .route("/version", get(version))
             .with_state(self)
+    }
+
+    /// Serves the API on one connection the hub's main port hands over (HTTP/1.1, kept
+    /// alive for as long as the client likes).
+    pub async fn serve_connection<T>(self: Arc<Self>, io: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper_util::service::TowerToHyperService::new(self.router());
+        let io = hyper_util::rt::TokioIo::new(io);
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await
+        {
+            tracing::debug!(error = %e, "an API connection on the main port ended with an error");
+        }
     }
 
     /// Serves the API on `listener` until the process ends: it keeps answering while the

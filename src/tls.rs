@@ -140,6 +140,16 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
+/// The hub's own HTTPS (its APIs on the main port, by its own name), with the same
+/// certificate: HTTP/1.1 for browsers, curl and API clients, TLS 1.2 and 1.3.
+pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// An agent's TLS client settings, with the diagnosis of the last hub certificate they
 /// refused.
 #[derive(Clone, Debug)]

@@ -127,6 +127,25 @@ async fn the_hub_serves_every_endpoint_and_metrics_follow_its_tunnels() {
     let lines: Vec<&str> = configz.lines().collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "sorted: {configz}");
 
+    // The main port answers the same API by the hub's own name: HTTPS with the hub's
+    // certificate (by name, or by address without a name), and plain HTTP with that Host.
+    require_tool("curl", "curl");
+    let port = hub.addr.rsplit_once(':').unwrap().1.to_string();
+    let ca = hub.ca();
+    for url in [
+        format!("https://localhost:{port}/readyz"),
+        format!("https://127.0.0.1:{port}/readyz"),
+        format!("http://localhost:{port}/readyz"),
+    ] {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert", &ca, "--resolve", &resolve, &url])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n", "{url}: {stderr}");
+    }
     let echo = echo_server().await;
     let mut agent = hub.expose(
         "quic",

@@ -93,6 +93,14 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "agent TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "agent TLS handshake did not finish in time"),
         },
+        // The hub's own name, or no name at all (a client that dialed the hub's address).
+        Verdict::Tls { sni, .. } if sni.as_deref().is_none_or(|host| is_hub_name(&shared, host)) => {
+            match tokio::time::timeout(SNIFF_DEADLINE, shared.https.accept(io)).await {
+                Ok(Ok(tls)) => serve_api(&shared, tls).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTPS handshake with the hub failed"),
+                Err(_) => tracing::debug!(%peer, "HTTPS handshake with the hub did not finish in time"),
+            }
+        }
         Verdict::Tls {
             sni, record_version, ..
         } => {
@@ -106,6 +114,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
                 }
             }
         }
+        Verdict::Http { host: Some(host) } if is_hub_name(&shared, &host) => serve_api(&shared, io).await,
         Verdict::Http { host: Some(host) } => match routed_tunnel(&shared, &host) {
             Some(tunnel) if tunnel.protocol == Protocol::Https => {
                 let why = format!("tunnel {} serves HTTPS: use https://{host}", tunnel.name);
@@ -127,6 +136,21 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         Verdict::Unknown | Verdict::NeedMore => {
             tracing::debug!(%peer, "unrecognised protocol on the main port; closing");
         }
+    }
+}
+
+/// Whether `host` is the hub itself: `--domain` or `--public-host`.
+fn is_hub_name(shared: &Shared, host: &str) -> bool {
+    host == shared.config.domain || host == shared.config.public_host
+}
+
+/// The hub's own APIs, to a client that asked for the hub by name.
+async fn serve_api<T>(shared: &Shared, io: T)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(ops) = shared.ops.get() {
+        ops.clone().serve_connection(io).await;
     }
 }
 

@@ -45,6 +45,8 @@ pub struct HubConfig {
     pub trusted_proxies: Vec<crate::types::Cidr>,
     /// Connections one source address may have in protocol detection at once.
     pub pending_per_source: usize,
+    /// The settings `/configz` lists (`name`, `value`), secrets redacted.
+    pub settings: Vec<(String, String)>,
 }
 
 impl HubConfig {
@@ -65,6 +67,7 @@ impl HubConfig {
             lane_token_deadline: crate::carrier::lanes::TOKEN_DEADLINE,
             trusted_proxies: Vec::new(),
             pending_per_source: DEFAULT_PENDING_PER_SOURCE,
+            settings: Vec::new(),
         }
     }
 }
@@ -98,6 +101,10 @@ pub(crate) struct Shared {
     /// Trusted proxies and the per-source budget of connections in protocol detection, for
     /// the main port and public ports alike.
     pub sniffing: Arc<sniffing::Sniffing>,
+    /// The hub's own HTTPS on the main port (SNI `--domain` or `--public-host`).
+    pub https: tokio_rustls::TlsAcceptor,
+    /// The operational API, served on `--api-address` and on the main port by the hub's name.
+    pub ops: std::sync::OnceLock<Arc<crate::ops::Ops>>,
 }
 
 /// What the hub needs to place another tunnel on a connected `expose` agent.
@@ -132,6 +139,7 @@ impl Hub {
             None => generated_certificate(&config)?,
         };
         let tls_config = tls::server_config(&cert, &key)?;
+        let https = tokio_rustls::TlsAcceptor::from(tls::https_server_config(&cert, &key)?);
 
         let store = Arc::new(Store::open(&config.data_dir).await?);
         for (user, key) in &config.users {
@@ -196,7 +204,10 @@ impl Hub {
             lanes,
             agents: Default::default(),
             sniffing,
+            https,
+            ops: Default::default(),
         });
+        let _ = shared.ops.set(Arc::new(ops_of(&shared)));
         let restored = shared.registry.restore().await?;
         if restored > 0 {
             tracing::info!(restored, "tunnels from the previous run wait for their agents");
@@ -271,31 +282,45 @@ impl Hub {
         &self.shared.udp_stats
     }
 
-    /// What the operational API tells of this hub.
-    pub fn ops_view(&self) -> Arc<dyn crate::ops::RoleView> {
-        Arc::new(HubView {
-            shared: self.shared.clone(),
-        })
+    /// The hub's operational API, for `--api-address` (the main port serves it by the hub's
+    /// own name already).
+    pub fn ops(&self) -> Arc<crate::ops::Ops> {
+        self.shared.ops.get().expect("set at start").clone()
     }
+}
 
-    /// The hub's metric families, read from its registry at each scrape.
-    pub fn metrics(&self) -> crate::metrics::Hub {
-        let shared = self.shared.clone();
-        crate::metrics::Hub {
-            registry: self.shared.registry.clone(),
-            agents: Arc::new(move || shared.agents.lock().expect("agent sessions lock").len()),
-        }
+/// The hub's operational API: its view, its settings, and its metric families (read from the
+/// registry at each scrape). What it holds of the hub is weak, as the hub holds it.
+fn ops_of(shared: &Arc<Shared>) -> crate::ops::Ops {
+    let mut metrics = prometheus_client::registry::Registry::default();
+    metrics.register_collector(Box::new(crate::metrics::Common {
+        udp: shared.udp_stats.clone(),
+    }));
+    let weak = Arc::downgrade(shared);
+    metrics.register_collector(Box::new(crate::metrics::Hub {
+        registry: shared.registry.clone(),
+        agents: Arc::new(move || weak.upgrade().map_or(0, |s| s.agent_count())),
+    }));
+    let view = Arc::new(HubView {
+        shared: Arc::downgrade(shared),
+    });
+    crate::ops::Ops::new(view, shared.config.settings.clone(), metrics)
+}
+
+impl Shared {
+    fn agent_count(&self) -> usize {
+        self.agents.lock().expect("agent sessions lock").len()
     }
 }
 
 struct HubView {
-    shared: Arc<Shared>,
+    shared: std::sync::Weak<Shared>,
 }
 
 impl crate::ops::RoleView for HubView {
     /// The hub exists only once its listeners are up and its store is open.
     fn ready(&self) -> bool {
-        !self.shared.shutdown.is_draining()
+        self.shared.upgrade().is_some_and(|s| !s.shutdown.is_draining())
     }
 
     fn healthy(&self) -> bool {
@@ -303,12 +328,14 @@ impl crate::ops::RoleView for HubView {
     }
 
     fn info(&self) -> serde_json::Value {
-        let agents = self.shared.agents.lock().expect("agent sessions lock").len();
+        let Some(shared) = self.shared.upgrade() else {
+            return serde_json::Value::Null;
+        };
         serde_json::json!({
-            "listen": self.shared.config.listen.to_string(),
-            "domain": self.shared.config.domain,
-            "tunnels": self.shared.registry.tunnel_count(),
-            "agents": agents,
+            "listen": shared.config.listen.to_string(),
+            "domain": shared.config.domain,
+            "tunnels": shared.registry.tunnel_count(),
+            "agents": shared.agent_count(),
         })
     }
 }
