@@ -45,7 +45,13 @@ pub async fn run(
                 });
                 announced = true;
                 config.link.up(session.transport);
-                let served = serve(&config, session, &placed, &shutdown).await;
+                let span = tracing::info_span!(
+                    "session",
+                    tunnel = %session.info.name,
+                    transport = %session.transport
+                );
+                let served = serve(&config, session, &placed, &shutdown);
+                let served = tracing::Instrument::instrument(served, span).await;
                 config.link.down();
                 let end = served?;
                 match &end {
@@ -320,8 +326,13 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         Ok(upstream) => upstream,
         Err(cause) => return refuse_http_visitor(stream, &target, &cause).await,
     };
-    if let Err(e) = crate::relay::relay_movable_at_agent(upstream, stream, &context.moved_lanes).await {
-        tracing::info!(peer = %header.peer, error = %e, "relay ended with an error");
+    let span = tracing::debug_span!("connection", tunnel = %target.name, peer = %header.peer);
+    let relayed = crate::relay::relay_movable_at_agent(upstream, stream, &context.moved_lanes);
+    match tracing::Instrument::instrument(relayed, span.clone()).await {
+        Ok(moved) => {
+            span.in_scope(|| tracing::debug!(bytes_in = moved.b_to_a, bytes_out = moved.a_to_b, "connection closed"))
+        }
+        Err(e) => tracing::info!(peer = %header.peer, error = %e, "relay ended with an error"),
     }
 }
 

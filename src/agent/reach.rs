@@ -26,9 +26,9 @@ const WAIT_FOR_HUB: Duration = Duration::from_secs(10);
 /// The live route to the hub: the current connection's link.
 type Route = Arc<AgentLink>;
 
-fn route(opener: Opener, lifetime: &Lifetime, config: &AgentConfig) -> Route {
+fn route(opener: Opener, lifetime: &Lifetime, config: &AgentConfig, transport: crate::mux::Transport) -> Route {
     let datagrams = DatagramRouter::for_connection(lifetime, config.udp_stats.clone());
-    Arc::new(AgentLink::new(opener, datagrams, None))
+    Arc::new(AgentLink::new(transport, opener, datagrams, None))
 }
 
 /// A `reach` agent's connection to the hub, kept up (reconnecting with backoff) until it is
@@ -43,7 +43,7 @@ impl ReachLink {
     /// Connects to the hub (one attempt; an error says why it failed).
     pub async fn connect(config: AgentConfig, shutdown: Shutdown) -> Result<Self, AgentError> {
         let (_, session) = connect_once(&config, None).await?;
-        let (route_tx, route) = watch::channel(Some(route(session.0.clone(), &session.2, &config)));
+        let (route_tx, route) = watch::channel(Some(route(session.0.clone(), &session.2, &config, session.3)));
         // Refusals after a reconnection end the keeper; streams then find no route.
         let (fatal_tx, _) = tokio::sync::mpsc::channel(1);
         let keeper = tokio::spawn(keep_connected(config, None, session, route_tx, shutdown, fatal_tx));
@@ -100,7 +100,7 @@ pub async fn run(
         addr: local.clone(),
         source,
     };
-    let route = route(parts.0.clone(), &parts.2, &config);
+    let route = route(parts.0.clone(), &parts.2, &config, parts.3);
     let tunnel_id = info.id;
     let (route_tx, route_rx) = watch::channel(Some(route));
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
@@ -287,7 +287,7 @@ async fn keep_connected(
                     backoff = Backoff::for_reconnects();
                     transport = new_transport;
                     config.link.up(transport);
-                    route.send_replace(Some(self::route(opener, &new_lifetime, &config)));
+                    route.send_replace(Some(self::route(opener, &new_lifetime, &config, new_transport)));
                     control = new_control;
                     lifetime = new_lifetime;
                     break;

@@ -69,6 +69,8 @@ pub struct NotCarried {
 
 /// Everything one end holds to carry connections over one agent connection.
 pub struct AgentLink {
+    /// How the agent connection travels (for logs).
+    transport: crate::mux::Transport,
     opener: Opener,
     /// Routes QUIC datagrams of UDP flows on this connection (QUIC only).
     datagrams: Option<Arc<DatagramRouter>>,
@@ -77,12 +79,22 @@ pub struct AgentLink {
 }
 
 impl AgentLink {
-    pub fn new(opener: Opener, datagrams: Option<Arc<DatagramRouter>>, lanes: Option<Arc<LanePool>>) -> Self {
+    pub fn new(
+        transport: crate::mux::Transport,
+        opener: Opener,
+        datagrams: Option<Arc<DatagramRouter>>,
+        lanes: Option<Arc<LanePool>>,
+    ) -> Self {
         Self {
+            transport,
             opener,
             datagrams,
             lanes,
         }
+    }
+
+    pub fn transport(&self) -> crate::mux::Transport {
+        self.transport
     }
 
     /// The agent's lane pool, if its connection has lanes.

@@ -158,14 +158,27 @@ async fn open_flow_to_member(
         .ok()
 }
 
-/// Carries one visitor connection to a member of `tunnel`, as that member's link decides.
+/// Carries one visitor connection to a member of `tunnel`, as that member's link decides,
+/// in a span of its own (tunnel, peer, then the agent connection's transport); the bytes
+/// moved are logged when it ends.
 pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wait: Duration) {
+    let span = tracing::debug_span!(
+        "connection",
+        tunnel = %tunnel.name,
+        peer = %peer,
+        transport = tracing::field::Empty
+    );
+    tracing::Instrument::instrument(carry_visitor(tunnel, visitor, peer, wait), span).await
+}
+
+async fn carry_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         let cause = "no agent is connected (it may be reconnecting); try again shortly";
         refuse_visitor(&tunnel, visitor, cause).await;
         return;
     };
+    tracing::Span::current().record("transport", member.link.transport().as_str());
     tunnel.jobs.fetch_add(1, Ordering::Relaxed);
     let carried = member
         .link
@@ -199,6 +212,7 @@ fn account(tunnel: &Tunnel, peer: &Peer, result: std::io::Result<Transferred>) {
         Ok(moved) => {
             tunnel.bytes_in.fetch_add(moved.a_to_b, Ordering::Relaxed);
             tunnel.bytes_out.fetch_add(moved.b_to_a, Ordering::Relaxed);
+            tracing::debug!(bytes_in = moved.a_to_b, bytes_out = moved.b_to_a, "connection closed");
         }
         Err(e) => {
             tracing::debug!(tunnel = %tunnel.id, %peer, error = %e, "visitor relay ended with an error")

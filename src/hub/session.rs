@@ -59,8 +59,23 @@ where
     }
 }
 
-/// One agent session.
+/// One agent session, in a span of its own: peer and transport, then who the agent is once
+/// its hello says so.
 pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "agent_session",
+        %peer,
+        transport = %conn.transport,
+        user = Empty,
+        agent = Empty,
+        role = Empty,
+        session = Empty
+    );
+    tracing::Instrument::instrument(serve_session(shared, conn, peer), span).await
+}
+
+async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     let plaintext = conn.transport == Transport::Tcp;
     let MuxConn {
         mut control,
@@ -104,6 +119,11 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
         return;
     }
     let session = SessionId(shared.next_session.fetch_add(1, Ordering::Relaxed));
+    let span = tracing::Span::current();
+    span.record("user", tracing::field::display(&hello.user));
+    span.record("agent", tracing::field::display(&hello.agent_id));
+    span.record("role", tracing::field::debug(hello.role));
+    span.record("session", session.0);
     let datagrams = crate::udp::DatagramRouter::for_connection(&lifetime, shared.udp_stats.clone());
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
@@ -116,6 +136,7 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
             session,
             agent_id: hello.agent_id,
             link: Arc::new(AgentLink::new(
+                transport,
                 opener.clone(),
                 datagrams.clone(),
                 lanes.as_ref().map(|(_, pool)| pool.clone()),
@@ -144,18 +165,14 @@ pub async fn serve_agent(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     if hello.role == Role::Reach {
         if let Some(mut acceptor) = acceptor {
             let (shared, user, datagrams) = (shared.clone(), hello.user.clone(), datagrams.clone());
-            tokio::spawn(async move {
+            let accepting = async move {
                 while let Some(stream) = acceptor.accept().await {
                     let datagrams = datagrams.clone();
-                    tokio::spawn(public::serve_reach_stream(
-                        shared.clone(),
-                        user.clone(),
-                        stream,
-                        peer,
-                        datagrams,
-                    ));
+                    let served = public::serve_reach_stream(shared.clone(), user.clone(), stream, peer, datagrams);
+                    tokio::spawn(tracing::Instrument::in_current_span(served));
                 }
-            });
+            };
+            tokio::spawn(tracing::Instrument::in_current_span(accepting));
         }
     }
 
