@@ -36,11 +36,16 @@ async fn hub_with_tunnels(data: &std::path::Path) -> (Hub, String) {
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
-    tokio::spawn(burrow::agent::expose::run(agent, TunnelSpec::tcp("127.0.0.1:9"), Shutdown::new(), move |_| {
-        if let Some(tx) = ready_tx.take() {
-            let _ = tx.send(());
-        }
-    }));
+    tokio::spawn(burrow::agent::expose::run(
+        agent,
+        TunnelSpec::tcp("127.0.0.1:9"),
+        Shutdown::new(),
+        move |_| {
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(());
+            }
+        },
+    ));
     ready_rx.await.unwrap();
     for i in 1..TUNNELS {
         let spec = TunnelSpec {
@@ -67,7 +72,10 @@ async fn scrape(api: &str) -> usize {
 }
 
 fn metrics_scrape(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let data = tempfile::tempdir().unwrap();
     let (_hub, api) = rt.block_on(hub_with_tunnels(data.path()));
     let size = rt.block_on(scrape(&api));

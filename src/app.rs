@@ -98,6 +98,12 @@ impl std::io::Write for LossyStderr {
     }
 }
 
+/// Whether an agent shows its live status: on a terminal, without `--json`.
+fn live_console(json: bool) -> bool {
+    use std::io::IsTerminal;
+    !json && std::io::stdout().is_terminal()
+}
+
 /// Binds `--api-address` and serves `ops` there. Returns the address bound.
 async fn serve_ops(address: &str, ops: std::sync::Arc<crate::ops::Ops>) -> Result<std::net::SocketAddr, Failure> {
     let listener = tokio::net::TcpListener::bind(address)
@@ -378,6 +384,7 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
     let shutdown = Shutdown::new();
     let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
     handle_signals(shutdown.clone());
+    let console_shutdown = shutdown.clone();
     agent::expose::run(config, spec, shutdown, |up| {
         let info = up.info;
         *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
@@ -392,6 +399,14 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
             return;
         }
         crate::notify::notify("READY=1");
+        if live_console(json) {
+            let reachable = info.url.clone().or(info.public_address.clone());
+            let forwarding = match reachable {
+                Some(at) => format!("{at} -> {target}"),
+                None => format!("burrow reach {} -> {target}", info.name),
+            };
+            agent::console::spawn(view.clone(), "expose", forwarding, console_shutdown.clone());
+        }
         let connection = info
             .public_address
             .as_deref()
@@ -449,9 +464,14 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
     let shutdown = Shutdown::new();
     let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
     handle_signals(shutdown.clone());
+    let console_shutdown = shutdown.clone();
     agent::reach::run(config, args.tunnel, args.local, shutdown, |info, local| {
         *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
         crate::notify::notify("READY=1");
+        if live_console(json) {
+            let forwarding = format!("{local} -> tunnel {}", info.name);
+            agent::console::spawn(view.clone(), "reach", forwarding, console_shutdown.clone());
+        }
         if json {
             let mut line = json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()});
             if let Some(api) = api_address {

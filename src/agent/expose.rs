@@ -226,6 +226,7 @@ async fn serve(
         udp_idle: config.udp.idle_timeout,
         udp_stats: config.udp_stats.clone(),
         moved_lanes: Default::default(),
+        link: config.link.clone(),
     };
     let context = Arc::new(context);
     let lanes = lanes_at.map(|dial| {
@@ -326,10 +327,12 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         Ok(upstream) => upstream,
         Err(cause) => return refuse_http_visitor(stream, &target, &cause).await,
     };
+    let counted = context.link.connection();
     let span = tracing::debug_span!("connection", tunnel = %target.name, peer = %header.peer);
     let relayed = crate::relay::relay_movable_at_agent(upstream, stream, &context.moved_lanes);
     match tracing::Instrument::instrument(relayed, span.clone()).await {
         Ok(moved) => {
+            counted.moved(moved.b_to_a, moved.a_to_b);
             span.in_scope(|| tracing::debug!(bytes_in = moved.b_to_a, bytes_out = moved.a_to_b, "connection closed"))
         }
         Err(e) => tracing::info!(peer = %header.peer, error = %e, "relay ended with an error"),

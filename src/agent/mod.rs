@@ -2,6 +2,7 @@
 //! programs a port that leads to an exposed service. `session.rs` dials the hub and performs
 //! the hello; both roles reconnect with backoff when the connection drops.
 
+pub mod console;
 pub mod expose;
 mod lanes;
 pub mod reach;
@@ -79,6 +80,13 @@ pub struct LinkStatus {
     transport: AtomicU8,
     sessions: AtomicU64,
     reconnects: AtomicU64,
+    /// Connections this agent carried (`expose`: from the hub to its target; `reach`: from
+    /// local clients to the hub), and the bytes they moved once ended.
+    pub connections_total: AtomicU64,
+    pub connections_open: AtomicU64,
+    /// Toward the target (`expose`) or the hub (`reach`).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 impl LinkStatus {
@@ -109,6 +117,29 @@ impl LinkStatus {
 
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection for as long as the returned guard lives.
+    pub fn connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+}
+
+/// A connection an agent is carrying; counts the bytes it moved when it ends.
+pub struct OpenConnection(Arc<LinkStatus>);
+
+impl OpenConnection {
+    pub fn moved(&self, bytes_in: u64, bytes_out: u64) {
+        self.0.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.0.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

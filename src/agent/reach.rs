@@ -53,7 +53,7 @@ impl ReachLink {
     /// Carries the local connection `tcp` from `peer` to `tunnel` until either side ends it.
     /// A tunnel the user may not reach closes the connection.
     pub async fn carry(&self, tcp: TcpStream, peer: SocketAddr, tunnel: TunnelRef) {
-        carry(tcp, peer, self.route.clone(), tunnel).await
+        carry(tcp, peer, self.route.clone(), tunnel).await;
     }
 }
 
@@ -152,8 +152,11 @@ pub async fn run(
                     crate::relay::configure_tcp(&tcp);
                     let guard = shutdown.track();
                     let route = route_rx.clone();
+                    let counted = config.link.connection();
                     tokio::spawn(async move {
-                        carry(tcp, peer, route, tunnel_id.into()).await;
+                        if let Some(moved) = carry(tcp, peer, route, tunnel_id.into()).await {
+                            counted.moved(moved.a_to_b, moved.b_to_a);
+                        }
                         drop(guard);
                     });
                 }
@@ -303,20 +306,27 @@ async fn keep_connected(
     }
 }
 
-/// One local connection: open a stream to `tunnel` and relay.
-async fn carry(tcp: TcpStream, peer: SocketAddr, route: watch::Receiver<Option<Route>>, tunnel: TunnelRef) {
+/// One local connection: open a stream to `tunnel` and relay. The bytes it moved, once it
+/// ended cleanly.
+async fn carry(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    route: watch::Receiver<Option<Route>>,
+    tunnel: TunnelRef,
+) -> Option<crate::relay::Transferred> {
     let Some(link) = current_route(route).await else {
         tracing::warn!(%peer, "no connection to the hub; dropping local connection");
-        return;
+        return None;
     };
     match link
         .carry(tunnel, Visitor::Tcp(tcp), &Peer::new(peer, ""), &NO_LANES)
         .await
     {
-        Ok(Ok(_)) => {}
+        Ok(Ok(moved)) => return Some(moved),
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "relay ended with an error"),
         Err(_) => tracing::warn!(%peer, "cannot open a stream to the hub; dropping local connection"),
     }
+    None
 }
 
 /// A `reach` agent's connection has no lanes: nothing is ever counted here.

@@ -81,6 +81,8 @@ pub(super) struct StreamContext {
     pub(super) udp_stats: Arc<crate::udp::UdpStats>,
     /// Where connections the hub moves off the multiplexer meet their lanes.
     pub(super) moved_lanes: crate::relay::MovedLanes<crate::carrier::lanes::DialedLane>,
+    /// Counts the connections served, for the console and metrics.
+    pub(super) link: Arc<super::LinkStatus>,
 }
 
 /// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it
