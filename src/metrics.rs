@@ -163,10 +163,14 @@ impl ProcessStats {
     }
 }
 
-/// The hub's families: tunnels and agents, and per tunnel its connections and bytes.
+/// The hub's families: tunnels and agents, the main port's sniffing, lanes, and per tunnel
+/// its connections and bytes.
 pub struct Hub {
     pub registry: Arc<crate::hub::registry::Registry>,
-    pub agents: Arc<dyn Fn() -> usize + Send + Sync>,
+    pub sniffing: Arc<crate::hub::sniffing::Sniffing>,
+    pub sessions: Arc<crate::hub::SessionCounts>,
+    /// Idle lanes over all sessions.
+    pub lanes: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 impl fmt::Debug for Hub {
@@ -189,13 +193,42 @@ impl Collector for Hub {
                 ([("state", "waiting")], tunnels.len() as u64 - active),
             ],
         )?;
-        let help = "Agent connections serving expose sessions.";
-        single(
+        let sessions = &self.sessions;
+        family(
             &mut encoder,
             "burrow_agents_connected",
+            "Agent connections open now, by role.",
+            MetricType::Gauge,
+            [
+                ([("role", "expose")], sessions.expose.load(Ordering::Relaxed)),
+                ([("role", "reach")], sessions.reach.load(Ordering::Relaxed)),
+            ],
+        )?;
+        family(
+            &mut encoder,
+            "burrow_main_port_connections",
+            "Connections to the main port by what their first bytes were.",
+            MetricType::Counter,
+            self.sniffing
+                .outcomes()
+                .map(|(outcome, n)| ([("outcome", outcome.as_str())], n)),
+        )?;
+        let help = "Idle lanes (data connections of TCP and TLS agents) ready for the next connection.";
+        single(
+            &mut encoder,
+            "burrow_lanes_idle",
             help,
             MetricType::Gauge,
-            (self.agents)() as u64,
+            (self.lanes)() as u64,
+        )?;
+        let help = "Connections and UDP flows carried on lanes rather than multiplexed streams.";
+        let on_lanes = tunnels.iter().map(|t| t.lane_visitors.load(Ordering::Relaxed)).sum();
+        single(
+            &mut encoder,
+            "burrow_lane_connections",
+            help,
+            MetricType::Counter,
+            on_lanes,
         )?;
         let names: Vec<(String, String)> = tunnels.iter().map(|t| (t.id.to_string(), t.name.to_string())).collect();
         let labels = |i: usize| [("tunnel_id", names[i].0.as_str()), ("tunnel", names[i].1.as_str())];
@@ -266,6 +299,76 @@ impl Collector for Agent {
             help,
             MetricType::Counter,
             status.reconnects(),
+        )?;
+        let help = "Connections the agent carried (expose: to its target; reach: from local clients).";
+        let total = status.connections_total.load(Ordering::Relaxed);
+        single(
+            &mut encoder,
+            "burrow_agent_connections",
+            help,
+            MetricType::Counter,
+            total,
+        )?;
+        let help = "Connections the agent is carrying now.";
+        let open = status.connections_open.load(Ordering::Relaxed);
+        single(
+            &mut encoder,
+            "burrow_agent_connections_open",
+            help,
+            MetricType::Gauge,
+            open,
+        )?;
+        family(
+            &mut encoder,
+            "burrow_agent_bytes",
+            "Bytes the agent's connections moved, by direction (in: toward the target or the hub).",
+            MetricType::Counter,
+            [
+                ([("direction", "in")], status.bytes_in.load(Ordering::Relaxed)),
+                ([("direction", "out")], status.bytes_out.load(Ordering::Relaxed)),
+            ],
+        )?;
+        family(
+            &mut encoder,
+            "burrow_agent_dial_errors",
+            "Connections to the exposed target that failed, by reason.",
+            MetricType::Counter,
+            status
+                .dial_errors()
+                .map(|(reason, n)| ([("reason", reason.as_str())], n)),
+        )
+    }
+}
+
+/// API requests by route and status. The routes are the router's own patterns, so the
+/// label set stays bounded whatever clients ask for.
+#[derive(Debug, Default)]
+pub struct ApiRequests(std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>);
+
+impl ApiRequests {
+    pub fn count(&self, route: String, status: u16) {
+        *self
+            .0
+            .lock()
+            .expect("api requests lock")
+            .entry((route, status))
+            .or_default() += 1;
+    }
+}
+
+impl Collector for ApiRequests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let counts = self.0.lock().expect("api requests lock").clone();
+        let statuses: Vec<String> = counts.keys().map(|(_, status)| status.to_string()).collect();
+        family(
+            &mut encoder,
+            "burrow_api_requests",
+            "Requests to the operational and REST APIs, by route and status.",
+            MetricType::Counter,
+            counts
+                .iter()
+                .zip(&statuses)
+                .map(|(((route, _), n), status)| ([("route", route.as_str()), ("status", status.as_str())], *n)),
         )
     }
 }

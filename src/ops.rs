@@ -28,6 +28,8 @@ pub trait RoleView: Send + Sync + 'static {
 /// Everything the operational API serves for one process.
 pub struct Ops {
     role: Arc<dyn RoleView>,
+    /// Requests answered, by route and status.
+    requests: Arc<crate::metrics::ApiRequests>,
     /// `name=value` lines of `/configz`, secrets already redacted.
     settings: Vec<String>,
     metrics: Registry,
@@ -38,11 +40,14 @@ pub struct Ops {
 impl Ops {
     /// `settings` are `(flag, value)` pairs as the role runs with them; values of secret
     /// settings must already be redacted ([`redact`]).
-    pub fn new(role: Arc<dyn RoleView>, settings: Vec<(String, String)>, metrics: Registry) -> Self {
+    pub fn new(role: Arc<dyn RoleView>, settings: Vec<(String, String)>, mut metrics: Registry) -> Self {
         let mut settings: Vec<String> = settings.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         settings.sort();
+        let requests = Arc::new(crate::metrics::ApiRequests::default());
+        metrics.register_collector(Box::new(requests.clone()));
         Self {
             role,
+            requests,
             settings,
             metrics,
             pac: None,
@@ -59,6 +64,7 @@ impl Ops {
             .route("/configz", get(configz))
             .route("/pac", get(pac))
             .route("/version", get(version))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), count_request))
             .with_state(self)
     }
 
@@ -109,6 +115,20 @@ const INDEX: &str = "burrow operational API\n\
 /configz  the settings in use, secrets redacted\n\
 /pac      the PAC script in use\n\
 /version  build information (JSON)\n";
+
+/// Counts each request by its route (the pattern, never the raw path: bounded labels) and
+/// the status it got.
+async fn count_request(
+    State(ops): Api,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = route.as_str().to_owned();
+    let response = next.run(request).await;
+    ops.requests.count(route, response.status().as_u16());
+    response
+}
 
 async fn index() -> &'static str {
     INDEX

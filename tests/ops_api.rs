@@ -184,6 +184,16 @@ async fn the_hub_serves_every_endpoint_and_metrics_follow_its_tunnels() {
         "{metrics}"
     );
     promtool_accepts(&metrics).await;
+    let count = |labels: &[&str]| sample(&metrics, "burrow_main_port_connections_total", labels).unwrap();
+    assert!(
+        count(&["outcome=\"tls\""]) >= 2.0 && count(&["outcome=\"http\""]) >= 1.0,
+        "{metrics}"
+    );
+    let readyz = ["route=\"/readyz\"", "status=\"200\""];
+    assert!(
+        sample(&metrics, "burrow_api_requests_total", &readyz).unwrap() >= 4.0,
+        "{metrics}"
+    );
 
     // The tunnel's series go with it: the agent leaves and its lease runs out.
     agent.signal("-TERM");
@@ -267,6 +277,33 @@ async fn agents_are_ready_only_while_connected() {
         "{metrics}"
     );
     promtool_accepts(&metrics).await;
+
+    // A target that refuses is counted by reason.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let dead_args = [
+        "--name",
+        "dead",
+        "--public",
+        "--protocol",
+        "tcp",
+        "--api-address",
+        "127.0.0.1:0",
+    ];
+    let mut dead = hub.expose("quic", "alice", &closed, &dead_args);
+    let ready = dead.ready().await;
+    let (dead_api, public) = (str_of(&ready, "api_address"), str_of(&ready, "public_address"));
+    let _ = try_round_trip(&public.replace("localhost", "127.0.0.1"), b"x").await;
+    until_sample(
+        &dead_api,
+        "burrow_agent_dial_errors_total",
+        &["reason=\"refused\""],
+        1.0,
+    )
+    .await;
+    dead.kill().await;
 
     let mut reach = hub.reach("quic", "alice", "watched", &["--api-address", "127.0.0.1:0"]);
     let reach_api = str_of(&reach.ready().await, "api_address");

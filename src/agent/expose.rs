@@ -323,7 +323,7 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
         .await;
         return;
     }
-    let upstream = match connect_target(&target, &header).await {
+    let upstream = match connect_target(&target, &header, &context.link).await {
         Ok(upstream) => upstream,
         Err(cause) => return refuse_http_visitor(stream, &target, &cause).await,
     };

@@ -281,7 +281,7 @@ async fn carry(
         return None;
     }
     // A target that cannot be reached closes the lane, which the visitor sees as a close.
-    let upstream = connect_target(&target, &header).await.ok()?;
+    let upstream = connect_target(&target, &header, &context.link).await.ok()?;
     relay_plain_lane(upstream, lane, LaneEnd::Agent(want_back.clone()))
         .await
         .map(|(_, again)| again.map(Lane::Plain))

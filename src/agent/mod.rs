@@ -87,6 +87,29 @@ pub struct LinkStatus {
     /// Toward the target (`expose`) or the hub (`reach`).
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// `expose`: connections to the target that failed, by [`DialError`].
+    dial_errors: [AtomicU64; DialError::ALL.len()],
+}
+
+/// Why an `expose` agent could not connect to its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialError {
+    Refused,
+    Timeout,
+    /// No route, no such host, or any other failure.
+    Unreachable,
+}
+
+impl DialError {
+    pub const ALL: [DialError; 3] = [DialError::Refused, DialError::Timeout, DialError::Unreachable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialError::Refused => "refused",
+            DialError::Timeout => "timeout",
+            DialError::Unreachable => "unreachable",
+        }
+    }
 }
 
 impl LinkStatus {
@@ -117,6 +140,16 @@ impl LinkStatus {
 
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    pub fn dial_failed(&self, reason: DialError) {
+        self.dial_errors[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dial_errors(&self) -> impl Iterator<Item = (DialError, u64)> + '_ {
+        DialError::ALL
+            .into_iter()
+            .map(|r| (r, self.dial_errors[r as usize].load(Ordering::Relaxed)))
     }
 
     /// Counts a connection for as long as the returned guard lives.

@@ -108,10 +108,24 @@ pub(super) async fn serve_udp_flow(
 /// Connects to the exposed service for the visitor `header` describes, and sends the PROXY
 /// header the target asks for; a failure is logged and its cause returned (the caller then
 /// answers or closes the visitor's connection).
-pub(super) async fn connect_target(target: &Target, header: &StreamHeader) -> Result<TcpStream, String> {
+pub(super) async fn connect_target(
+    target: &Target,
+    header: &StreamHeader,
+    link: &super::LinkStatus,
+) -> Result<TcpStream, String> {
     let address = &target.address;
     let peer = &header.peer;
-    let cause = match tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(address)).await {
+    let connected = tokio::time::timeout(TARGET_CONNECT_DEADLINE, TcpStream::connect(address)).await;
+    let reason = match &connected {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(super::DialError::Refused),
+        Ok(Err(_)) => Some(super::DialError::Unreachable),
+        Err(_) => Some(super::DialError::Timeout),
+    };
+    if let Some(reason) = reason {
+        link.dial_failed(reason);
+    }
+    let cause = match connected {
         Ok(Ok(mut tcp)) => {
             crate::relay::configure_tcp(&tcp);
             let Some(version) = target.proxy_protocol else {

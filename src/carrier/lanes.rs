@@ -246,6 +246,16 @@ impl LaneBook {
         (token, pool)
     }
 
+    /// Idle lanes of every session.
+    pub fn idle_total(&self) -> usize {
+        self.pools
+            .lock()
+            .expect("lane book lock")
+            .values()
+            .map(|p| p.idle())
+            .sum()
+    }
+
     /// Forgets a session's token and closes its idle lanes (the agent sees them end).
     pub fn close(&self, token: LaneToken) {
         let pool = self.pools.lock().expect("lane book lock").remove(&token);

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::registry::Tunnel;
-use super::sniffing::Untrusted;
+use super::sniffing::{Outcome, Untrusted};
 use super::{public, session, Shared};
 use crate::carrier::Peer;
 use crate::sniff::{self, Detected, Replay, Verdict};
@@ -61,14 +61,22 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let first = match read.await {
         Ok(first) => first,
         Err(e) => {
+            shared.sniffing.record(Outcome::Refused);
             tracing::debug!(%peer, error = %e, "closing a main-port connection");
             return;
         }
     };
     let Some(verdict) = first.verdict else {
+        shared.sniffing.record(Outcome::Undecided);
         tracing::debug!(%peer, "no recognisable first bytes before the deadline");
         return;
     };
+    shared.sniffing.record(match &verdict {
+        Verdict::PlainAgent | Verdict::Tls { agent: true, .. } => Outcome::Agent,
+        Verdict::Tls { .. } => Outcome::Tls,
+        Verdict::Http { .. } => Outcome::Http,
+        Verdict::Unknown | Verdict::NeedMore => Outcome::Unknown,
+    });
     // From here on the client is who a trusted proxy said it is.
     let visitor = Peer::new(first.client, first.visited);
     let peer = first.client;

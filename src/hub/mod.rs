@@ -5,7 +5,7 @@ mod listener;
 mod public;
 pub mod registry;
 mod session;
-mod sniffing;
+pub mod sniffing;
 
 pub use sniffing::DEFAULT_PENDING_PER_SOURCE;
 
@@ -105,6 +105,15 @@ pub(crate) struct Shared {
     pub https: tokio_rustls::TlsAcceptor,
     /// The operational API, served on `--api-address` and on the main port by the hub's name.
     pub ops: std::sync::OnceLock<Arc<crate::ops::Ops>>,
+    /// Agent sessions open now, by role (`expose`, `reach`).
+    pub sessions: Arc<SessionCounts>,
+}
+
+/// Agent sessions open now, by role.
+#[derive(Default)]
+pub struct SessionCounts {
+    pub expose: std::sync::atomic::AtomicU64,
+    pub reach: std::sync::atomic::AtomicU64,
 }
 
 /// What the hub needs to place another tunnel on a connected `expose` agent.
@@ -206,6 +215,7 @@ impl Hub {
             sniffing,
             https,
             ops: Default::default(),
+            sessions: Default::default(),
         });
         let _ = shared.ops.set(Arc::new(ops_of(&shared)));
         let restored = shared.registry.restore().await?;
@@ -299,7 +309,9 @@ fn ops_of(shared: &Arc<Shared>) -> crate::ops::Ops {
     let weak = Arc::downgrade(shared);
     metrics.register_collector(Box::new(crate::metrics::Hub {
         registry: shared.registry.clone(),
-        agents: Arc::new(move || weak.upgrade().map_or(0, |s| s.agent_count())),
+        sniffing: shared.sniffing.clone(),
+        sessions: shared.sessions.clone(),
+        lanes: Arc::new(move || weak.upgrade().map_or(0, |s| s.lanes.idle_total())),
     }));
     let view = Arc::new(HubView {
         shared: Arc::downgrade(shared),

@@ -124,6 +124,7 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     span.record("agent", tracing::field::display(&hello.agent_id));
     span.record("role", tracing::field::debug(hello.role));
     span.record("session", session.0);
+    let _counted = SessionCounted::new(&shared.sessions, hello.role);
     let datagrams = crate::udp::DatagramRouter::for_connection(&lifetime, shared.udp_stats.clone());
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
@@ -301,5 +302,28 @@ async fn check_hello(shared: &Shared, hello: &Hello, plaintext: bool) -> Option<
             tracing::error!(error = %e, "credential check failed");
             Some((RefuseCode::Unauthorized, "credential check failed on the hub".into()))
         }
+    }
+}
+
+/// An agent session counted by role for as long as it lives (`burrow_agents_connected`).
+struct SessionCounted(Arc<super::SessionCounts>, Role);
+
+impl SessionCounted {
+    fn new(counts: &Arc<super::SessionCounts>, role: Role) -> Self {
+        Self::counter(counts, role).fetch_add(1, Ordering::Relaxed);
+        Self(counts.clone(), role)
+    }
+
+    fn counter(counts: &super::SessionCounts, role: Role) -> &std::sync::atomic::AtomicU64 {
+        match role {
+            Role::Expose => &counts.expose,
+            Role::Reach => &counts.reach,
+        }
+    }
+}
+
+impl Drop for SessionCounted {
+    fn drop(&mut self) {
+        Self::counter(&self.0, self.1).fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +28,47 @@ pub struct Sniffing {
     trusted: Vec<Cidr>,
     per_source: usize,
     pending: Mutex<HashMap<IpAddr, usize>>,
+    /// What the main port's connections turned out to be, for metrics.
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+}
+
+/// What a connection to the main port was classified as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An agent or a lane, over TLS or plain TCP.
+    Agent,
+    /// TLS for a tunnel or the hub, by server name.
+    Tls,
+    /// HTTP for a tunnel or the hub, by `Host`.
+    Http,
+    /// Bytes that are none of these.
+    Unknown,
+    /// Nothing decisive before the deadline, or the client left.
+    Undecided,
+    /// Refused before classification: over its source's budget, or a PROXY header refused.
+    Refused,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Agent,
+        Outcome::Tls,
+        Outcome::Http,
+        Outcome::Unknown,
+        Outcome::Undecided,
+        Outcome::Refused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Agent => "agent",
+            Outcome::Tls => "tls",
+            Outcome::Http => "http",
+            Outcome::Unknown => "unknown",
+            Outcome::Undecided => "undecided",
+            Outcome::Refused => "refused",
+        }
+    }
 }
 
 /// What was read off the front of a connection.
@@ -69,7 +111,19 @@ impl Sniffing {
             trusted,
             per_source: per_source.max(1),
             pending: Mutex::default(),
+            outcomes: Default::default(),
         }
+    }
+
+    pub fn record(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Main-port connections by outcome since the hub started.
+    pub fn outcomes(&self) -> impl Iterator<Item = (Outcome, u64)> + '_ {
+        Outcome::ALL
+            .into_iter()
+            .map(|o| (o, self.outcomes[o as usize].load(Ordering::Relaxed)))
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
