@@ -247,12 +247,14 @@ impl Collector for Hub {
         family(
             &mut encoder,
             "burrow_tunnel_connections_open",
-            "Connections open now through a tunnel.",
+            "Connections open now through a tunnel, by protocol.",
             MetricType::Gauge,
-            tunnels
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (labels(i), t.jobs.load(Ordering::Relaxed))),
+            tunnels.iter().enumerate().flat_map(|(i, t)| {
+                Detected::ALL.map(|p| {
+                    let [id, name] = labels(i);
+                    ([id, name, ("protocol", p.as_str())], t.open.get(p))
+                })
+            }),
         )?;
         family(
             &mut encoder,

@@ -554,7 +554,7 @@ async fn an_idle_lane(pool: &burrow::carrier::lanes::LanePool) {
 /// parked or closed: it has no signal for that, so this polls its job count.
 async fn all_relays_end(tunnel: &Tunnel) {
     tokio::time::timeout(WAIT, async {
-        while tunnel.jobs.load(Ordering::Relaxed) != 0 {
+        while tunnel.jobs() != 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })

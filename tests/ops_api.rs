@@ -239,6 +239,8 @@ async fn the_hub_serves_every_endpoint_and_metrics_follow_its_tunnels() {
         .await
         .unwrap()
         .unwrap();
+    let held_open = ["tunnel=\"held\"", "protocol=\"tcp\""];
+    until_sample(&api, "burrow_tunnel_connections_open", &held_open, 1.0).await;
     hub.proc.signal("-TERM");
     until_status(&api, "/readyz", 503).await;
     assert_eq!(get(&api, "/healthz").await.0, 200, "draining is healthy");

@@ -170,12 +170,11 @@ fn routed_tunnel(shared: &Shared, host: &str) -> Option<Arc<Tunnel>> {
 
 /// Carries a visitor routed by name to its tunnel, bytes untouched.
 async fn carry_routed(shared: &Shared, tunnel: Arc<Tunnel>, io: Replay<TcpStream>, peer: Peer, detected: Detected) {
-    tunnel.connections.count(detected);
     tracing::debug!(tunnel = %tunnel.id, %peer, protocol = %detected, "routed by name");
     let (sniffed, tcp) = io.into_parts();
     let http = detected == Detected::Http;
     let visitor = public::Visitor::Routed { sniffed, tcp, http };
-    public::serve_visitor(tunnel, visitor, peer, shared.config.visitor_wait).await
+    public::serve_visitor(tunnel, visitor, peer, detected, shared.config.visitor_wait).await
 }
 
 /// The hub's own answer to an HTTP visitor: a JSON error with `code`.

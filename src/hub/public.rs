@@ -95,9 +95,9 @@ async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: 
         // Only a trusted proxy's connection is read before it is carried: for its header.
         Protocol::Tcp | Protocol::Udp if trusted => (SILENT_CLIENT, |_| Some(Detected::Tcp)),
         Protocol::Tcp | Protocol::Udp => {
-            tunnel.connections.count(Detected::Tcp);
             let visited = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            return serve_visitor(tunnel, Visitor::Tcp(tcp), Peer::new(peer, visited), wait).await;
+            let peer = Peer::new(peer, visited);
+            return serve_visitor(tunnel, Visitor::Tcp(tcp), peer, Detected::Tcp, wait).await;
         }
     };
     let first = match context
@@ -133,11 +133,10 @@ async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: 
         }
         return;
     }
-    tunnel.connections.count(detected);
     tracing::debug!(tunnel = %tunnel.id, %peer, protocol = %detected, "public-port connection");
     let (sniffed, tcp) = tcp.into_parts();
     let http = detected == Detected::Http;
-    serve_visitor(tunnel, Visitor::Routed { sniffed, tcp, http }, peer, wait).await
+    serve_visitor(tunnel, Visitor::Routed { sniffed, tcp, http }, peer, detected, wait).await
 }
 
 /// Opens a UDP flow to a member of `tunnel` for client `peer`.
@@ -161,17 +160,18 @@ async fn open_flow_to_member(
 /// Carries one visitor connection to a member of `tunnel`, as that member's link decides,
 /// in a span of its own (tunnel, peer, then the agent connection's transport); the bytes
 /// moved are logged when it ends.
-pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wait: Duration) {
+pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, protocol: Detected, wait: Duration) {
+    tunnel.connections.count(protocol);
     let span = tracing::debug_span!(
         "connection",
         tunnel = %tunnel.name,
         peer = %peer,
         transport = tracing::field::Empty
     );
-    tracing::Instrument::instrument(carry_visitor(tunnel, visitor, peer, wait), span).await
+    tracing::Instrument::instrument(carry_visitor(tunnel, visitor, peer, protocol, wait), span).await
 }
 
-async fn carry_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wait: Duration) {
+async fn carry_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, protocol: Detected, wait: Duration) {
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         let cause = "no agent is connected (it may be reconnecting); try again shortly";
@@ -179,12 +179,12 @@ async fn carry_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, wait: 
         return;
     };
     tracing::Span::current().record("transport", member.link.transport().as_str());
-    tunnel.jobs.fetch_add(1, Ordering::Relaxed);
+    tunnel.open.count(protocol);
     let carried = member
         .link
         .carry(tunnel.id, visitor, &peer, &tunnel.lane_visitors)
         .await;
-    tunnel.jobs.fetch_sub(1, Ordering::Relaxed);
+    tunnel.open.leave(protocol);
     match carried {
         Ok(result) => account(&tunnel, &peer, result),
         Err(NotCarried { visitor }) => {
@@ -249,12 +249,19 @@ pub async fn serve_reach_stream(
         StreamKind::Moved => tracing::debug!(%agent, "a reach agent sent a lane-only stream kind"),
         StreamKind::Tcp => {
             // A reach agent's connection is not sniffed: it counts as what the tunnel declares.
-            tunnel.connections.count(Detected::declared(tunnel.protocol));
+            let declared = Detected::declared(tunnel.protocol);
             let peer = Peer {
                 client: header.peer,
                 visited: header.visited,
             };
-            serve_visitor(tunnel, Visitor::Reach(stream), peer, shared.config.visitor_wait).await
+            serve_visitor(
+                tunnel,
+                Visitor::Reach(stream),
+                peer,
+                declared,
+                shared.config.visitor_wait,
+            )
+            .await
         }
         StreamKind::Udp => {
             let stats = shared.udp_stats.clone();

@@ -60,8 +60,8 @@ pub struct Tunnel {
     /// Woken whenever a member joins, so visitors waiting out a reconnect can proceed.
     member_joined: Notify,
     next_member: AtomicUsize,
-    /// Connections open now through this tunnel (`jobs_running`).
-    pub jobs: AtomicU64,
+    /// Connections open now through this tunnel, by protocol.
+    pub open: ProtocolCounts,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// Connections and UDP flows carried on lanes rather than multiplexed streams, since the
@@ -80,8 +80,17 @@ impl ProtocolCounts {
         self.0[protocol as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One fewer (for counts of what is open now).
+    pub fn leave(&self, protocol: Detected) {
+        self.0[protocol as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub fn get(&self, protocol: Detected) -> u64 {
         self.0[protocol as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        Detected::ALL.iter().map(|p| self.get(*p)).sum()
     }
 }
 
@@ -103,6 +112,11 @@ struct TunnelState {
 }
 
 impl Tunnel {
+    /// Connections open now (`jobs_running`).
+    pub fn jobs(&self) -> u64 {
+        self.open.total()
+    }
+
     pub fn record(&self) -> TunnelRecord {
         self.state.lock().expect("tunnel lock").record.clone()
     }
@@ -421,7 +435,7 @@ impl Registry {
             }),
             member_joined: Notify::new(),
             next_member: AtomicUsize::new(0),
-            jobs: AtomicU64::new(0),
+            open: ProtocolCounts::default(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             lane_visitors: AtomicU64::new(0),
