@@ -310,6 +310,24 @@ async fn agents_are_ready_only_while_connected() {
     let mut reach = hub.reach("quic", "alice", "watched", &["--api-address", "127.0.0.1:0"]);
     let reach_api = str_of(&reach.ready().await, "api_address");
     assert_eq!(get(&reach_api, "/readyz").await.0, 200);
+    // Every endpoint on both agents' APIs.
+    for agent_api in [&api, &reach_api] {
+        for (path, status) in [
+            ("/", 200),
+            ("/readyz", 200),
+            ("/healthz", 200),
+            ("/info", 200),
+            ("/metrics", 200),
+            ("/configz", 200),
+            ("/version", 200),
+            ("/pac", 404),
+            ("/no-such-page", 404),
+        ] {
+            assert_eq!(get(agent_api, path).await.0, status, "{path} on {agent_api}");
+        }
+    }
+    let reach_info: serde_json::Value = serde_json::from_str(&get(&reach_api, "/info").await.1).unwrap();
+    assert_eq!(reach_info["tunnel_name"], "watched", "{reach_info}");
 
     // The hub restarts (a clean stop tells agents at once); the agent is not ready until it
     // is registered with the new one.
