@@ -332,6 +332,16 @@ impl Collector for Agent {
         )?;
         family(
             &mut encoder,
+            "burrow_agent_lanes",
+            "An expose agent's lanes (TCP and TLS transports): idle, or carrying a connection.",
+            MetricType::Gauge,
+            [
+                ([("state", "idle")], status.lanes_idle.load(Ordering::Relaxed)),
+                ([("state", "busy")], status.lanes_busy.load(Ordering::Relaxed)),
+            ],
+        )?;
+        family(
+            &mut encoder,
             "burrow_agent_dial_errors",
             "Connections to the exposed target that failed, by reason.",
             MetricType::Counter,

@@ -280,6 +280,19 @@ async fn agents_are_ready_only_while_connected() {
     );
     promtool_accepts(&metrics).await;
 
+    // An agent over TLS keeps its lanes ready, and says so.
+    let laned_args = ["--name", "laned", "--lanes", "3", "--api-address", "127.0.0.1:0"];
+    let mut laned = hub.expose("tls", "alice", &echo, &laned_args);
+    let laned_api = str_of(&laned.ready().await, "api_address");
+    until_sample(&laned_api, "burrow_agent_lanes", &["state=\"idle\""], 3.0).await;
+    let (_, metrics) = get(&laned_api, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "burrow_agent_connected", &["transport=\"tls\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    laned.kill().await;
+
     // A target that refuses is counted by reason.
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

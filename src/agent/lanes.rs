@@ -95,6 +95,13 @@ pub async fn keep_lanes(
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut retry_at = None;
+    let link = context.link.clone();
+    let publish = |idle: usize, busy: usize| {
+        link.lanes_idle.store(idle as u64, Ordering::Relaxed);
+        link.lanes_busy.store(busy as u64, Ordering::Relaxed);
+    };
+    // The session's lanes end with it: none is idle or busy once this returns.
+    let _reset = Reset(context.link.clone());
     loop {
         while idle < count && busy < most_busy && retry_at.is_none() {
             match dial_lane(&dial).await {
@@ -117,6 +124,7 @@ pub async fn keep_lanes(
                 }
             }
         }
+        publish(idle, busy);
         let retry = async {
             match retry_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -143,6 +151,16 @@ pub async fn keep_lanes(
             _ = lifetime.closed() => return,
             _ = shutdown.draining() => return,
         }
+    }
+}
+
+/// Clears the published lane counts when `keep_lanes` ends.
+struct Reset(Arc<super::LinkStatus>);
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        self.0.lanes_idle.store(0, Ordering::Relaxed);
+        self.0.lanes_busy.store(0, Ordering::Relaxed);
     }
 }
 

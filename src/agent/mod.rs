@@ -89,6 +89,9 @@ pub struct LinkStatus {
     pub bytes_out: AtomicU64,
     /// `expose`: connections to the target that failed, by [`DialError`].
     dial_errors: [AtomicU64; DialError::ALL.len()],
+    /// `expose` over TCP or TLS: lanes dialed and waiting, and lanes carrying a connection.
+    pub lanes_idle: AtomicU64,
+    pub lanes_busy: AtomicU64,
 }
 
 /// Why an `expose` agent could not connect to its target.
