@@ -59,8 +59,9 @@ pub async fn run(command: Command, settings: Vec<(String, String)>) -> Result<()
             ));
             Ok(())
         }
-        Command::Share(_) | Command::Tunnels(_) | Command::Pac(_) => Err(Failure::runtime(
-            "this command is not available in this build yet (it needs the REST API / PAC engine)",
+        Command::Pac(cli::PacCommand::Eval { pac, my_ip, urls }) => pac_eval(&pac, my_ip, &urls),
+        Command::Share(_) | Command::Tunnels(_) => Err(Failure::runtime(
+            "this command is not available in this build yet (it needs the REST API)",
         )),
     }
 }
@@ -96,6 +97,23 @@ impl std::io::Write for LossyStderr {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// `burrow pac eval`: one result line per URL. A script that does not load is a usage
+/// error (exit 2) before any output; a call that fails stops the batch (exit 1).
+fn pac_eval(source: &str, my_ip: Option<std::net::IpAddr>, urls: &[String]) -> Result<(), Failure> {
+    let script = crate::pac::source::read(source).map_err(Failure::usage)?;
+    let my_ip = my_ip.unwrap_or_else(crate::pac::my_ip_address);
+    let pac = crate::pac::Pac::load(&script, my_ip, std::sync::Arc::new(crate::pac::SystemResolver))
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    for url in urls {
+        let host = crate::pac::source::host_of(url).ok_or_else(|| Failure::usage(format!("{url:?} is not a URL")))?;
+        let result = pac
+            .find_proxy(url, &host)
+            .map_err(|e| Failure::runtime(format!("{url}: {e}")))?;
+        emit(&result);
+    }
+    Ok(())
 }
 
 /// Whether an agent shows its live status: on a terminal, without `--json`.

@@ -40,8 +40,9 @@ pub enum Command {
     Share(NotBuiltArgs),
     /// List, inspect and stop tunnels through the REST API (not available in this build yet).
     Tunnels(NotBuiltArgs),
-    /// Evaluate PAC files (not available in this build yet).
-    Pac(NotBuiltArgs),
+    /// PAC files.
+    #[command(subcommand)]
+    Pac(PacCommand),
     /// Certificate utilities.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -282,6 +283,23 @@ pub enum RoleAction {
 pub struct NotBuiltArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PacCommand {
+    /// Print what a PAC file's FindProxyForURL returns for each URL, one line per URL.
+    Eval {
+        /// The PAC file: a path, a `data:` URL, or `-` for standard input.
+        #[arg(long, value_name = "SRC")]
+        pac: String,
+        /// What `myIpAddress()` returns (default: the first non-loopback IPv4 address of an
+        /// interface that is up, else 127.0.0.1).
+        #[arg(long, value_name = "IP")]
+        my_ip: Option<std::net::IpAddr>,
+        /// URLs to evaluate.
+        #[arg(required = true)]
+        urls: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

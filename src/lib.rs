@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod mux;
 pub mod notify;
 pub mod ops;
+pub mod pac;
 pub mod relay;
 pub mod runtime;
 pub mod shutdown;

@@ -1,0 +1,226 @@
+//! The standard PAC helpers as plain Rust functions over strings, as Netscape defined them
+//! and browsers and pacparser implement them; `engine.rs` exposes them to scripts. Name
+//! resolution goes through [`Resolver`], so tests and the sandbox decide what DNS is.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Name resolution for `dnsResolve`, `isResolvable`, `isInNet` and their `Ex` variants.
+pub trait Resolver {
+    /// Every address of `host`, IPv4 and IPv6 (empty when it does not resolve).
+    fn resolve(&self, host: &str) -> Vec<IpAddr>;
+}
+
+/// `isPlainHostName(host)`: no dot in it.
+pub fn is_plain_host_name(host: &str) -> bool {
+    !host.contains('.')
+}
+
+/// `dnsDomainIs(host, domain)`: `host` ends with `domain` (as a string, as browsers do).
+pub fn dns_domain_is(host: &str, domain: &str) -> bool {
+    host.len() >= domain.len() && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+}
+
+/// `localHostOrDomainIs(host, hostdom)`: the exact name, or `host` without a domain and
+/// `hostdom` starting with it and a dot.
+pub fn local_host_or_domain_is(host: &str, hostdom: &str) -> bool {
+    if host.eq_ignore_ascii_case(hostdom) {
+        return true;
+    }
+    !host.contains('.')
+        && hostdom.len() > host.len()
+        && hostdom[..host.len()].eq_ignore_ascii_case(host)
+        && hostdom.as_bytes()[host.len()] == b'.'
+}
+
+/// `dnsDomainLevels(host)`: the number of dots.
+pub fn dns_domain_levels(host: &str) -> usize {
+    host.matches('.').count()
+}
+
+/// `shExpMatch(str, shexp)`: a shell glob, `*` any run, `?` one character, anchored at both
+/// ends; every other character stands for itself.
+pub fn sh_exp_match(text: &str, pattern: &str) -> bool {
+    let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
+    // Iterative matching with one backtrack point: linear in practice, no recursion.
+    let (mut ti, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            ti += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star_p, star_t)) = star {
+            pi = star_p + 1;
+            ti = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// `isInNet(host, pattern, mask)`: the host's IPv4 address (itself when it is one, else its
+/// first IPv4 by DNS) masked equals the pattern masked. A malformed pattern or mask is
+/// false, as are names that do not resolve.
+pub fn is_in_net(resolver: &dyn Resolver, host: &str, pattern: &str, mask: &str) -> bool {
+    let (Ok(pattern), Ok(mask)) = (pattern.parse::<Ipv4Addr>(), mask.parse::<Ipv4Addr>()) else {
+        return false;
+    };
+    let address = match host.parse::<Ipv4Addr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => first_v4(resolver, host),
+    };
+    address.is_some_and(|ip| u32::from(ip) & u32::from(mask) == u32::from(pattern) & u32::from(mask))
+}
+
+/// `isInNetEx(host, prefix)`: the host's address (any family) in the CIDR `prefix`.
+pub fn is_in_net_ex(resolver: &dyn Resolver, host: &str, prefix: &str) -> bool {
+    let Ok(block) = prefix.parse::<crate::types::Cidr>() else {
+        return false;
+    };
+    if !prefix.contains('/') {
+        return false;
+    }
+    let addresses = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolver.resolve(host),
+    };
+    addresses.into_iter().any(|ip| block.contains(ip))
+}
+
+/// `dnsResolve(host)`: its first IPv4 address, or `None` (JavaScript `null`).
+pub fn dns_resolve(resolver: &dyn Resolver, host: &str) -> Option<String> {
+    match host.parse::<Ipv4Addr>() {
+        Ok(ip) => Some(ip.to_string()),
+        Err(_) => first_v4(resolver, host).map(|ip| ip.to_string()),
+    }
+}
+
+/// `dnsResolveEx(host)`: every address, `;`-separated (empty when none).
+pub fn dns_resolve_ex(resolver: &dyn Resolver, host: &str) -> String {
+    let addresses = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolver.resolve(host),
+    };
+    addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(";")
+}
+
+fn first_v4(resolver: &dyn Resolver, host: &str) -> Option<Ipv4Addr> {
+    resolver.resolve(host).into_iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// `sortIpAddressList(list)`: `;`-separated addresses sorted, IPv6 before IPv4 as RFC 3484
+/// orders them for Chrome's implementation, each family in numeric order; `None` (false) if
+/// any entry is not an address.
+pub fn sort_ip_address_list(list: &str) -> Option<String> {
+    let mut addresses: Vec<IpAddr> = list
+        .split(';')
+        .map(|a| a.trim().parse().ok())
+        .collect::<Option<Vec<_>>>()?;
+    if addresses.is_empty() {
+        return None;
+    }
+    addresses.sort_by_key(|ip| match ip {
+        IpAddr::V6(v6) => (0u8, u128::from(*v6)),
+        IpAddr::V4(v4) => (1u8, u128::from(u32::from(*v4))),
+    });
+    Some(addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(";"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed resolver, as the helper vectors of Chromium's tests use.
+    struct Table;
+
+    impl Resolver for Table {
+        fn resolve(&self, host: &str) -> Vec<IpAddr> {
+            match host {
+                "www.example.com" => vec![
+                    "93.184.216.34".parse().unwrap(),
+                    "2606:2800:220:1::248".parse().unwrap(),
+                ],
+                "intranet.corp" => vec!["10.1.2.3".parse().unwrap()],
+                "v6only.example" => vec!["2001:db8::5".parse().unwrap()],
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn host_name_helpers_follow_the_netscape_definitions() {
+        assert!(is_plain_host_name("www"));
+        assert!(!is_plain_host_name("www.netscape.com"));
+        assert!(dns_domain_is("www.netscape.com", ".netscape.com"));
+        assert!(!dns_domain_is("www", ".netscape.com"));
+        assert!(!dns_domain_is("www.mcom.com", ".netscape.com"));
+        assert!(local_host_or_domain_is("www.netscape.com", "www.netscape.com"));
+        assert!(local_host_or_domain_is("www", "www.netscape.com"));
+        assert!(!local_host_or_domain_is("www.mcom.com", "www.netscape.com"));
+        assert!(!local_host_or_domain_is("home.netscape.com", "www.netscape.com"));
+        assert_eq!(dns_domain_levels("www"), 0);
+        assert_eq!(dns_domain_levels("www.netscape.com"), 2);
+    }
+
+    #[test]
+    fn shell_expressions_match_whole_strings() {
+        assert!(sh_exp_match(
+            "http://home.netscape.com/people/ari/index.html",
+            "*/ari/*"
+        ));
+        assert!(!sh_exp_match(
+            "http://home.netscape.com/people/montulli/index.html",
+            "*/ari/*"
+        ));
+        assert!(sh_exp_match("foo.bar", "foo.*"));
+        assert!(!sh_exp_match("fooXbar", "foo.*"), "a dot is a dot, not a regex");
+        assert!(sh_exp_match("abc", "a?c"));
+        assert!(!sh_exp_match("abbc", "a?c"));
+        assert!(sh_exp_match("", "*"));
+        assert!(sh_exp_match("a.b.c", "*.*.*"));
+        assert!(!sh_exp_match("ab", "a"));
+        // Many stars on a long miss stay fast (no exponential backtracking).
+        let long = "a".repeat(10_000);
+        assert!(!sh_exp_match(&long, &format!("{}b", "*a".repeat(50))));
+    }
+
+    #[test]
+    fn network_helpers_resolve_through_the_resolver() {
+        assert!(is_in_net(&Table, "198.95.249.79", "198.95.249.79", "255.255.255.255"));
+        assert!(is_in_net(&Table, "198.95.6.8", "198.95.0.0", "255.255.0.0"));
+        assert!(is_in_net(&Table, "intranet.corp", "10.0.0.0", "255.0.0.0"));
+        assert!(!is_in_net(&Table, "nowhere.invalid", "0.0.0.0", "0.0.0.0"));
+        assert!(!is_in_net(&Table, "10.1.1.1", "10.0.0.0", "not-a-mask"));
+        assert!(is_in_net_ex(&Table, "v6only.example", "2001:db8::/32"));
+        assert!(is_in_net_ex(&Table, "10.1.1.1", "10.0.0.0/8"));
+        assert!(
+            !is_in_net_ex(&Table, "10.1.1.1", "10.0.0.0"),
+            "a prefix needs its length"
+        );
+        assert_eq!(dns_resolve(&Table, "www.example.com").as_deref(), Some("93.184.216.34"));
+        assert_eq!(dns_resolve(&Table, "v6only.example"), None);
+        assert_eq!(dns_resolve(&Table, "1.2.3.4").as_deref(), Some("1.2.3.4"));
+        assert_eq!(
+            dns_resolve_ex(&Table, "www.example.com"),
+            "93.184.216.34;2606:2800:220:1::248"
+        );
+        assert_eq!(dns_resolve_ex(&Table, "nowhere.invalid"), "");
+    }
+
+    #[test]
+    fn address_lists_sort_v6_first_then_numerically() {
+        assert_eq!(
+            sort_ip_address_list("10.2.3.9;2001:4898:28:3:201:2ff:feea:fc14;::1;127.0.0.1;::9").as_deref(),
+            Some("::1;::9;2001:4898:28:3:201:2ff:feea:fc14;10.2.3.9;127.0.0.1")
+        );
+        assert_eq!(sort_ip_address_list("10.2.3.9;foo"), None);
+        assert_eq!(sort_ip_address_list(""), None);
+    }
+}

@@ -1,0 +1,365 @@
+//! PAC files: a script's `FindProxyForURL(url, host)` (or `FindProxyForURLEx`) evaluated on
+//! QuickJS (rquickjs), sandboxed: no I/O but name resolution, a deadline per call, a memory
+//! cap per script. The standard helpers are Rust (`helpers.rs`); what a result means is
+//! `result.rs`.
+
+pub mod helpers;
+pub mod result;
+pub mod source;
+
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rquickjs::{Context, Ctx, Function, Object, Runtime, Value};
+
+pub use helpers::Resolver;
+
+/// How long one call of the entry point may run.
+pub const CALL_DEADLINE: Duration = Duration::from_millis(500);
+/// What one script's heap may hold.
+pub const MEMORY_LIMIT: usize = 32 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PacError {
+    /// The script does not load: a syntax error, an exception at top level, no entry point.
+    #[error("the PAC script does not load: {0}")]
+    Load(String),
+    #[error("FindProxyForURL threw: {0}")]
+    Threw(String),
+    #[error("FindProxyForURL ran past its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("FindProxyForURL returned {0}, not a string")]
+    NotAString(String),
+    #[error("the PAC engine failed: {0}")]
+    Engine(String),
+}
+
+/// Name resolution by the system resolver.
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve(&self, host: &str) -> Vec<IpAddr> {
+        (host, 0)
+            .to_socket_addrs()
+            .map(|addrs| addrs.map(|a| a.ip()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A loaded PAC script, ready to be asked about URLs.
+pub struct Pac {
+    // The context borrows the runtime's heap: dropped first.
+    context: Context,
+    _runtime: Runtime,
+    /// When the running call must stop; read by the runtime's interrupt handler.
+    deadline: Arc<Mutex<Option<Instant>>>,
+    entry: &'static str,
+}
+
+impl Pac {
+    /// Loads `source`; `my_ip` is what `myIpAddress()` answers.
+    pub fn load(source: &str, my_ip: IpAddr, resolver: Arc<dyn Resolver + Send + Sync>) -> Result<Self, PacError> {
+        let engine = |e: rquickjs::Error| PacError::Engine(e.to_string());
+        let runtime = Runtime::new().map_err(engine)?;
+        runtime.set_memory_limit(MEMORY_LIMIT);
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let watched = deadline.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            watched
+                .lock()
+                .map(|d| d.is_some_and(|at| Instant::now() >= at))
+                .unwrap_or(true)
+        })));
+        let context = Context::full(&runtime).map_err(engine)?;
+        let entry = context.with(|ctx| -> Result<&'static str, PacError> {
+            install_helpers(&ctx, my_ip, resolver).map_err(engine)?;
+            *deadline.lock().expect("deadline lock") = Some(Instant::now() + CALL_DEADLINE);
+            let loaded = ctx.eval::<(), _>(source);
+            *deadline.lock().expect("deadline lock") = None;
+            loaded.map_err(|e| PacError::Load(describe(&ctx, e)))?;
+            let globals = ctx.globals();
+            let defined = |name: &str| globals.get::<_, Value>(name).is_ok_and(|v| v.is_function());
+            if defined("FindProxyForURLEx") {
+                Ok("FindProxyForURLEx")
+            } else if defined("FindProxyForURL") {
+                Ok("FindProxyForURL")
+            } else {
+                Err(PacError::Load("it defines no FindProxyForURL function".into()))
+            }
+        })?;
+        Ok(Self {
+            context,
+            _runtime: runtime,
+            deadline,
+            entry,
+        })
+    }
+
+    /// What the script says for `url` and `host`: its result string, verbatim.
+    pub fn find_proxy(&self, url: &str, host: &str) -> Result<String, PacError> {
+        self.context.with(|ctx| {
+            let entry: Function = ctx
+                .globals()
+                .get(self.entry)
+                .map_err(|e| PacError::Engine(e.to_string()))?;
+            *self.deadline.lock().expect("deadline lock") = Some(Instant::now() + CALL_DEADLINE);
+            let called = entry.call::<_, Value>((url, host));
+            let timed_out = self
+                .deadline
+                .lock()
+                .expect("deadline lock")
+                .take()
+                .is_some_and(|at| Instant::now() >= at);
+            let value = match called {
+                Ok(value) => value,
+                Err(_) if timed_out => return Err(PacError::Deadline(CALL_DEADLINE)),
+                Err(e) => return Err(PacError::Threw(describe(&ctx, e))),
+            };
+            match value.as_string() {
+                Some(s) => s.to_string().map_err(|e| PacError::Engine(e.to_string())),
+                None => Err(PacError::NotAString(value.type_name().to_string())),
+            }
+        })
+    }
+}
+
+/// An exception as a user reads it: its message and where it was thrown.
+fn describe(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
+    if !error.is_exception() {
+        return error.to_string();
+    }
+    let caught = ctx.catch();
+    match caught.as_exception() {
+        Some(exception) => {
+            let message = exception.message().unwrap_or_default();
+            // QuickJS puts the line in `lineNumber`, or only in the stack (`at <eval>:3:7`).
+            let line = exception.as_object().get::<_, i32>("lineNumber").ok().or_else(|| {
+                let stack = exception.stack()?;
+                let frame = stack.lines().find(|l| l.contains(':'))?;
+                frame.rsplit(':').nth(1)?.trim_end_matches(')').parse().ok()
+            });
+            match line {
+                Some(line) => format!("{message} (line {line})"),
+                None => message,
+            }
+        }
+        None => format!("{caught:?}"),
+    }
+}
+
+/// The first non-loopback IPv4 address of an interface that is up, else 127.0.0.1: what
+/// `myIpAddress()` answers without `--my-ip`.
+pub fn my_ip_address() -> IpAddr {
+    nix::ifaddrs::getifaddrs()
+        .ok()
+        .and_then(|mut interfaces| {
+            interfaces.find_map(|interface| {
+                let up = interface.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+                let v4 = interface.address?.as_sockaddr_in().map(|a| a.ip());
+                v4.filter(|ip| up && !ip.is_loopback()).map(IpAddr::V4)
+            })
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The helpers: natives under a hidden object, and JavaScript wrappers that coerce their
+/// arguments to strings as browsers do and shape the results (null, false) as scripts
+/// expect them.
+fn install_helpers(ctx: &Ctx<'_>, my_ip: IpAddr, resolver: Arc<dyn Resolver + Send + Sync>) -> rquickjs::Result<()> {
+    let natives = Object::new(ctx.clone())?;
+    natives.set(
+        "isPlainHostName",
+        Function::new(ctx.clone(), |h: String| helpers::is_plain_host_name(&h))?,
+    )?;
+    natives.set(
+        "dnsDomainIs",
+        Function::new(ctx.clone(), |h: String, d: String| helpers::dns_domain_is(&h, &d))?,
+    )?;
+    natives.set(
+        "localHostOrDomainIs",
+        Function::new(ctx.clone(), |h: String, d: String| {
+            helpers::local_host_or_domain_is(&h, &d)
+        })?,
+    )?;
+    natives.set(
+        "dnsDomainLevels",
+        Function::new(ctx.clone(), |h: String| helpers::dns_domain_levels(&h) as i32)?,
+    )?;
+    natives.set(
+        "shExpMatch",
+        Function::new(ctx.clone(), |s: String, p: String| helpers::sh_exp_match(&s, &p))?,
+    )?;
+    let r = resolver.clone();
+    natives.set(
+        "isInNet",
+        Function::new(ctx.clone(), move |h: String, p: String, m: String| {
+            helpers::is_in_net(&*r, &h, &p, &m)
+        })?,
+    )?;
+    let r = resolver.clone();
+    natives.set(
+        "isInNetEx",
+        Function::new(ctx.clone(), move |h: String, p: String| {
+            helpers::is_in_net_ex(&*r, &h, &p)
+        })?,
+    )?;
+    let r = resolver.clone();
+    natives.set(
+        "dnsResolve",
+        Function::new(ctx.clone(), move |h: String| {
+            helpers::dns_resolve(&*r, &h).unwrap_or_default()
+        })?,
+    )?;
+    let r = resolver;
+    natives.set(
+        "dnsResolveEx",
+        Function::new(ctx.clone(), move |h: String| helpers::dns_resolve_ex(&*r, &h))?,
+    )?;
+    natives.set(
+        "sortIpAddressList",
+        Function::new(ctx.clone(), |l: String| {
+            helpers::sort_ip_address_list(&l).unwrap_or_default()
+        })?,
+    )?;
+    natives.set(
+        "alert",
+        Function::new(ctx.clone(), |m: String| tracing::info!(target: "pac", "alert: {m}"))?,
+    )?;
+    natives.set("myIpAddress", my_ip.to_string())?;
+    ctx.globals().set("__burrow_pac", natives)?;
+    ctx.eval::<(), _>(PRELUDE)
+}
+
+/// The helpers scripts call, over the natives. `weekdayRange`, `dateRange` and `timeRange`
+/// are not here yet: a script calling them fails with a ReferenceError naming them.
+const PRELUDE: &str = r#"
+(function (n) {
+  var g = globalThis, s = function (x) { return String(x); };
+  g.isPlainHostName = function (h) { return n.isPlainHostName(s(h)); };
+  g.dnsDomainIs = function (h, d) { return n.dnsDomainIs(s(h), s(d)); };
+  g.localHostOrDomainIs = function (h, d) { return n.localHostOrDomainIs(s(h), s(d)); };
+  g.dnsDomainLevels = function (h) { return n.dnsDomainLevels(s(h)); };
+  g.shExpMatch = function (t, p) { return n.shExpMatch(s(t), s(p)); };
+  g.isInNet = function (h, p, m) { return n.isInNet(s(h), s(p), s(m)); };
+  g.isInNetEx = function (h, p) { return n.isInNetEx(s(h), s(p)); };
+  g.dnsResolve = function (h) { var r = n.dnsResolve(s(h)); return r === "" ? null : r; };
+  g.dnsResolveEx = function (h) { return n.dnsResolveEx(s(h)); };
+  g.isResolvable = function (h) { return n.dnsResolve(s(h)) !== ""; };
+  g.isResolvableEx = function (h) { return n.dnsResolveEx(s(h)) !== ""; };
+  g.myIpAddress = function () { return n.myIpAddress; };
+  g.myIpAddressEx = function () { return n.myIpAddress; };
+  g.sortIpAddressList = function (l) { var r = n.sortIpAddressList(s(l)); return r === "" ? false : r; };
+  g.getClientVersion = function () { return "1.0"; };
+  g.alert = function (m) { n.alert(s(m)); };
+})(__burrow_pac);
+delete globalThis.__burrow_pac;
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoDns;
+    impl Resolver for NoDns {
+        fn resolve(&self, _: &str) -> Vec<IpAddr> {
+            Vec::new()
+        }
+    }
+
+    fn load(source: &str) -> Result<Pac, PacError> {
+        Pac::load(source, "192.0.2.10".parse().unwrap(), Arc::new(NoDns))
+    }
+
+    #[test]
+    fn a_script_answers_with_its_helpers() {
+        let pac = load(
+            r#"function FindProxyForURL(url, host) {
+                 if (isPlainHostName(host) || dnsDomainIs(host, ".corp.example")) return "DIRECT";
+                 if (shExpMatch(url, "*://cdn.*")) return "DIRECT";
+                 if (isInNet(host, "10.0.0.0", "255.0.0.0")) return "PROXY inner:3128";
+                 return "PROXY proxy.example:8080; DIRECT " + myIpAddress();
+               }"#,
+        )
+        .unwrap();
+        assert_eq!(pac.find_proxy("http://intranet/", "intranet").unwrap(), "DIRECT");
+        assert_eq!(
+            pac.find_proxy("https://a.corp.example/", "a.corp.example").unwrap(),
+            "DIRECT"
+        );
+        assert_eq!(
+            pac.find_proxy("https://cdn.example/x", "cdn.example").unwrap(),
+            "DIRECT"
+        );
+        assert_eq!(
+            pac.find_proxy("http://10.2.3.4/", "10.2.3.4").unwrap(),
+            "PROXY inner:3128"
+        );
+        assert_eq!(
+            pac.find_proxy("http://www.example/", "www.example").unwrap(),
+            "PROXY proxy.example:8080; DIRECT 192.0.2.10"
+        );
+    }
+
+    #[test]
+    fn the_ex_entry_point_wins_and_helpers_coerce_their_arguments() {
+        let pac = load(
+            r#"function FindProxyForURL(u, h) { return "PROXY old:1"; }
+               function FindProxyForURLEx(u, h) { return "DIRECT;" + dnsDomainLevels(h) + ";" + sortIpAddressList("10.0.0.2;::1;10.0.0.1") + ";" + isPlainHostName(12); }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pac.find_proxy("http://a.b.c/", "a.b.c").unwrap(),
+            "DIRECT;2;::1;10.0.0.1;10.0.0.2;true"
+        );
+    }
+
+    #[test]
+    fn scripts_that_fail_say_why() {
+        assert!(matches!(
+            load("function FindProxyForURL(u, h) {"),
+            Err(PacError::Load(_))
+        ));
+        assert!(matches!(load("var x = 1;"), Err(PacError::Load(m)) if m.contains("no FindProxyForURL")));
+        let thrower = load("function FindProxyForURL(u, h) { throw new Error('no route for ' + h); }").unwrap();
+        let err = thrower.find_proxy("http://x/", "x").unwrap_err();
+        assert!(
+            matches!(&err, PacError::Threw(m) if m.contains("no route for x")),
+            "{err}"
+        );
+        let number = load("function FindProxyForURL(u, h) { return 42; }").unwrap();
+        assert!(matches!(
+            number.find_proxy("http://x/", "x"),
+            Err(PacError::NotAString(_))
+        ));
+        let undefined_helper =
+            load("function FindProxyForURL(u, h) { return timeRange(9, 17) ? 'DIRECT' : 'DIRECT'; }").unwrap();
+        assert!(
+            matches!(undefined_helper.find_proxy("http://x/", "x"), Err(PacError::Threw(m)) if m.contains("timeRange"))
+        );
+    }
+
+    #[test]
+    fn a_looping_script_stops_at_its_deadline_and_the_next_call_runs() {
+        let pac =
+            load("function FindProxyForURL(u, h) { if (h == 'loop') { while (true) {} } return 'DIRECT'; }").unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            pac.find_proxy("http://loop/", "loop"),
+            Err(PacError::Deadline(_))
+        ));
+        assert!(started.elapsed() < CALL_DEADLINE * 4);
+        assert_eq!(pac.find_proxy("http://ok/", "ok").unwrap(), "DIRECT");
+    }
+
+    #[test]
+    fn a_growing_script_hits_the_memory_cap_and_the_next_call_runs() {
+        let pac = load(
+            "function FindProxyForURL(u, h) { if (h == 'grow') { var a = []; while (true) { a.push('x'.repeat(1024)); } } return 'DIRECT'; }",
+        )
+        .unwrap();
+        let err = pac.find_proxy("http://grow/", "grow").unwrap_err();
+        assert!(matches!(err, PacError::Threw(_) | PacError::Deadline(_)), "{err}");
+        assert_eq!(pac.find_proxy("http://ok/", "ok").unwrap(), "DIRECT");
+    }
+}
