@@ -25,7 +25,8 @@
 //! - [`runtime`]: the async runtime, and its brief busy-polling before sleeping.
 //! - [`shutdown`]: graceful drain on the first signal.
 //! - [`ops`] / [`metrics`]: the operational API of every role (`--api-address`) and the
-//!   `burrow_*` metric families it serves.
+//!   `burrow_*` metric families it serves; [`notify`]: systemd readiness.
+//! - [`pac`]: PAC scripts on QuickJS, their helpers and what their results mean.
 //! - [`types`]: newtypes for ids, names and secrets.
 #![forbid(unsafe_code)]
 
