@@ -12,6 +12,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::hub::registry::{ProtocolCounts, Tunnel};
 use crate::sniff::Detected;
 use crate::udp::UdpStats;
 
@@ -232,29 +233,29 @@ impl Collector for Hub {
         )?;
         let names: Vec<(String, String)> = tunnels.iter().map(|t| (t.id.to_string(), t.name.to_string())).collect();
         let labels = |i: usize| [("tunnel_id", names[i].0.as_str()), ("tunnel", names[i].1.as_str())];
+        // One sample per tunnel and protocol of the counts `of` picks.
+        let by_protocol = |of: fn(&Tunnel) -> &ProtocolCounts| {
+            let labels = &labels;
+            tunnels.iter().enumerate().flat_map(move |(i, t)| {
+                Detected::ALL.map(|p| {
+                    let [id, name] = labels(i);
+                    ([id, name, ("protocol", p.as_str())], of(t).get(p))
+                })
+            })
+        };
         family(
             &mut encoder,
             "burrow_tunnel_connections",
             "Connections carried by a tunnel, by the protocol detected on them.",
             MetricType::Counter,
-            tunnels.iter().enumerate().flat_map(|(i, t)| {
-                Detected::ALL.map(|p| {
-                    let [id, name] = labels(i);
-                    ([id, name, ("protocol", p.as_str())], t.connections.get(p))
-                })
-            }),
+            by_protocol(|t| &t.connections),
         )?;
         family(
             &mut encoder,
             "burrow_tunnel_connections_open",
             "Connections open now through a tunnel, by protocol.",
             MetricType::Gauge,
-            tunnels.iter().enumerate().flat_map(|(i, t)| {
-                Detected::ALL.map(|p| {
-                    let [id, name] = labels(i);
-                    ([id, name, ("protocol", p.as_str())], t.open.get(p))
-                })
-            }),
+            by_protocol(|t| &t.open),
         )?;
         family(
             &mut encoder,
