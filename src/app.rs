@@ -104,7 +104,7 @@ impl std::io::Write for LossyStderr {
 fn pac_eval(source: &str, my_ip: Option<std::net::IpAddr>, urls: &[String]) -> Result<(), Failure> {
     let script = crate::pac::source::read(source).map_err(Failure::usage)?;
     let my_ip = my_ip.unwrap_or_else(crate::pac::my_ip_address);
-    let pac = crate::pac::Pac::load(&script, my_ip, std::sync::Arc::new(crate::pac::SystemResolver))
+    let pac = crate::pac::Pac::load(&script, &crate::pac::Sandbox::system(my_ip))
         .map_err(|e| Failure::usage(e.to_string()))?;
     for url in urls {
         let host = crate::pac::source::host_of(url).ok_or_else(|| Failure::usage(format!("{url:?} is not a URL")))?;

@@ -3,6 +3,7 @@
 //! cap per script. The standard helpers are Rust (`helpers.rs`); what a result means is
 //! `result.rs`.
 
+pub mod clock;
 pub mod helpers;
 pub mod result;
 pub mod source;
@@ -13,7 +14,29 @@ use std::time::{Duration, Instant};
 
 use rquickjs::{Context, Ctx, Function, Object, Runtime, Value};
 
+pub use clock::{Clock, SystemClock};
 pub use helpers::Resolver;
+
+/// What a script may learn of the world: this host's address, names (through a resolver)
+/// and the time.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// What `myIpAddress()` answers.
+    pub my_ip: IpAddr,
+    pub resolver: Arc<dyn Resolver + Send + Sync>,
+    pub clock: Arc<dyn Clock + Send + Sync>,
+}
+
+impl Sandbox {
+    /// The system's resolver and clock.
+    pub fn system(my_ip: IpAddr) -> Self {
+        Self {
+            my_ip,
+            resolver: Arc::new(SystemResolver),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
 
 /// How long one call of the entry point may run.
 pub const CALL_DEADLINE: Duration = Duration::from_millis(500);
@@ -58,8 +81,8 @@ pub struct Pac {
 }
 
 impl Pac {
-    /// Loads `source`; `my_ip` is what `myIpAddress()` answers.
-    pub fn load(source: &str, my_ip: IpAddr, resolver: Arc<dyn Resolver + Send + Sync>) -> Result<Self, PacError> {
+    /// Loads `source`, its helpers answering from `sandbox`.
+    pub fn load(source: &str, sandbox: &Sandbox) -> Result<Self, PacError> {
         let engine = |e: rquickjs::Error| PacError::Engine(e.to_string());
         let runtime = Runtime::new().map_err(engine)?;
         runtime.set_memory_limit(MEMORY_LIMIT);
@@ -73,7 +96,7 @@ impl Pac {
         })));
         let context = Context::full(&runtime).map_err(engine)?;
         let entry = context.with(|ctx| -> Result<&'static str, PacError> {
-            install_helpers(&ctx, my_ip, resolver).map_err(engine)?;
+            install_helpers(&ctx, sandbox).map_err(engine)?;
             *deadline.lock().expect("deadline lock") = Some(Instant::now() + CALL_DEADLINE);
             let loaded = ctx.eval::<(), _>(source);
             *deadline.lock().expect("deadline lock") = None;
@@ -166,8 +189,9 @@ pub fn my_ip_address() -> IpAddr {
 /// The helpers: natives under a hidden object, and JavaScript wrappers that coerce their
 /// arguments to strings as browsers do and shape the results (null, false) as scripts
 /// expect them.
-fn install_helpers(ctx: &Ctx<'_>, my_ip: IpAddr, resolver: Arc<dyn Resolver + Send + Sync>) -> rquickjs::Result<()> {
+fn install_helpers(ctx: &Ctx<'_>, sandbox: &Sandbox) -> rquickjs::Result<()> {
     let natives = Object::new(ctx.clone())?;
+    let resolver = sandbox.resolver.clone();
     natives.set(
         "isPlainHostName",
         Function::new(ctx.clone(), |h: String| helpers::is_plain_host_name(&h))?,
@@ -226,13 +250,30 @@ fn install_helpers(ctx: &Ctx<'_>, my_ip: IpAddr, resolver: Arc<dyn Resolver + Se
         "alert",
         Function::new(ctx.clone(), |m: String| tracing::info!(target: "pac", "alert: {m}"))?,
     )?;
-    natives.set("myIpAddress", my_ip.to_string())?;
+    let c = sandbox.clock.clone();
+    natives.set(
+        "weekdayRange",
+        Function::new(ctx.clone(), move |a: Vec<String>| clock::weekday_range(&a, &*c))?,
+    )?;
+    let c = sandbox.clock.clone();
+    natives.set(
+        "dateRange",
+        Function::new(ctx.clone(), move |a: Vec<String>| clock::date_range(&a, &*c))?,
+    )?;
+    let c = sandbox.clock.clone();
+    // -1: the reference throws on an argument count it does not take.
+    natives.set(
+        "timeRange",
+        Function::new(ctx.clone(), move |a: Vec<String>| {
+            clock::time_range(&a, &*c).map_or(-1, i32::from)
+        })?,
+    )?;
+    natives.set("myIpAddress", sandbox.my_ip.to_string())?;
     ctx.globals().set("__burrow_pac", natives)?;
     ctx.eval::<(), _>(PRELUDE)
 }
 
-/// The helpers scripts call, over the natives. `weekdayRange`, `dateRange` and `timeRange`
-/// are not here yet: a script calling them fails with a ReferenceError naming them.
+/// The helpers scripts call, over the natives.
 const PRELUDE: &str = r#"
 (function (n) {
   var g = globalThis, s = function (x) { return String(x); };
@@ -252,6 +293,14 @@ const PRELUDE: &str = r#"
   g.sortIpAddressList = function (l) { var r = n.sortIpAddressList(s(l)); return r === "" ? false : r; };
   g.getClientVersion = function () { return "1.0"; };
   g.alert = function (m) { n.alert(s(m)); };
+  var all = function (args) { return Array.prototype.map.call(args, s); };
+  g.weekdayRange = function () { return n.weekdayRange(all(arguments)); };
+  g.dateRange = function () { return n.dateRange(all(arguments)); };
+  g.timeRange = function () {
+    var r = n.timeRange(all(arguments));
+    if (r < 0) { throw "timeRange: bad number of arguments"; }
+    return r === 1;
+  };
 })(__burrow_pac);
 delete globalThis.__burrow_pac;
 "#;
@@ -268,7 +317,11 @@ mod tests {
     }
 
     fn load(source: &str) -> Result<Pac, PacError> {
-        Pac::load(source, "192.0.2.10".parse().unwrap(), Arc::new(NoDns))
+        let sandbox = Sandbox {
+            resolver: Arc::new(NoDns),
+            ..Sandbox::system("192.0.2.10".parse().unwrap())
+        };
+        Pac::load(source, &sandbox)
     }
 
     #[test]
@@ -332,10 +385,44 @@ mod tests {
             number.find_proxy("http://x/", "x"),
             Err(PacError::NotAString(_))
         ));
-        let undefined_helper =
-            load("function FindProxyForURL(u, h) { return timeRange(9, 17) ? 'DIRECT' : 'DIRECT'; }").unwrap();
+        let bad_time = load("function FindProxyForURL(u, h) { return timeRange(1, 2, 3) ? 'A' : 'B'; }").unwrap();
         assert!(
-            matches!(undefined_helper.find_proxy("http://x/", "x"), Err(PacError::Threw(m)) if m.contains("timeRange"))
+            matches!(bad_time.find_proxy("http://x/", "x"), Err(PacError::Threw(m)) if m.contains("timeRange")),
+        );
+    }
+
+    struct Noon;
+    impl Clock for Noon {
+        fn now(&self) -> (clock::Civil, clock::Civil) {
+            let at = clock::Civil {
+                year: 2026,
+                month: 11,
+                day: 7,
+                weekday: 1,
+                hour: 12,
+                minute: 0,
+                second: 0,
+            };
+            (at, at)
+        }
+    }
+
+    #[test]
+    fn time_helpers_take_numbers_and_strings() {
+        let sandbox = Sandbox {
+            resolver: Arc::new(NoDns),
+            clock: Arc::new(Noon),
+            ..Sandbox::system("192.0.2.10".parse().unwrap())
+        };
+        let pac = Pac::load(
+            "function FindProxyForURL(u, h) { return [timeRange(9, 17), timeRange('12'), weekdayRange('MON'), \
+             weekdayRange('SAT', 'SUN'), dateRange('DEC'), dateRange(1, 6), timeRange(11, 30, 12, 0, 'GMT')].join(); }",
+            &sandbox,
+        )
+        .unwrap();
+        assert_eq!(
+            pac.find_proxy("http://x/", "x").unwrap(),
+            "true,true,true,false,true,false,true"
         );
     }
 
