@@ -26,7 +26,10 @@
 //! - [`shutdown`]: graceful drain on the first signal.
 //! - [`ops`] / [`metrics`]: the operational API of every role (`--api-address`) and the
 //!   `burrow_*` metric families it serves; [`notify`]: systemd readiness.
-//! - [`pac`]: PAC scripts on QuickJS, their helpers and what their results mean.
+//! - [`pac`]: PAC scripts on QuickJS, their helpers and what their results mean, and the
+//!   worker pool with its caches that serves a proxy.
+//! - [`proxy`]: the HTTP/CONNECT forward proxy of `reach --http-proxy` and
+//!   `expose --forward-proxy`: routing by domain lists and PAC, upstream dialers.
 //! - [`types`]: newtypes for ids, names and secrets.
 #![forbid(unsafe_code)]
 
@@ -46,6 +49,7 @@ pub mod mux;
 pub mod notify;
 pub mod ops;
 pub mod pac;
+pub mod proxy;
 pub mod relay;
 pub mod runtime;
 pub mod shutdown;

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod helpers;
+pub mod pool;
 pub mod result;
 pub mod source;
 
@@ -78,6 +79,11 @@ pub struct Pac {
     /// When the running call must stop; read by the runtime's interrupt handler.
     deadline: Arc<Mutex<Option<Instant>>>,
     entry: &'static str,
+    /// Whether the entry point can see its `url` argument (else results depend on the host
+    /// alone, and may be cached by host).
+    reads_url: bool,
+    /// Set by the time helpers: a result that read the clock is not cached.
+    read_clock: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pac {
@@ -95,28 +101,45 @@ impl Pac {
                 .unwrap_or(true)
         })));
         let context = Context::full(&runtime).map_err(engine)?;
-        let entry = context.with(|ctx| -> Result<&'static str, PacError> {
-            install_helpers(&ctx, sandbox).map_err(engine)?;
+        let read_clock: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (entry, reads_url) = context.with(|ctx| -> Result<(&'static str, bool), PacError> {
+            install_helpers(&ctx, sandbox, &read_clock).map_err(engine)?;
             *deadline.lock().expect("deadline lock") = Some(Instant::now() + CALL_DEADLINE);
             let loaded = ctx.eval::<(), _>(source);
             *deadline.lock().expect("deadline lock") = None;
             loaded.map_err(|e| PacError::Load(describe(&ctx, e)))?;
             let globals = ctx.globals();
             let defined = |name: &str| globals.get::<_, Value>(name).is_ok_and(|v| v.is_function());
-            if defined("FindProxyForURLEx") {
-                Ok("FindProxyForURLEx")
+            let entry = if defined("FindProxyForURLEx") {
+                "FindProxyForURLEx"
             } else if defined("FindProxyForURL") {
-                Ok("FindProxyForURL")
+                "FindProxyForURL"
             } else {
-                Err(PacError::Load("it defines no FindProxyForURL function".into()))
-            }
+                return Err(PacError::Load("it defines no FindProxyForURL function".into()));
+            };
+            let text: String = ctx
+                .eval(format!("String(globalThis.{entry})"))
+                .unwrap_or_default();
+            Ok((entry, reads_first_argument(&text)))
         })?;
         Ok(Self {
             context,
             _runtime: runtime,
             deadline,
             entry,
+            reads_url,
+            read_clock,
         })
+    }
+
+    /// Whether results may differ between URLs of one host.
+    pub fn reads_url(&self) -> bool {
+        self.reads_url
+    }
+
+    /// Whether the last call read the clock (`weekdayRange`, `dateRange`, `timeRange`).
+    pub fn last_call_read_clock(&self) -> bool {
+        self.read_clock.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the script says for `url` and `host`: its result string, verbatim.
@@ -126,6 +149,7 @@ impl Pac {
                 .globals()
                 .get(self.entry)
                 .map_err(|e| PacError::Engine(e.to_string()))?;
+            self.read_clock.store(false, std::sync::atomic::Ordering::Relaxed);
             *self.deadline.lock().expect("deadline lock") = Some(Instant::now() + CALL_DEADLINE);
             let called = entry.call::<_, Value>((url, host));
             let timed_out = self
@@ -144,6 +168,34 @@ impl Pac {
                 None => Err(PacError::NotAString(value.type_name().to_string())),
             }
         })
+    }
+}
+
+/// Whether a function, from its source text, can see its first argument: its name appears
+/// in the body, or the body uses `arguments`, `eval` or `Function`. Conservative: any
+/// occurrence counts, in a string or a comment too; text that does not look like a function
+/// counts as reading it.
+fn reads_first_argument(function: &str) -> bool {
+    let Some((params, body)) = function
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+    else {
+        return true;
+    };
+    let identifiers = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let body = identifiers(body);
+    let dynamic = ["arguments", "eval", "Function"];
+    if body.iter().any(|w| dynamic.contains(&w.as_str())) || body.iter().any(|w| w == "native") {
+        return true;
+    }
+    match identifiers(params).first() {
+        Some(url) => body.contains(url),
+        None => false,
     }
 }
 
@@ -189,7 +241,11 @@ pub fn my_ip_address() -> IpAddr {
 /// The helpers: natives under a hidden object, and JavaScript wrappers that coerce their
 /// arguments to strings as browsers do and shape the results (null, false) as scripts
 /// expect them.
-fn install_helpers(ctx: &Ctx<'_>, sandbox: &Sandbox) -> rquickjs::Result<()> {
+fn install_helpers(
+    ctx: &Ctx<'_>,
+    sandbox: &Sandbox,
+    read_clock: &Arc<std::sync::atomic::AtomicBool>,
+) -> rquickjs::Result<()> {
     let natives = Object::new(ctx.clone())?;
     let resolver = sandbox.resolver.clone();
     natives.set(
@@ -250,21 +306,28 @@ fn install_helpers(ctx: &Ctx<'_>, sandbox: &Sandbox) -> rquickjs::Result<()> {
         "alert",
         Function::new(ctx.clone(), |m: String| tracing::info!(target: "pac", "alert: {m}"))?,
     )?;
-    let c = sandbox.clock.clone();
+    let (c, read) = (sandbox.clock.clone(), read_clock.clone());
     natives.set(
         "weekdayRange",
-        Function::new(ctx.clone(), move |a: Vec<String>| clock::weekday_range(&a, &*c))?,
+        Function::new(ctx.clone(), move |a: Vec<String>| {
+            read.store(true, std::sync::atomic::Ordering::Relaxed);
+            clock::weekday_range(&a, &*c)
+        })?,
     )?;
-    let c = sandbox.clock.clone();
+    let (c, read) = (sandbox.clock.clone(), read_clock.clone());
     natives.set(
         "dateRange",
-        Function::new(ctx.clone(), move |a: Vec<String>| clock::date_range(&a, &*c))?,
+        Function::new(ctx.clone(), move |a: Vec<String>| {
+            read.store(true, std::sync::atomic::Ordering::Relaxed);
+            clock::date_range(&a, &*c)
+        })?,
     )?;
-    let c = sandbox.clock.clone();
+    let (c, read) = (sandbox.clock.clone(), read_clock.clone());
     // -1: the reference throws on an argument count it does not take.
     natives.set(
         "timeRange",
         Function::new(ctx.clone(), move |a: Vec<String>| {
+            read.store(true, std::sync::atomic::Ordering::Relaxed);
             clock::time_range(&a, &*c).map_or(-1, i32::from)
         })?,
     )?;
@@ -424,6 +487,24 @@ mod tests {
             pac.find_proxy("http://x/", "x").unwrap(),
             "true,true,true,false,true,false,true"
         );
+    }
+
+    #[test]
+    fn scripts_that_never_read_the_url_are_told_apart() {
+        assert!(!reads_first_argument("function FindProxyForURL(url, host) { return host == 'a' ? 'DIRECT' : 'PROXY p:1'; }"));
+        assert!(reads_first_argument("function FindProxyForURL(url, host) { return shExpMatch(url, '*x*') ? 'DIRECT' : ''; }"));
+        assert!(reads_first_argument("function FindProxyForURL(u, h) { return arguments[0]; }"));
+        assert!(reads_first_argument("function FindProxyForURL(u, h) { return eval('u'); }"));
+        assert!(!reads_first_argument("function FindProxyForURL() { return 'DIRECT'; }"));
+        assert!(reads_first_argument("function FindProxyForURL() { [native code] }"));
+        let pac = load("function FindProxyForURL(url, host) { return timeRange(0, 23) ? host : url; }").unwrap();
+        assert!(pac.reads_url());
+        pac.find_proxy("http://x/", "x").unwrap();
+        assert!(pac.last_call_read_clock());
+        let pac = load("function FindProxyForURL(url, host) { return host; }").unwrap();
+        assert!(!pac.reads_url());
+        pac.find_proxy("http://x/", "x").unwrap();
+        assert!(!pac.last_call_read_clock());
     }
 
     #[test]

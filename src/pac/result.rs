@@ -1,7 +1,7 @@
 //! What `FindProxyForURL` returns, read: a `;`-separated list of routes tried in order.
 
 /// One entry of a PAC result.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     Direct,
     /// `PROXY host:port` or `HTTP host:port`.
@@ -11,6 +11,19 @@ pub enum Route {
     Socks5(String),
     /// burrow's extension: through a tunnel; `None` is the one `reach` was given.
     Tunnel(Option<String>),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Direct => f.write_str("DIRECT"),
+            Route::Http(a) => write!(f, "PROXY {a}"),
+            Route::Https(a) => write!(f, "HTTPS {a}"),
+            Route::Socks5(a) => write!(f, "SOCKS5 {a}"),
+            Route::Tunnel(None) => f.write_str("TUNNEL"),
+            Route::Tunnel(Some(name)) => write!(f, "TUNNEL {name}"),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@
 
 pub mod http;
 pub mod proxy;
-mod replay;
+pub mod replay;
 pub mod tls;
 
 pub use replay::Replay;
