@@ -59,7 +59,7 @@ pub async fn run(command: Command, settings: Vec<(String, String)>) -> Result<()
             ));
             Ok(())
         }
-        Command::Pac(cli::PacCommand::Eval { pac, my_ip, urls }) => pac_eval(&pac, my_ip, &urls),
+        Command::Pac(cli::PacCommand::Eval { pac, ca, my_ip, urls }) => pac_eval(&pac, ca.as_deref(), my_ip, &urls).await,
         Command::Share(_) | Command::Tunnels(_) => Err(Failure::runtime(
             "this command is not available in this build yet (it needs the REST API)",
         )),
@@ -101,8 +101,18 @@ impl std::io::Write for LossyStderr {
 
 /// `burrow pac eval`: one result line per URL. A script that does not load is a usage
 /// error (exit 2) before any output; a call that fails stops the batch (exit 1).
-fn pac_eval(source: &str, my_ip: Option<std::net::IpAddr>, urls: &[String]) -> Result<(), Failure> {
-    let script = crate::pac::source::read(source).map_err(Failure::usage)?;
+async fn pac_eval(
+    source: &str,
+    ca: Option<&std::path::Path>,
+    my_ip: Option<std::net::IpAddr>,
+    urls: &[String],
+) -> Result<(), Failure> {
+    init_logging(&cli::LogArgs {
+        log_level: "info".into(),
+        log_format: cli::LogFormat::Text,
+    });
+    let tls = crate::tls::web_client_config(ca).map_err(|e| Failure::usage(e.to_string()))?;
+    let script = crate::pac::source::load(source, tls).await.map_err(Failure::usage)?;
     let my_ip = my_ip.unwrap_or_else(crate::pac::my_ip_address);
     let pac = crate::pac::Pac::load(&script, &crate::pac::Sandbox::system(my_ip))
         .map_err(|e| Failure::usage(e.to_string()))?;
@@ -131,6 +141,67 @@ async fn serve_ops(address: &str, ops: std::sync::Arc<crate::ops::Ops>) -> Resul
     ops.spawn(listener);
     tracing::info!(address = %bound, "operational API listening");
     Ok(bound)
+}
+
+/// A forward proxy's settings from its flags. `upstream` is `expose --proxy`; without a
+/// PAC, requests go through it, else DIRECT (`expose`) or through the tunnel (`reach`,
+/// whose `tunnels` the agent adds once connected).
+async fn proxy_settings(
+    routing: &cli::ProxyArgs,
+    tunnel_domains: &[String],
+    upstream: Option<&str>,
+    ca: Option<&std::path::Path>,
+    reach: bool,
+) -> Result<crate::proxy::ProxySettings, Failure> {
+    use crate::pac::result::Route;
+    use crate::proxy::route::{DomainList, DomainLists};
+    use crate::proxy::upstream::{ProxyKind, ProxyUrl};
+    let list = |flag: &str, patterns: &[String]| {
+        DomainList::new(patterns).map_err(|e| Failure::usage(format!("{flag}: {e}")))
+    };
+    let lists = DomainLists {
+        deny: list("--deny-domains", &routing.deny_domains)?,
+        direct: list("--direct-domains", &routing.direct_domains)?,
+        tunnel: list("--tunnel-domains", tunnel_domains)?,
+    };
+    let tls = crate::tls::web_client_config(ca).map_err(|e| Failure::usage(e.to_string()))?;
+    let upstream: Option<ProxyUrl> = upstream
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| Failure::usage(format!("--proxy {e}")))?;
+    let default = match (&upstream, reach) {
+        (_, true) => vec![Route::Tunnel(None)],
+        (Some(proxy), false) => vec![match proxy.kind {
+            ProxyKind::Http => Route::Http(proxy.address.clone()),
+            ProxyKind::Https => Route::Https(proxy.address.clone()),
+            ProxyKind::Socks5 => Route::Socks5(proxy.address.clone()),
+        }],
+        (None, false) => vec![Route::Direct],
+    };
+    let pac = match &routing.pac {
+        Some(source) => {
+            let script = crate::pac::source::load(source, tls.clone()).await.map_err(Failure::usage)?;
+            let sandbox = crate::pac::Sandbox {
+                resolver: std::sync::Arc::new(crate::pac::pool::CachingResolver::new(crate::pac::SystemResolver)),
+                ..crate::pac::Sandbox::system(crate::pac::my_ip_address())
+            };
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            let pool = crate::pac::pool::PacPool::start(&script, sandbox, workers)
+                .map_err(|e| Failure::usage(format!("--pac {source}: {e}")))?;
+            Some(pool)
+        }
+        None => None,
+    };
+    Ok(crate::proxy::ProxySettings {
+        lists,
+        pac,
+        default,
+        upstream,
+        tunnels: None,
+        tls,
+        timeout: routing.proxy_timeout,
+        retry: routing.pac_retry,
+    })
 }
 
 fn not_built(what: &str) -> Failure {
@@ -285,6 +356,7 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
         udp_stats: Default::default(),
         link: Default::default(),
         lanes: 0,
+        forward_proxy: None,
     })
 }
 
@@ -359,10 +431,31 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
         lanes: args.lanes,
         ..agent_config(&args.agent)?
     };
-    if args.forward_proxy {
-        return Err(not_built("--forward-proxy"));
-    }
-    let target = cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
+    let mut config = config;
+    let (target, protocol) = if args.forward_proxy {
+        if !matches!(args.protocol, crate::types::Protocol::Auto | crate::types::Protocol::Tcp) {
+            return Err(Failure::usage(
+                "--forward-proxy: the proxy speaks HTTP over a tcp tunnel; leave --protocol out",
+            ));
+        }
+        if args.proxy_protocol.is_some() {
+            return Err(Failure::usage("--proxy-protocol: a forward proxy has no target to send it to"));
+        }
+        let settings = proxy_settings(&args.routing, &[], args.proxy.as_deref(), args.agent.ca.as_deref(), false).await?;
+        config.forward_proxy = Some(std::sync::Arc::new(crate::proxy::ForwardProxy::new(settings)));
+        // Requests are served on the multiplexed streams themselves.
+        config.lanes = 0;
+        (crate::wire::FORWARD_PROXY_TARGET.to_string(), crate::types::Protocol::Tcp)
+    } else {
+        let routing = &args.routing;
+        if routing.pac.is_some() || !routing.deny_domains.is_empty() || !routing.direct_domains.is_empty() {
+            return Err(Failure::usage(
+                "--pac, --deny-domains and --direct-domains route the requests of --forward-proxy",
+            ));
+        }
+        let target = cli::parse_target(args.target.as_deref().unwrap_or_default()).map_err(Failure::usage)?;
+        (target, args.protocol)
+    };
     if args.proxy_protocol.is_some() && args.protocol == crate::types::Protocol::Udp {
         return Err(Failure::usage(
             "--proxy-protocol: a PROXY header goes before a TCP connection's bytes; udp tunnels carry datagrams",
@@ -388,7 +481,7 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
     }
     let spec = TunnelSpec {
         name,
-        protocol: args.protocol,
+        protocol,
         target: target.clone(),
         public: args.public,
         hub_port: args.hub_port,
@@ -475,15 +568,36 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
     if args.share.is_some() {
         return Err(not_built("--share"));
     }
-    if args.http_proxy.is_some() || args.pac.is_some() {
-        return Err(not_built("--http-proxy / --pac"));
-    }
+    let listen = match &args.http_proxy {
+        Some(address) => {
+            let settings =
+                proxy_settings(&args.routing, &args.tunnel_domains, None, args.agent.ca.as_deref(), true).await?;
+            agent::reach::Listen::HttpProxy {
+                address: address.clone(),
+                settings,
+            }
+        }
+        None => {
+            let routing = &args.routing;
+            if routing.pac.is_some()
+                || !routing.deny_domains.is_empty()
+                || !routing.direct_domains.is_empty()
+                || !args.tunnel_domains.is_empty()
+            {
+                return Err(Failure::usage(
+                    "--pac and the domain lists route the requests of --http-proxy",
+                ));
+            }
+            agent::reach::Listen::Port(args.local.clone())
+        }
+    };
     let json = args.agent.json;
     let shutdown = Shutdown::new();
     let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
     handle_signals(shutdown.clone());
     let console_shutdown = shutdown.clone();
-    agent::reach::run(config, args.tunnel, args.local, shutdown, |info, local| {
+    let proxying = matches!(listen, agent::reach::Listen::HttpProxy { .. });
+    agent::reach::run(config, args.tunnel, listen, shutdown, |info, local| {
         *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
         crate::notify::notify("READY=1");
         if live_console(json) {
@@ -496,6 +610,11 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
                 line["api_address"] = json!(api.to_string());
             }
             emit(&line.to_string());
+        } else if proxying {
+            emit(&format!(
+                "HTTP proxy at {local}, routing through tunnel {} (id {})",
+                info.name, info.id
+            ));
         } else {
             emit(&format!("reaching tunnel {} (id {}) at {local}", info.name, info.id));
         }

@@ -207,6 +207,27 @@ pub fn client_config(ca: Option<&Path>) -> Result<ClientTls, TlsError> {
     })
 }
 
+/// TLS to web servers and proxies other than the hub (`HTTPS` upstream proxies, `--pac`
+/// URLs): the system's roots and, if given, the `--ca` bundle's; TLS 1.2 and 1.3.
+pub fn web_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca {
+        for cert in load_certs(path)? {
+            roots.add(cert)?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRoots);
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A hub certificate the agent refused: rustls' reason, what the hub presented and what the
 /// agent trusts.
 #[derive(Clone, Debug)]

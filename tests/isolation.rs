@@ -29,6 +29,7 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
         udp: Default::default(),
         udp_stats: Default::default(),
         link: Default::default(),
+        forward_proxy: None,
         lanes: 0,
     }
 }

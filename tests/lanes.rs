@@ -44,6 +44,7 @@ fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
         udp: Default::default(),
         udp_stats: Default::default(),
         link: Default::default(),
+        forward_proxy: None,
         lanes,
     }
 }

@@ -37,6 +37,7 @@ fn agent(hub: &Hub, data: &tempfile::TempDir, user: &str, transport: TransportKi
         udp: Default::default(),
         udp_stats: Default::default(),
         link: Default::default(),
+        forward_proxy: None,
         lanes: 2,
     }
 }

@@ -33,6 +33,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
         udp: Default::default(),
         udp_stats: Default::default(),
         link: Default::default(),
+        forward_proxy: None,
         lanes: 0,
     };
 

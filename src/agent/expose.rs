@@ -227,6 +227,7 @@ async fn serve(
         udp_stats: config.udp_stats.clone(),
         moved_lanes: Default::default(),
         link: config.link.clone(),
+        forward_proxy: config.forward_proxy.clone(),
     };
     let context = Arc::new(context);
     let lanes = lanes_at.map(|dial| {
@@ -321,6 +322,15 @@ async fn serve_stream(mut stream: MuxStream, context: &StreamContext) {
             ))
         })
         .await;
+        return;
+    }
+    if target.address == crate::wire::FORWARD_PROXY_TARGET {
+        let counted = context.link.connection();
+        match &context.forward_proxy {
+            Some(proxy) => proxy.clone().serve(stream, header.peer.clone()).await,
+            None => tracing::warn!(tunnel = %target.name, "a forward-proxy tunnel on an agent without --forward-proxy"),
+        }
+        drop(counted);
         return;
     }
     let upstream = match connect_target(&target, &header, &context.link).await {

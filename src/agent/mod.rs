@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub lanes: usize,
     /// The state of the link to the hub, for readiness and metrics.
     pub link: Arc<LinkStatus>,
+    /// `expose --forward-proxy`: the proxy that serves the streams of forward-proxy tunnels.
+    pub forward_proxy: Option<Arc<crate::proxy::ForwardProxy>>,
 }
 
 /// What the operational API tells of an `expose` or `reach` agent.

@@ -20,6 +20,55 @@ use crate::udp::{serve_udp_socket, DatagramRouter, FlowOpener};
 use crate::wire::io::write_frame;
 use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelRef};
 
+/// What `reach` offers local programs.
+pub enum Listen {
+    /// A port at this address whose every connection goes through the tunnel.
+    Port(String),
+    /// A forward proxy at `address` (`--http-proxy`), routing each request; its `TUNNEL`
+    /// routes are streams of this agent's connection.
+    HttpProxy {
+        address: String,
+        settings: crate::proxy::ProxySettings,
+    },
+}
+
+impl From<String> for Listen {
+    fn from(address: String) -> Self {
+        Listen::Port(address)
+    }
+}
+
+/// `TUNNEL` routes of `reach --http-proxy`: streams on the agent's one connection to the
+/// hub, to the tunnel it was started for or another one named.
+struct ReachTunnels {
+    route: watch::Receiver<Option<Route>>,
+    default: crate::types::TunnelId,
+}
+
+impl crate::proxy::TunnelDialer for ReachTunnels {
+    fn open<'a>(
+        &'a self,
+        name: Option<&'a str>,
+        client: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::proxy::upstream::BoxIo, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let link = current_route(self.route.clone())
+                .await
+                .ok_or("no connection to the hub")?;
+            let tunnel = match name {
+                Some(name) => TunnelRef::Name(name.to_string()),
+                None => self.default.into(),
+            };
+            let stream = link
+                .open_to(tunnel, &Peer::new(client, ""))
+                .await
+                .map_err(|e| format!("cannot open a stream to the hub: {e}"))?;
+            Ok(Box::new(stream) as crate::proxy::upstream::BoxIo)
+        })
+    }
+}
+
 /// How long a local connection waits for the hub connection to come back.
 const WAIT_FOR_HUB: Duration = Duration::from_secs(10);
 
@@ -74,7 +123,7 @@ async fn current_route(mut route: watch::Receiver<Option<Route>>) -> Option<Rout
 pub async fn run(
     config: AgentConfig,
     tunnel: String,
-    local: String,
+    listen: Listen,
     shutdown: Shutdown,
     on_ready: impl FnOnce(&TunnelInfo, SocketAddr),
 ) -> Result<(), AgentError> {
@@ -96,6 +145,17 @@ pub async fn run(
             Err(fatal) => return Err(fatal),
         }
     };
+    let (local, proxy_settings) = match listen {
+        Listen::Port(local) => (local, None),
+        Listen::HttpProxy { address, settings } => (address, Some(settings)),
+    };
+    if proxy_settings.is_some() && !info.forward_proxy {
+        parts.2.close("agent giving up");
+        return Err(AgentError::Config(format!(
+            "--http-proxy: tunnel {} is not a forward proxy; expose one with `burrow expose --forward-proxy`",
+            info.name
+        )));
+    }
     let bind_error = |source| AgentError::Bind {
         addr: local.clone(),
         source,
@@ -103,6 +163,16 @@ pub async fn run(
     let route = route(parts.0.clone(), &parts.2, &config, parts.3);
     let tunnel_id = info.id;
     let (route_tx, route_rx) = watch::channel(Some(route));
+    let proxy = proxy_settings.map(|settings| {
+        let tunnels = ReachTunnels {
+            route: route_rx.clone(),
+            default: tunnel_id,
+        };
+        Arc::new(crate::proxy::ForwardProxy::new(crate::proxy::ProxySettings {
+            tunnels: Some(Arc::new(tunnels)),
+            ..settings
+        }))
+    });
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);
     let start_keeper = |parts| {
         tokio::spawn(keep_connected(
@@ -153,11 +223,17 @@ pub async fn run(
                     let guard = shutdown.track();
                     let route = route_rx.clone();
                     let counted = config.link.connection();
+                    let proxy = proxy.clone();
                     tokio::spawn(async move {
-                        if let Some(moved) = carry(tcp, peer, route, tunnel_id.into()).await {
-                            counted.moved(moved.a_to_b, moved.b_to_a);
+                        match proxy {
+                            Some(proxy) => proxy.serve(tcp, peer.to_string()).await,
+                            None => {
+                                if let Some(moved) = carry(tcp, peer, route, tunnel_id.into()).await {
+                                    counted.moved(moved.a_to_b, moved.b_to_a);
+                                }
+                            }
                         }
-                        drop(guard);
+                        drop((counted, guard));
                     });
                 }
                 Err(e) => {

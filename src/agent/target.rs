@@ -83,6 +83,8 @@ pub(super) struct StreamContext {
     pub(super) moved_lanes: crate::relay::MovedLanes<crate::carrier::lanes::DialedLane>,
     /// Counts the connections served, for the console and metrics.
     pub(super) link: Arc<super::LinkStatus>,
+    /// Serves the streams of forward-proxy tunnels (`expose --forward-proxy`).
+    pub(super) forward_proxy: Option<Arc<crate::proxy::ForwardProxy>>,
 }
 
 /// A UDP flow from the hub (on its multiplexed stream or its own lane, as `carry` sets it

@@ -111,6 +111,15 @@ impl AgentLink {
         self.opener.open().await
     }
 
+    /// A new stream to tunnel `tunnel` for `peer`, its header sent: for a `reach` agent's
+    /// forward proxy, which speaks HTTP on it itself.
+    pub async fn open_to(&self, tunnel: TunnelRef, peer: &Peer) -> io::Result<MuxStream> {
+        let header = StreamHeader::tcp(tunnel, &peer.client, &peer.visited).encode();
+        let mut stream = self.opener.open().await.map_err(io::Error::other)?;
+        stream.send_opening(bytes::Bytes::from(header)).await?;
+        Ok(stream)
+    }
+
     /// Carries `visitor` of tunnel `tunnel` until both directions have ended, on a new
     /// multiplexed stream that moves onto one of the agent's lanes once it turns bulk.
     /// `on_lane` counts a connection that moved. The bytes moved include what the visitor

@@ -245,11 +245,40 @@ pub struct ExposeArgs {
     /// target before its first byte, so the service logs the visitor rather than this agent.
     #[arg(long, env = "BURROW_PROXY_PROTOCOL", value_enum, value_name = "VERSION")]
     pub proxy_protocol: Option<crate::sniff::proxy::ProxyVersion>,
-    /// Expose the built-in HTTP forward proxy (not available in this build yet).
-    #[arg(long, env = "BURROW_FORWARD_PROXY", value_parser = BoolishValueParser::new())]
+    /// Instead of TARGET, expose this agent's HTTP forward proxy (HTTP and CONNECT): each
+    /// request reached through the tunnel is executed inside this agent's network, DIRECT or
+    /// through an upstream proxy (--proxy, or per request by --pac).
+    #[arg(long, env = "BURROW_FORWARD_PROXY", value_parser = BoolishValueParser::new(), conflicts_with = "target")]
     pub forward_proxy: bool,
+    /// --forward-proxy: send every request through this upstream proxy
+    /// (http://[USER:PASSWORD@]HOST:PORT, https://..., socks5://...), except --direct-domains.
+    #[arg(long, env = "BURROW_PROXY", value_name = "URL", requires = "forward_proxy", conflicts_with = "pac")]
+    pub proxy: Option<String>,
+    #[command(flatten)]
+    pub routing: ProxyArgs,
     #[command(flatten)]
     pub agent: AgentArgs,
+}
+
+/// How a forward proxy routes requests (`expose --forward-proxy`, `reach --http-proxy`).
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// PAC file deciding each request's route: a path, an http(s):// URL (fetched at
+    /// start-up), a data: URL, or - for standard input.
+    #[arg(long, env = "BURROW_PAC", value_name = "SRC")]
+    pub pac: Option<String>,
+    /// Hosts refused with 403: regular expressions matched against the whole host name.
+    #[arg(long, env = "BURROW_DENY_DOMAINS", value_delimiter = ',', value_name = "RE,...")]
+    pub deny_domains: Vec<String>,
+    /// Hosts always connected DIRECT, before the PAC is asked.
+    #[arg(long, env = "BURROW_DIRECT_DOMAINS", value_delimiter = ',', value_name = "RE,...")]
+    pub direct_domains: Vec<String>,
+    /// How long a route that failed to connect is skipped.
+    #[arg(long, env = "BURROW_PAC_RETRY", default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    pub pac_retry: Duration,
+    /// How long a route may take to connect, and an upstream to answer (then 504).
+    #[arg(long, env = "BURROW_PROXY_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
+    pub proxy_timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -265,12 +294,16 @@ pub struct ReachArgs {
     /// Reach with a share link instead of credentials (not available in this build yet).
     #[arg(long, env = "BURROW_SHARE")]
     pub share: Option<String>,
-    /// A local HTTP forward proxy routed by PAC (not available in this build yet).
-    #[arg(long, env = "BURROW_HTTP_PROXY")]
+    /// Instead of one port: a local HTTP forward proxy (HTTP and CONNECT) at this address,
+    /// routing each request by the domain lists and --pac; without a PAC everything goes
+    /// through TUNNEL, which must be exposed with --forward-proxy.
+    #[arg(long, env = "BURROW_HTTP_PROXY", value_name = "ADDR", conflicts_with = "local")]
     pub http_proxy: Option<String>,
-    /// PAC file for --http-proxy (not available in this build yet).
-    #[arg(long, env = "BURROW_PAC")]
-    pub pac: Option<String>,
+    /// --http-proxy: hosts always sent through TUNNEL, before the PAC is asked.
+    #[arg(long, env = "BURROW_TUNNEL_DOMAINS", value_delimiter = ',', value_name = "RE,...")]
+    pub tunnel_domains: Vec<String>,
+    #[command(flatten)]
+    pub routing: ProxyArgs,
     #[command(flatten)]
     pub agent: AgentArgs,
 }
@@ -293,9 +326,12 @@ pub struct NotBuiltArgs {
 pub enum PacCommand {
     /// Print what a PAC file's FindProxyForURL returns for each URL, one line per URL.
     Eval {
-        /// The PAC file: a path, a `data:` URL, or `-` for standard input.
+        /// The PAC file: a path, an http(s):// URL, a `data:` URL, or `-` for standard input.
         #[arg(long, value_name = "SRC")]
         pac: String,
+        /// PEM CA bundle trusted for an https:// PAC URL, besides the system's roots.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<std::path::PathBuf>,
         /// What `myIpAddress()` returns (default: the first non-loopback IPv4 address of an
         /// interface that is up, else 127.0.0.1).
         #[arg(long, value_name = "IP")]

@@ -277,6 +277,7 @@ impl Registry {
             hub_port: public_port,
             public_address,
             url,
+            forward_proxy: record.target == crate::wire::FORWARD_PROXY_TARGET,
         }
     }
 

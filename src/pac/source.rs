@@ -1,10 +1,69 @@
-//! Where a PAC script comes from (a file, a `data:` URL, standard input) and what a PAC
+//! Where a PAC script comes from (a file, an `http(s)://` URL, a `data:` URL, standard input) and what a PAC
 //! sees of a URL (its host, lower-cased).
 
 use std::io::Read;
 
+/// The largest PAC file fetched over HTTP.
+const MAX_FETCHED: usize = 4 << 20;
+/// How long fetching a PAC file may take.
+const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The script `source` names: an `http(s)://` URL (fetched, checked against `tls`'s roots),
+/// or what [`read`] reads.
+pub async fn load(source: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> Result<String, String> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        return tokio::time::timeout(FETCH_DEADLINE, fetch(source, tls))
+            .await
+            .unwrap_or_else(|_| Err(format!("fetching took longer than {FETCH_DEADLINE:?}")))
+            .map_err(|e| format!("--pac {source}: {e}"));
+    }
+    read(source)
+}
+
+/// `GET url`: the body of a 2xx answer, up to [`MAX_FETCHED`] bytes of UTF-8.
+async fn fetch(url: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let authority = uri.authority().ok_or("the URL names no host")?.clone();
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let io: crate::proxy::upstream::BoxIo = if https {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::USER_AGENT, concat!("burrow/", env!("CARGO_PKG_VERSION")))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("the server answered {}", response.status()));
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_FETCHED)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|_| "the PAC file is not UTF-8 text".to_string())
+}
+
 /// The script `source` names: a path, `data:[type][;base64],DATA`, or `-` for standard
-/// input. `http(s)://` sources are not fetched by this build; the error says so.
+/// input; `http(s)://` sources are [`load`]ed.
 pub fn read(source: &str) -> Result<String, String> {
     if source == "-" {
         let mut script = String::new();
@@ -17,9 +76,7 @@ pub fn read(source: &str) -> Result<String, String> {
         return data_url(data).ok_or_else(|| format!("--pac: {source:?} is not a data: URL of UTF-8 text"));
     }
     if source.starts_with("http://") || source.starts_with("https://") {
-        return Err(format!(
-            "--pac {source}: fetching a PAC file over HTTP is not available in this build yet; save it and pass the path"
-        ));
+        return Err(format!("--pac {source}: URLs are fetched by `load`"));
     }
     std::fs::read_to_string(source).map_err(|e| format!("--pac {source}: {e}"))
 }
@@ -96,8 +153,6 @@ mod tests {
             "function FindProxyForURL(){}"
         );
         assert!(read("data:nocomma").is_err());
-        assert!(read("http://pac.example/proxy.pac")
-            .unwrap_err()
-            .contains("not available"));
+
     }
 }

@@ -109,6 +109,10 @@ pub struct Hello {
     pub role: Role,
 }
 
+/// The target of a tunnel that exposes its agent's forward proxy (`expose --forward-proxy`):
+/// not an address (it has no port), so no real target is ever taken for it.
+pub const FORWARD_PROXY_TARGET: &str = "forward-proxy";
+
 /// What an `expose` agent asks the hub to publish.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TunnelSpec {
@@ -153,6 +157,9 @@ pub struct TunnelInfo {
     pub hub_port: Option<u16>,
     pub public_address: Option<String>,
     pub url: Option<String>,
+    /// The tunnel leads to its agent's forward proxy ([`FORWARD_PROXY_TARGET`]).
+    #[serde(default)]
+    pub forward_proxy: bool,
 }
 
 /// Machine-readable reasons the hub refuses something; the agent maps them to exit codes.
