@@ -33,6 +33,7 @@ async fn hub_with_tunnels(data: &std::path::Path) -> (Hub, String) {
         udp_stats: Default::default(),
         lanes: 0,
         link: Default::default(),
+        forward_proxy: None,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);

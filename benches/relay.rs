@@ -153,6 +153,7 @@ async fn tunnel(transport: TransportKind, lanes: usize, slot: u16, data: &std::p
         udp_stats: Default::default(),
         lanes,
         link: Default::default(),
+        forward_proxy: None,
     };
     let spec = TunnelSpec {
         name: Some("bench".parse().unwrap()),

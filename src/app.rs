@@ -59,7 +59,9 @@ pub async fn run(command: Command, settings: Vec<(String, String)>) -> Result<()
             ));
             Ok(())
         }
-        Command::Pac(cli::PacCommand::Eval { pac, ca, my_ip, urls }) => pac_eval(&pac, ca.as_deref(), my_ip, &urls).await,
+        Command::Pac(cli::PacCommand::Eval { pac, ca, my_ip, urls }) => {
+            pac_eval(&pac, ca.as_deref(), my_ip, &urls).await
+        }
         Command::Share(_) | Command::Tunnels(_) => Err(Failure::runtime(
             "this command is not available in this build yet (it needs the REST API)",
         )),
@@ -156,9 +158,8 @@ async fn proxy_settings(
     use crate::pac::result::Route;
     use crate::proxy::route::{DomainList, DomainLists};
     use crate::proxy::upstream::{ProxyKind, ProxyUrl};
-    let list = |flag: &str, patterns: &[String]| {
-        DomainList::new(patterns).map_err(|e| Failure::usage(format!("{flag}: {e}")))
-    };
+    let list =
+        |flag: &str, patterns: &[String]| DomainList::new(patterns).map_err(|e| Failure::usage(format!("{flag}: {e}")));
     let lists = DomainLists {
         deny: list("--deny-domains", &routing.deny_domains)?,
         direct: list("--direct-domains", &routing.direct_domains)?,
@@ -180,7 +181,9 @@ async fn proxy_settings(
     };
     let pac = match &routing.pac {
         Some(source) => {
-            let script = crate::pac::source::load(source, tls.clone()).await.map_err(Failure::usage)?;
+            let script = crate::pac::source::load(source, tls.clone())
+                .await
+                .map_err(Failure::usage)?;
             let sandbox = crate::pac::Sandbox {
                 resolver: std::sync::Arc::new(crate::pac::pool::CachingResolver::new(crate::pac::SystemResolver)),
                 ..crate::pac::Sandbox::system(crate::pac::my_ip_address())
@@ -433,19 +436,34 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
     };
     let mut config = config;
     let (target, protocol) = if args.forward_proxy {
-        if !matches!(args.protocol, crate::types::Protocol::Auto | crate::types::Protocol::Tcp) {
+        if !matches!(
+            args.protocol,
+            crate::types::Protocol::Auto | crate::types::Protocol::Tcp
+        ) {
             return Err(Failure::usage(
                 "--forward-proxy: the proxy speaks HTTP over a tcp tunnel; leave --protocol out",
             ));
         }
         if args.proxy_protocol.is_some() {
-            return Err(Failure::usage("--proxy-protocol: a forward proxy has no target to send it to"));
+            return Err(Failure::usage(
+                "--proxy-protocol: a forward proxy has no target to send it to",
+            ));
         }
-        let settings = proxy_settings(&args.routing, &[], args.proxy.as_deref(), args.agent.ca.as_deref(), false).await?;
+        let settings = proxy_settings(
+            &args.routing,
+            &[],
+            args.proxy.as_deref(),
+            args.agent.ca.as_deref(),
+            false,
+        )
+        .await?;
         config.forward_proxy = Some(std::sync::Arc::new(crate::proxy::ForwardProxy::new(settings)));
         // Requests are served on the multiplexed streams themselves.
         config.lanes = 0;
-        (crate::wire::FORWARD_PROXY_TARGET.to_string(), crate::types::Protocol::Tcp)
+        (
+            crate::wire::FORWARD_PROXY_TARGET.to_string(),
+            crate::types::Protocol::Tcp,
+        )
     } else {
         let routing = &args.routing;
         if routing.pac.is_some() || !routing.deny_domains.is_empty() || !routing.direct_domains.is_empty() {
@@ -570,11 +588,17 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
     }
     let listen = match &args.http_proxy {
         Some(address) => {
-            let settings =
-                proxy_settings(&args.routing, &args.tunnel_domains, None, args.agent.ca.as_deref(), true).await?;
+            let settings = proxy_settings(
+                &args.routing,
+                &args.tunnel_domains,
+                None,
+                args.agent.ca.as_deref(),
+                true,
+            )
+            .await?;
             agent::reach::Listen::HttpProxy {
                 address: address.clone(),
-                settings,
+                settings: Box::new(settings),
             }
         }
         None => {

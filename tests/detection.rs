@@ -49,6 +49,7 @@ async fn expose(hub: &Hub, data: &tempfile::TempDir, user: &str, spec: TunnelSpe
         udp: Default::default(),
         udp_stats: Default::default(),
         link: Default::default(),
+        forward_proxy: None,
         lanes: 0,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

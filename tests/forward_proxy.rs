@@ -19,7 +19,12 @@ fn pac_file(dir: &tempfile::TempDir, pac: &str) -> String {
 
 /// `expose --forward-proxy --name NAME` with `extra`, once ready.
 async fn forward_proxy(hub: &TestHub, name: &str, extra: &[&str]) -> Proc {
-    let mut args = vec!["expose".to_string(), "--forward-proxy".into(), "--name".into(), name.into()];
+    let mut args = vec![
+        "expose".to_string(),
+        "--forward-proxy".into(),
+        "--name".into(),
+        name.into(),
+    ];
     args.extend(hub.agent_args("quic", "alice"));
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut expose = Proc::spawn(&args);
@@ -52,9 +57,15 @@ async fn without_a_pac_everything_goes_through_the_tunnel() {
     use tokio::io::AsyncWriteExt;
     let mut tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
     let url = format!("http://{}/form", origin.addr);
-    tcp.write_all(format!("POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\n\r\nhello", origin.addr).as_bytes())
-        .await
-        .unwrap();
+    tcp.write_all(
+        format!(
+            "POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\n\r\nhello",
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
     let first = proxies::read_answer(&mut tcp).await;
     assert!(first.body.ends_with("body=hello"), "{first:?}");
     tcp.write_all(format!("GET {url}2 HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr).as_bytes())
@@ -80,7 +91,10 @@ async fn without_a_pac_everything_goes_through_the_tunnel() {
     assert_eq!(switched.status, 101);
     ws.write_all(b"ping through the tunnel").await.unwrap();
     let mut echoed = [0u8; 23];
-    tokio::time::timeout(WAIT, ws.read_exact(&mut echoed)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, ws.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&echoed, b"ping through the tunnel");
 
     // A real client: curl through the proxy, plain and with CONNECT.
@@ -92,7 +106,10 @@ async fn without_a_pac_everything_goes_through_the_tunnel() {
             .arg(format!("http://{}/curl", origin.addr))
             .output()
             .unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("origin GET /curl"), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("origin GET /curl"),
+            "{out:?}"
+        );
     }
 }
 
@@ -137,7 +154,10 @@ async fn pac_routes_direct_proxy_socks_and_tunnel() {
         let before = counter.map(|c| c.count());
         let answer = get(&proxy, &format!("http://{}/{path}/x", origin.addr)).await;
         assert_eq!(answer.status, 200, "{path}: {answer:?}");
-        assert!(answer.body.starts_with(&format!("origin GET /{path}/x")), "{path}: {answer:?}");
+        assert!(
+            answer.body.starts_with(&format!("origin GET /{path}/x")),
+            "{path}: {answer:?}"
+        );
         if let (Some(counter), Some(before)) = (counter, before) {
             assert_eq!(counter.count(), before + 1, "{path} went through its proxy");
         }
@@ -158,4 +178,237 @@ async fn pac_routes_direct_proxy_socks_and_tunnel() {
     assert_eq!(connected.status, 200, "{connected:?}");
     assert!(through.unwrap().body.starts_with("origin GET /c"));
     assert_eq!(behind_tunnel.count(), 2, "CONNECT to https://host:port/ goes TUNNEL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_entry_is_skipped_for_its_retry_window() {
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::origin("").await;
+    let _expose = forward_proxy(&hub, "office", &[]).await;
+    // The first entry's port has nothing on it until the window has passed.
+    let first = proxies::dead_address();
+    let dir = tempfile::tempdir().unwrap();
+    let pac = format!(r#"function FindProxyForURL(url, host) {{ return "PROXY {first}; DIRECT"; }}"#);
+    let (reach, proxy) = local_proxy(&hub, "office", &["--pac", &pac_file(&dir, &pac), "--pac-retry", "1s"]).await;
+    let failures = || reach.stderr_text().matches("route failed, trying the next").count();
+
+    for n in 1..=3 {
+        let answer = get(&proxy, &format!("http://{}/{n}", origin.addr)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    assert_eq!(failures(), 1, "tried once, then skipped: {}", reach.stderr_text());
+
+    // Once its window has passed, the entry is tried again, and now it answers.
+    let revived = tokio::net::TcpListener::bind(&first).await.unwrap();
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = counted.clone();
+    let origin_addr = origin.addr.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut tcp, _)) = revived.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = format!("revived proxy for {origin_addr}");
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let answer = get(&proxy, &format!("http://{}/after", origin.addr)).await;
+    assert!(answer.body.starts_with("revived proxy"), "{answer:?}");
+    assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_lists_come_before_the_pac() {
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::origin("").await;
+    let behind_tunnel = proxies::http_proxy(None).await;
+    let upstream = proxies::http_proxy(None).await;
+    let _expose = forward_proxy(&hub, "office", &["--proxy", &format!("http://{}", behind_tunnel.addr)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The PAC sends everything to `upstream`; the lists override it by host.
+    let pac = format!(
+        r#"function FindProxyForURL(url, host) {{ return "PROXY {}"; }}"#,
+        upstream.addr
+    );
+    let (reach, proxy) = local_proxy(
+        &hub,
+        "office",
+        &[
+            "--pac",
+            &pac_file(&dir, &pac),
+            "--deny-domains",
+            r".*\.ads\.test,tracker\.test",
+            "--direct-domains",
+            r"localhost,127\.0\.0",
+            "--tunnel-domains",
+            r"127\.0\.0\.1",
+        ],
+    )
+    .await;
+    let port = origin.addr.rsplit(':').next().unwrap();
+
+    let denied = get(&proxy, "http://x.ads.test/").await;
+    assert_eq!(denied.status, 403);
+    assert!(denied.error().contains("--deny-domains"), "{denied:?}");
+    assert!(reach.stderr_text().contains("x.ads.test is denied"));
+    let (refused, _) = connect_and_get(&proxy, "tracker.test:443", "/").await;
+    assert_eq!(refused.status, 403);
+
+    let direct = get(&proxy, &format!("http://localhost:{port}/d")).await;
+    assert!(direct.body.starts_with("origin GET /d"), "{direct:?}");
+    assert_eq!((upstream.count(), behind_tunnel.count()), (0, 0));
+
+    // On the tunnel list, and not on the direct one: `127\.0\.0` matches only whole hosts.
+    let tunneled = get(&proxy, &format!("http://127.0.0.1:{port}/t")).await;
+    assert!(tunneled.body.starts_with("origin GET /t"), "{tunneled:?}");
+    assert_eq!((upstream.count(), behind_tunnel.count()), (0, 1));
+
+    // Neither list names 127.0.0.2 (`127\.0\.0` is anchored), so the PAC decides.
+    get(&proxy, &format!("http://127.0.0.2:{port}/p")).await;
+    assert_eq!((upstream.count(), behind_tunnel.count()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pac_fetched_over_http_and_a_looping_one() {
+    let hub = TestHub::start(&[]).await;
+    let pac = r#"function FindProxyForURL(url, host) {
+                   if (host == "loop.test") { while (true) {} }
+                   if (host == "throw.test") { throw new Error("no route for " + host); }
+                   return "TUNNEL";
+                 }"#;
+    let origin = proxies::origin(pac).await;
+    let _expose = forward_proxy(&hub, "office", &[]).await;
+    let pac_url = format!("http://{}/proxy.pac", origin.addr);
+    let (_reach, proxy) = local_proxy(&hub, "office", &["--pac", &pac_url]).await;
+    let fetched = origin.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetched, 1, "the PAC was fetched once at start-up");
+
+    let looped = get(&proxy, "http://loop.test/").await;
+    assert_eq!(looped.status, 502);
+    assert!(looped.error().contains("deadline"), "{looped:?}");
+    let threw = get(&proxy, "http://throw.test/").await;
+    assert_eq!(threw.status, 502);
+    assert!(threw.error().contains("no route for throw.test"), "{threw:?}");
+    let served = get(&proxy, &format!("http://{}/after", origin.addr)).await;
+    assert_eq!(served.status, 200, "the next request is served: {served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_a_user_can_act_on() {
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::origin("").await;
+    let guarded = proxies::http_proxy(Some("carol:s3cret")).await;
+    let silent = proxies::silent_proxy().await;
+    let _expose = forward_proxy(&hub, "office", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pac = format!(
+        r#"function FindProxyForURL(url, host) {{
+             if (host == "guarded.test" || url == "https://guarded.test/") return "PROXY {}";
+             if (host == "silent.test") return "PROXY {}";
+             if (host == "dead.test") return "PROXY {}";
+             return "DIRECT";
+           }}"#,
+        guarded.addr,
+        silent.addr,
+        proxies::dead_address()
+    );
+    let (_reach, proxy) = local_proxy(
+        &hub,
+        "office",
+        &["--pac", &pac_file(&dir, &pac), "--proxy-timeout", "1s"],
+    )
+    .await;
+
+    let auth = get(&proxy, "http://guarded.test/").await;
+    assert_eq!(auth.status, 407, "{auth:?}");
+    assert_eq!(
+        auth.headers.get("proxy-authenticate").map(String::as_str),
+        Some("Basic realm=\"test\"")
+    );
+    assert!(auth.error().contains("requires authentication"), "{auth:?}");
+    let (auth_connect, _) = connect_and_get(&proxy, "guarded.test:443", "/").await;
+    assert_eq!(auth_connect.status, 407, "{auth_connect:?}");
+    assert!(auth_connect.headers.contains_key("proxy-authenticate"));
+
+    let timeout = get(&proxy, "http://silent.test/").await;
+    assert_eq!(timeout.status, 504, "{timeout:?}");
+    assert!(timeout.error().contains("no answer within"), "{timeout:?}");
+
+    let dial = get(&proxy, "http://dead.test/").await;
+    assert_eq!(dial.status, 502, "{dial:?}");
+    assert!(dial.error().contains("cannot connect"), "{dial:?}");
+
+    // The exposed proxy's own credentials for its upstream.
+    let _creds = forward_proxy(
+        &hub,
+        "with-creds",
+        &["--proxy", &format!("http://carol:s3cret@{}", guarded.addr)],
+    )
+    .await;
+    let (_reach2, proxy2) = local_proxy(&hub, "with-creds", &[]).await;
+    let before = guarded.count();
+    let answer = get(&proxy2, &format!("http://{}/authed", origin.addr)).await;
+    assert!(answer.body.starts_with("origin GET /authed"), "{answer:?}");
+    let (connected, through) = connect_and_get(&proxy2, &origin.addr, "/authed-connect").await;
+    assert_eq!(connected.status, 200, "{connected:?}");
+    assert!(through.unwrap().body.starts_with("origin GET /authed-connect"));
+    assert_eq!(guarded.count(), before + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_entries_name_other_forward_proxies_and_plain_tunnels_are_refused() {
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::origin("").await;
+    let (a, b) = (proxies::http_proxy(None).await, proxies::http_proxy(None).await);
+    let _site_a = forward_proxy(&hub, "site-a", &["--proxy", &format!("http://{}", a.addr)]).await;
+    let _site_b = forward_proxy(&hub, "site-b", &["--proxy", &format!("http://{}", b.addr)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pac =
+        r#"function FindProxyForURL(url, host) { return shExpMatch(url, "*/b/*") ? "TUNNEL site-b" : "TUNNEL"; }"#;
+    let (_reach, proxy) = local_proxy(&hub, "site-a", &["--pac", &pac_file(&dir, pac)]).await;
+    get(&proxy, &format!("http://{}/a/1", origin.addr)).await;
+    get(&proxy, &format!("http://{}/b/1", origin.addr)).await;
+    get(&proxy, &format!("http://{}/b/2", origin.addr)).await;
+    assert_eq!((a.count(), b.count()), (1, 2));
+
+    // A tunnel that is not a forward proxy: exit 2 at start-up with the reason.
+    let mut plain = hub.expose("quic", "alice", &origin.addr, &["--name", "plain"]);
+    plain.ready().await;
+    let mut refused = hub.reach("quic", "alice", "plain", &["--http-proxy", "127.0.0.1:0"]);
+    assert_eq!(refused.exit_status(WAIT).await.code(), Some(2));
+    assert!(
+        refused.stderr_text().contains("not a forward proxy"),
+        "{}",
+        refused.stderr_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposed_proxy_routes_by_its_own_pac_and_lists() {
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::origin("").await;
+    let inner = proxies::socks5_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pac = format!(
+        r#"function FindProxyForURL(url, host) {{ return shExpMatch(url, "*/inner/*") ? "SOCKS5 {}" : "DIRECT"; }}"#,
+        inner.addr
+    );
+    let _expose = forward_proxy(
+        &hub,
+        "office",
+        &["--pac", &pac_file(&dir, &pac), "--deny-domains", r"secret\.test"],
+    )
+    .await;
+    let (_reach, proxy) = local_proxy(&hub, "office", &[]).await;
+    let direct = get(&proxy, &format!("http://{}/plain/1", origin.addr)).await;
+    assert!(direct.body.starts_with("origin GET /plain/1"), "{direct:?}");
+    assert_eq!(inner.count(), 0);
+    let via_inner = get(&proxy, &format!("http://{}/inner/1", origin.addr)).await;
+    assert!(via_inner.body.starts_with("origin GET /inner/1"), "{via_inner:?}");
+    assert_eq!(inner.count(), 1);
+    // The exposed proxy's refusal reaches the client through the tunnel as it was.
+    let denied = get(&proxy, "http://secret.test/").await;
+    assert_eq!(denied.status, 403);
+    assert!(denied.error().contains("secret.test is denied"), "{denied:?}");
 }

@@ -342,7 +342,7 @@ async fn reach(hub: &Hub, shutdown: &Shutdown) -> std::net::SocketAddr {
         burrow::agent::reach::run(
             config,
             "bulk".into(),
-            "127.0.0.1:0".into(),
+            burrow::agent::reach::Listen::Port("127.0.0.1:0".into()),
             shutdown,
             move |_, local| {
                 let _ = ready_tx.send(local);

@@ -28,14 +28,8 @@ pub enum Listen {
     /// routes are streams of this agent's connection.
     HttpProxy {
         address: String,
-        settings: crate::proxy::ProxySettings,
+        settings: Box<crate::proxy::ProxySettings>,
     },
-}
-
-impl From<String> for Listen {
-    fn from(address: String) -> Self {
-        Listen::Port(address)
-    }
 }
 
 /// `TUNNEL` routes of `reach --http-proxy`: streams on the agent's one connection to the
@@ -170,7 +164,7 @@ pub async fn run(
         };
         Arc::new(crate::proxy::ForwardProxy::new(crate::proxy::ProxySettings {
             tunnels: Some(Arc::new(tunnels)),
-            ..settings
+            ..*settings
         }))
     });
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<AgentError>(1);

@@ -252,7 +252,13 @@ pub struct ExposeArgs {
     pub forward_proxy: bool,
     /// --forward-proxy: send every request through this upstream proxy
     /// (http://[USER:PASSWORD@]HOST:PORT, https://..., socks5://...), except --direct-domains.
-    #[arg(long, env = "BURROW_PROXY", value_name = "URL", requires = "forward_proxy", conflicts_with = "pac")]
+    #[arg(
+        long,
+        env = "BURROW_PROXY",
+        value_name = "URL",
+        requires = "forward_proxy",
+        conflicts_with = "pac"
+    )]
     pub proxy: Option<String>,
     #[command(flatten)]
     pub routing: ProxyArgs,

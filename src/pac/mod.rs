@@ -117,9 +117,7 @@ impl Pac {
             } else {
                 return Err(PacError::Load("it defines no FindProxyForURL function".into()));
             };
-            let text: String = ctx
-                .eval(format!("String(globalThis.{entry})"))
-                .unwrap_or_default();
+            let text: String = ctx.eval(format!("String(globalThis.{entry})")).unwrap_or_default();
             Ok((entry, reads_first_argument(&text)))
         })?;
         Ok(Self {
@@ -176,10 +174,7 @@ impl Pac {
 /// occurrence counts, in a string or a comment too; text that does not look like a function
 /// counts as reading it.
 fn reads_first_argument(function: &str) -> bool {
-    let Some((params, body)) = function
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-    else {
+    let Some((params, body)) = function.split_once('(').and_then(|(_, rest)| rest.split_once(')')) else {
         return true;
     };
     let identifiers = |text: &str| -> Vec<String> {
@@ -449,9 +444,7 @@ mod tests {
             Err(PacError::NotAString(_))
         ));
         let bad_time = load("function FindProxyForURL(u, h) { return timeRange(1, 2, 3) ? 'A' : 'B'; }").unwrap();
-        assert!(
-            matches!(bad_time.find_proxy("http://x/", "x"), Err(PacError::Threw(m)) if m.contains("timeRange")),
-        );
+        assert!(matches!(bad_time.find_proxy("http://x/", "x"), Err(PacError::Threw(m)) if m.contains("timeRange")),);
     }
 
     struct Noon;
@@ -491,10 +484,18 @@ mod tests {
 
     #[test]
     fn scripts_that_never_read_the_url_are_told_apart() {
-        assert!(!reads_first_argument("function FindProxyForURL(url, host) { return host == 'a' ? 'DIRECT' : 'PROXY p:1'; }"));
-        assert!(reads_first_argument("function FindProxyForURL(url, host) { return shExpMatch(url, '*x*') ? 'DIRECT' : ''; }"));
-        assert!(reads_first_argument("function FindProxyForURL(u, h) { return arguments[0]; }"));
-        assert!(reads_first_argument("function FindProxyForURL(u, h) { return eval('u'); }"));
+        assert!(!reads_first_argument(
+            "function FindProxyForURL(url, host) { return host == 'a' ? 'DIRECT' : 'PROXY p:1'; }"
+        ));
+        assert!(reads_first_argument(
+            "function FindProxyForURL(url, host) { return shExpMatch(url, '*x*') ? 'DIRECT' : ''; }"
+        ));
+        assert!(reads_first_argument(
+            "function FindProxyForURL(u, h) { return arguments[0]; }"
+        ));
+        assert!(reads_first_argument(
+            "function FindProxyForURL(u, h) { return eval('u'); }"
+        ));
         assert!(!reads_first_argument("function FindProxyForURL() { return 'DIRECT'; }"));
         assert!(reads_first_argument("function FindProxyForURL() { [native code] }"));
         let pac = load("function FindProxyForURL(url, host) { return timeRange(0, 23) ? host : url; }").unwrap();

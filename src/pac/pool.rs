@@ -72,11 +72,9 @@ impl<R: Resolver + Send + Sync + 'static> Resolver for CachingResolver<R> {
         // thread and is forgotten.
         let (tx, rx) = mpsc::sync_channel(1);
         let (inner, name) = (self.inner.clone(), key.0.clone());
-        let spawned = std::thread::Builder::new()
-            .name("pac-dns".into())
-            .spawn(move || {
-                let _ = tx.send(inner.resolve(&name));
-            });
+        let spawned = std::thread::Builder::new().name("pac-dns".into()).spawn(move || {
+            let _ = tx.send(inner.resolve(&name));
+        });
         let addresses = match spawned {
             Ok(_) => rx.recv_timeout(DNS_DEADLINE).unwrap_or_default(),
             Err(_) => Vec::new(),
@@ -108,7 +106,8 @@ impl PacPool {
         let queue = Arc::new(Mutex::new(queue));
         let results = Arc::new(Expiring::new());
         for n in 0..workers.max(1) {
-            let (script, sandbox, queue, results) = (script.to_string(), sandbox.clone(), queue.clone(), results.clone());
+            let (script, sandbox, queue, results) =
+                (script.to_string(), sandbox.clone(), queue.clone(), results.clone());
             std::thread::Builder::new()
                 .name(format!("pac-{n}"))
                 .spawn(move || {

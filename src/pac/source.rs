@@ -26,7 +26,11 @@ async fn fetch(url: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> Result<S
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let https = uri.scheme_str() == Some("https");
     let authority = uri.authority().ok_or("the URL names no host")?.clone();
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
@@ -153,6 +157,5 @@ mod tests {
             "function FindProxyForURL(){}"
         );
         assert!(read("data:nocomma").is_err());
-
     }
 }

@@ -98,12 +98,20 @@ impl Destination {
             (false, None) => return Err("not a proxy request: the request line needs an absolute http:// URL"),
         };
         let authority = uri.authority().ok_or("the request names no host")?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() {
             return Err("the request names no host");
         }
         let port = authority.port_u16().unwrap_or(default_port);
-        let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
         Ok(Self {
             authority: format!("{bracketed}:{port}"),
             url: route::pac_url(connect, authority.as_str(), &uri.to_string()),
@@ -213,7 +221,13 @@ impl ForwardProxy {
     }
 
     /// Connects `route` toward `destination`; for CONNECT, through any proxy hop as well.
-    async fn open(&self, route: &Route, destination: &Destination, connect: bool, client: &str) -> Result<Opened, DialError> {
+    async fn open(
+        &self,
+        route: &Route,
+        destination: &Destination,
+        connect: bool,
+        client: &str,
+    ) -> Result<Opened, DialError> {
         let authorization = |address: &str| {
             let upstream = self.settings.upstream.as_ref()?;
             (upstream.address == address)
@@ -237,7 +251,8 @@ impl ForwardProxy {
                     .as_ref()
                     .filter(|u| &u.address == address)
                     .and_then(|u| u.credentials.as_ref());
-                let io = upstream::socks5_connect(tcp, address, &destination.host, destination.port, credentials).await?;
+                let io =
+                    upstream::socks5_connect(tcp, address, &destination.host, destination.port, credentials).await?;
                 return Ok(Opened {
                     io: Box::new(io),
                     to_proxy: false,
@@ -260,11 +275,10 @@ impl ForwardProxy {
                         "TUNNEL routes are for `reach --http-proxy`; this proxy has no tunnel".into(),
                     ));
                 };
-                let io = tunnels
-                    .open(name.as_deref(), client)
-                    .await
-                    .map_err(DialError::Failed)?;
-                let hop = name.as_deref().map_or_else(|| "the tunnel".to_string(), |n| format!("tunnel {n}"));
+                let io = tunnels.open(name.as_deref(), client).await.map_err(DialError::Failed)?;
+                let hop = name
+                    .as_deref()
+                    .map_or_else(|| "the tunnel".to_string(), |n| format!("tunnel {n}"));
                 (io, hop, None)
             }
         };
@@ -427,7 +441,10 @@ fn refuse(status: StatusCode, client: &str, uri: &Uri, cause: &str) -> Response<
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(ERROR_HEADER, header_value(cause));
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 

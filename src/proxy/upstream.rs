@@ -138,7 +138,9 @@ pub async fn http_connect(
     let mut head = BytesMut::with_capacity(1024);
     loop {
         if head.len() >= MAX_CONNECT_RESPONSE {
-            return Err(DialError::Failed(format!("{proxy} sent an oversized answer to CONNECT")));
+            return Err(DialError::Failed(format!(
+                "{proxy} sent an oversized answer to CONNECT"
+            )));
         }
         if io.read_buf(&mut head).await.map_err(broken)? == 0 {
             return Err(DialError::Failed(format!("{proxy} closed the connection on CONNECT")));
@@ -185,7 +187,11 @@ pub async fn socks5_connect<T: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<T, DialError> {
     let failed = |what: &str| DialError::Failed(format!("SOCKS5 proxy {proxy}: {what}"));
     let broken = |e: io::Error| DialError::Failed(format!("SOCKS5 proxy {proxy}: {e}"));
-    let greeting: &[u8] = if credentials.is_some() { &[5, 2, 0, 2] } else { &[5, 1, 0] };
+    let greeting: &[u8] = if credentials.is_some() {
+        &[5, 2, 0, 2]
+    } else {
+        &[5, 1, 0]
+    };
     io.write_all(greeting).await.map_err(broken)?;
     let mut choice = [0u8; 2];
     io.read_exact(&mut choice).await.map_err(broken)?;
@@ -270,7 +276,10 @@ mod tests {
             "Basic YWxpY2U6czNjcmV0"
         );
         assert!(!format!("{url:?}").contains("s3cret"));
-        assert_eq!("socks5://10.0.0.1".parse::<ProxyUrl>().unwrap().address, "10.0.0.1:1080");
+        assert_eq!(
+            "socks5://10.0.0.1".parse::<ProxyUrl>().unwrap().address,
+            "10.0.0.1:1080"
+        );
         assert_eq!("https://[::1]".parse::<ProxyUrl>().unwrap().address, "[::1]:443");
         assert!("ftp://x:1".parse::<ProxyUrl>().is_err());
         assert!("x:1".parse::<ProxyUrl>().is_err());
@@ -293,7 +302,10 @@ mod tests {
             assert_eq!(&request[..5], &[5, 1, 0, 3, 9]);
             assert_eq!(&request[5..14], b"inner.lan");
             assert_eq!(&request[14..], &443u16.to_be_bytes());
-            server.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80, b'!']).await.unwrap();
+            server
+                .write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80, b'!'])
+                .await
+                .unwrap();
         });
         let credentials = ("u".to_string(), Secret::new("pw".to_string()));
         let mut io = socks5_connect(client, "socks", "inner.lan", 443, Some(&credentials))

@@ -66,8 +66,13 @@ pub async fn origin(pac: &str) -> Origin {
                     let Some((head, mut rest)) = read else { return };
                     counted.fetch_add(1, Ordering::SeqCst);
                     let mut words = head.split_whitespace();
-                    let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-                    let length: usize = header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let (method, target) = (
+                        words.next().unwrap_or("").to_string(),
+                        words.next().unwrap_or("").to_string(),
+                    );
+                    let length: usize = header(&head, "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
                     while rest.len() < length {
                         let mut more = [0u8; 4096];
                         let n = tcp.read(&mut more).await.unwrap_or(0);
@@ -79,7 +84,9 @@ pub async fn origin(pac: &str) -> Origin {
                     let later = rest.split_off(length);
                     if header(&head, "upgrade").is_some() {
                         let _ = tcp
-                            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+                            .write_all(
+                                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+                            )
                             .await;
                         let _ = tcp.write_all(&later).await;
                         let (mut r, mut w) = tcp.split();
@@ -122,8 +129,14 @@ impl CountingProxy {
     }
 }
 
-async fn serve_proxy<T: AsyncRead + AsyncWrite + Unpin>(mut client: T, counted: Arc<AtomicU64>, credentials: Option<String>) {
-    let Some((head, rest)) = read_head(&mut client).await else { return };
+async fn serve_proxy<T: AsyncRead + AsyncWrite + Unpin>(
+    mut client: T,
+    counted: Arc<AtomicU64>,
+    credentials: Option<String>,
+) {
+    let Some((head, rest)) = read_head(&mut client).await else {
+        return;
+    };
     counted.fetch_add(1, Ordering::SeqCst);
     if let Some(expected) = &credentials {
         use base64::Engine;
@@ -139,7 +152,9 @@ async fn serve_proxy<T: AsyncRead + AsyncWrite + Unpin>(mut client: T, counted: 
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     if method == "CONNECT" {
         let Ok(mut upstream) = TcpStream::connect(target).await else {
-            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n").await;
+            let _ = client
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                .await;
             return;
         };
         let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
@@ -147,10 +162,18 @@ async fn serve_proxy<T: AsyncRead + AsyncWrite + Unpin>(mut client: T, counted: 
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         return;
     }
-    let Some(after_scheme) = target.strip_prefix("http://") else { return };
+    let Some(after_scheme) = target.strip_prefix("http://") else {
+        return;
+    };
     let (authority, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
-    let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-    let Ok(mut upstream) = TcpStream::connect(&authority).await else { return };
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let Ok(mut upstream) = TcpStream::connect(&authority).await else {
+        return;
+    };
     let mut forwarded = format!("{method} {} HTTP/1.1\r\n", if path.is_empty() { "/" } else { path });
     for line in head.lines().skip(1).filter(|l| !l.is_empty()) {
         let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
