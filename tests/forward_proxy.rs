@@ -199,23 +199,11 @@ async fn a_dead_entry_is_skipped_for_its_retry_window() {
     assert_eq!(failures(), 1, "tried once, then skipped: {}", reach.stderr_text());
 
     // Once its window has passed, the entry is tried again, and now it answers.
-    let revived = tokio::net::TcpListener::bind(&first).await.unwrap();
-    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let seen = counted.clone();
-    let origin_addr = origin.addr.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        while let Ok((mut tcp, _)) = revived.accept().await {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let body = format!("revived proxy for {origin_addr}");
-            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-            let _ = tcp.write_all(answer.as_bytes()).await;
-        }
-    });
+    let revived = proxies::http_proxy_at(&first, None).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let answer = get(&proxy, &format!("http://{}/after", origin.addr)).await;
-    assert!(answer.body.starts_with("revived proxy"), "{answer:?}");
-    assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(answer.body.starts_with("origin GET /after"), "{answer:?}");
+    assert_eq!(revived.count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

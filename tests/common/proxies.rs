@@ -189,7 +189,12 @@ async fn serve_proxy<T: AsyncRead + AsyncWrite + Unpin>(
 }
 
 pub async fn http_proxy(credentials: Option<&str>) -> CountingProxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    http_proxy_at("127.0.0.1:0", credentials).await
+}
+
+/// The counting proxy on a given address.
+pub async fn http_proxy_at(address: &str, credentials: Option<&str>) -> CountingProxy {
+    let listener = TcpListener::bind(address).await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let requests = Arc::new(AtomicU64::new(0));
     let (counted, credentials) = (requests.clone(), credentials.map(str::to_string));
