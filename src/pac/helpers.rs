@@ -15,21 +15,17 @@ pub fn is_plain_host_name(host: &str) -> bool {
     !host.contains('.')
 }
 
-/// `dnsDomainIs(host, domain)`: `host` ends with `domain` (as a string, as browsers do).
+/// `dnsDomainIs(host, domain)`: `host` ends with `domain`, as a case-sensitive string, as
+/// the reference implementations compare it (hosts reach scripts lower-cased).
 pub fn dns_domain_is(host: &str, domain: &str) -> bool {
-    host.len() >= domain.len() && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+    host.ends_with(domain)
 }
 
-/// `localHostOrDomainIs(host, hostdom)`: the exact name, or `host` without a domain and
-/// `hostdom` starting with it and a dot.
+/// `localHostOrDomainIs(host, hostdom)`: the exact name, or `hostdom` starting with `host`
+/// and a dot (the reference implementations do not check that `host` has no domain).
 pub fn local_host_or_domain_is(host: &str, hostdom: &str) -> bool {
-    if host.eq_ignore_ascii_case(hostdom) {
-        return true;
-    }
-    !host.contains('.')
-        && hostdom.len() > host.len()
-        && hostdom[..host.len()].eq_ignore_ascii_case(host)
-        && hostdom.as_bytes()[host.len()] == b'.'
+    host == hostdom
+        || (hostdom.len() > host.len() && hostdom.starts_with(host) && hostdom.as_bytes()[host.len()] == b'.')
 }
 
 /// `dnsDomainLevels(host)`: the number of dots.
@@ -38,8 +34,42 @@ pub fn dns_domain_levels(host: &str) -> usize {
 }
 
 /// `shExpMatch(str, shexp)`: a shell glob, `*` any run, `?` one character, anchored at both
-/// ends; every other character stands for itself.
+/// ends. The reference implementations turn the pattern into a regular expression (dots
+/// escaped, `*` → `.*`, `?` → `.`), so other regular-expression characters keep their
+/// meaning there: a pattern with any of them is matched the same way (compiled once per
+/// thread, linear-time); one that is not a valid expression matches nothing.
 pub fn sh_exp_match(text: &str, pattern: &str) -> bool {
+    const REGEX_ONLY: &[char] = &['\\', '^', '$', '|', '+', '(', ')', '[', ']', '{', '}'];
+    if pattern.contains(REGEX_ONLY) {
+        return sh_exp_regex_match(text, pattern);
+    }
+    glob_match(text, pattern)
+}
+
+fn sh_exp_regex_match(text: &str, pattern: &str) -> bool {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static COMPILED: RefCell<HashMap<String, Option<regex::Regex>>> = RefCell::default();
+    }
+    COMPILED.with(|compiled| {
+        let mut compiled = compiled.borrow_mut();
+        if compiled.len() >= 1024 {
+            compiled.clear();
+        }
+        compiled
+            .entry(pattern.to_string())
+            .or_insert_with(|| {
+                let translated = pattern.replace('.', "\\.").replace('*', ".*").replace('?', ".");
+                regex::Regex::new(&format!("^{translated}$")).ok()
+            })
+            .as_ref()
+            .is_some_and(|re| re.is_match(text))
+    })
+}
+
+/// A glob of `*` and `?` with every other character literal.
+fn glob_match(text: &str, pattern: &str) -> bool {
     let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
     // Iterative matching with one backtrack point: linear in practice, no recursion.
     let (mut ti, mut pi) = (0, 0);
@@ -159,6 +189,12 @@ mod tests {
         assert!(is_plain_host_name("www"));
         assert!(!is_plain_host_name("www.netscape.com"));
         assert!(dns_domain_is("www.netscape.com", ".netscape.com"));
+        assert!(
+            !dns_domain_is("www.netscape.com", ".NETSCAPE.com"),
+            "case-sensitive, as pacparser"
+        );
+        assert!(local_host_or_domain_is("www.corp", "www.corp.example"), "as pacparser");
+        assert!(!local_host_or_domain_is("WWW", "www.netscape.com"));
         assert!(!dns_domain_is("www", ".netscape.com"));
         assert!(!dns_domain_is("www.mcom.com", ".netscape.com"));
         assert!(local_host_or_domain_is("www.netscape.com", "www.netscape.com"));
@@ -186,6 +222,11 @@ mod tests {
         assert!(sh_exp_match("", "*"));
         assert!(sh_exp_match("a.b.c", "*.*.*"));
         assert!(!sh_exp_match("ab", "a"));
+        // Regular-expression characters mean what they mean to pacparser and Chromium.
+        assert!(sh_exp_match("www.partner7.example", "*.partner[0-9].example"));
+        assert!(!sh_exp_match("www.partnerX.example", "*.partner[0-9].example"));
+        assert!(sh_exp_match("b.example", "(a|b).example"));
+        assert!(!sh_exp_match("anything", "*(unclosed"));
         // Many stars on a long miss stay fast (no exponential backtracking).
         let long = "a".repeat(10_000);
         assert!(!sh_exp_match(&long, &format!("{}b", "*a".repeat(50))));
