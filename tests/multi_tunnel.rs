@@ -33,7 +33,7 @@ fn agent(hub: &Hub, data: &tempfile::TempDir, user: &str, transport: TransportKi
         transport,
         tls: (transport != TransportKind::Tcp).then(|| burrow::tls::client_config(Some(&ca)).unwrap()),
         shutdown_timeout: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(10),
+        connect_timeout: WAIT,
         udp: Default::default(),
         udp_stats: Default::default(),
         link: Default::default(),
