@@ -68,17 +68,25 @@ fn sh_exp_regex_match(text: &str, pattern: &str) -> bool {
     })
 }
 
-/// A glob of `*` and `?` with every other character literal.
+/// A glob of `*` and `?` with every other character literal: over bytes when both are
+/// ASCII (host names and URLs are), else over characters, so that `?` is one character.
 fn glob_match(text: &str, pattern: &str) -> bool {
+    if text.is_ascii() && pattern.is_ascii() {
+        return glob(text.as_bytes(), pattern.as_bytes(), b'*', b'?');
+    }
     let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
+    glob(&t, &p, '*', '?')
+}
+
+fn glob<T: PartialEq>(t: &[T], p: &[T], any_run: T, any_one: T) -> bool {
     // Iterative matching with one backtrack point: linear in practice, no recursion.
     let (mut ti, mut pi) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == any_one || p[pi] == t[ti]) {
             ti += 1;
             pi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any_run {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((star_p, star_t)) = star {
@@ -89,7 +97,7 @@ fn glob_match(text: &str, pattern: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == any_run)
 }
 
 /// `isInNet(host, pattern, mask)`: the host's IPv4 address (itself when it is one, else its
@@ -222,6 +230,7 @@ mod tests {
         assert!(sh_exp_match("", "*"));
         assert!(sh_exp_match("a.b.c", "*.*.*"));
         assert!(!sh_exp_match("ab", "a"));
+        assert!(sh_exp_match("café.example", "caf?.example"), "? is one character");
         // Regular-expression characters mean what they mean to pacparser and Chromium.
         assert!(sh_exp_match("www.partner7.example", "*.partner[0-9].example"));
         assert!(!sh_exp_match("www.partnerX.example", "*.partner[0-9].example"));
