@@ -407,6 +407,7 @@ async fn agent_ops(
     config: &AgentConfig,
     shutdown: &Shutdown,
     settings: Vec<(String, String)>,
+    pac: Option<String>,
 ) -> Result<(std::sync::Arc<agent::AgentView>, Option<std::net::SocketAddr>), Failure> {
     let view = std::sync::Arc::new(agent::AgentView {
         link: config.link.clone(),
@@ -423,7 +424,7 @@ async fn agent_ops(
         metrics.register_collector(Box::new(crate::metrics::Agent {
             status: config.link.clone(),
         }));
-        let ops = crate::ops::Ops::new(view.clone(), settings, metrics);
+        let ops = crate::ops::Ops::new(view.clone(), settings, metrics).with_pac(pac);
         bound = Some(serve_ops(address, std::sync::Arc::new(ops)).await?);
     }
     Ok((view, bound))
@@ -511,7 +512,12 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
     let json = args.agent.json;
     let agent_id = config.agent_id;
     let shutdown = Shutdown::new();
-    let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
+    let pac = config
+        .forward_proxy
+        .as_ref()
+        .and_then(|p| p.pac_script())
+        .map(str::to_string);
+    let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings, pac).await?;
     handle_signals(shutdown.clone());
     let console_shutdown = shutdown.clone();
     agent::expose::run(config, spec, shutdown, |up| {
@@ -617,7 +623,11 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
     };
     let json = args.agent.json;
     let shutdown = Shutdown::new();
-    let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings).await?;
+    let pac = match &listen {
+        agent::reach::Listen::HttpProxy { settings, .. } => settings.pac.as_ref().map(|p| p.script().to_string()),
+        agent::reach::Listen::Port(_) => None,
+    };
+    let (view, api_address) = agent_ops(&args.agent, &config, &shutdown, settings, pac).await?;
     handle_signals(shutdown.clone());
     let console_shutdown = shutdown.clone();
     let proxying = matches!(listen, agent::reach::Listen::HttpProxy { .. });

@@ -54,6 +54,12 @@ impl Ops {
         }
     }
 
+    /// Serves `script` at `/pac`.
+    pub fn with_pac(mut self, script: Option<String>) -> Self {
+        self.pac = script;
+        self
+    }
+
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/", get(index))

@@ -268,9 +268,27 @@ async fn a_pac_fetched_over_http_and_a_looping_one() {
     let origin = proxies::origin(pac).await;
     let _expose = forward_proxy(&hub, "office", &[]).await;
     let pac_url = format!("http://{}/proxy.pac", origin.addr);
-    let (_reach, proxy) = local_proxy(&hub, "office", &["--pac", &pac_url]).await;
+    let mut reach = hub.reach(
+        "quic",
+        "alice",
+        "office",
+        &[
+            "--http-proxy",
+            "127.0.0.1:0",
+            "--pac",
+            &pac_url,
+            "--api-address",
+            "127.0.0.1:0",
+        ],
+    );
+    let ready = reach.ready().await;
+    let proxy = str_of(&ready, "local_address");
     let fetched = origin.requests.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(fetched, 1, "the PAC was fetched once at start-up");
+    // The operational API serves the script in use.
+    let served = get(&proxy, &format!("http://{}/pac", str_of(&ready, "api_address"))).await;
+    assert_eq!(served.body, pac);
+    assert_eq!(served.headers["content-type"], "application/x-ns-proxy-autoconfig");
 
     let looped = get(&proxy, "http://loop.test/").await;
     assert_eq!(looped.status, 502);

@@ -96,6 +96,7 @@ pub struct PacPool {
     /// Keyed by (host, url), or (host, "") when the script cannot see the URL.
     results: Arc<Expiring<String>>,
     reads_url: bool,
+    script: String,
 }
 
 impl PacPool {
@@ -136,7 +137,13 @@ impl PacPool {
             jobs,
             results,
             reads_url,
+            script: script.to_string(),
         })
+    }
+
+    /// The script's text, as loaded.
+    pub fn script(&self) -> &str {
+        &self.script
     }
 
     /// The script's answer for `url` and `host`, from the cache when it holds one.

@@ -136,6 +136,11 @@ impl ForwardProxy {
         Self { settings, retry }
     }
 
+    /// The PAC script routing requests, if any.
+    pub fn pac_script(&self) -> Option<&str> {
+        self.settings.pac.as_ref().map(PacPool::script)
+    }
+
     /// Serves one client connection (keep-alive: any number of requests) until it closes.
     pub async fn serve<T>(self: Arc<Self>, io: T, client: String)
     where
