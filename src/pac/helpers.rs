@@ -154,21 +154,24 @@ fn first_v4(resolver: &dyn Resolver, host: &str) -> Option<Ipv4Addr> {
 }
 
 /// `sortIpAddressList(list)`: `;`-separated addresses sorted, IPv6 before IPv4 as RFC 3484
-/// orders them for Chrome's implementation, each family in numeric order; `None` (false) if
-/// any entry is not an address.
+/// orders them for Chrome's implementation, each family in numeric order, stable, each
+/// address kept as written; blanks around entries and empty entries are ignored. `None`
+/// (false) if any entry is not an address or there is none.
 pub fn sort_ip_address_list(list: &str) -> Option<String> {
-    let mut addresses: Vec<IpAddr> = list
+    let mut addresses: Vec<(IpAddr, &str)> = list
         .split(';')
-        .map(|a| a.trim().parse().ok())
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse().ok().map(|ip| (ip, a)))
         .collect::<Option<Vec<_>>>()?;
     if addresses.is_empty() {
         return None;
     }
-    addresses.sort_by_key(|ip| match ip {
+    addresses.sort_by_key(|(ip, _)| match ip {
         IpAddr::V6(v6) => (0u8, u128::from(*v6)),
         IpAddr::V4(v4) => (1u8, u128::from(u32::from(*v4))),
     });
-    Some(addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(";"))
+    Some(addresses.iter().map(|(_, text)| *text).collect::<Vec<_>>().join(";"))
 }
 
 #[cfg(test)]
@@ -262,6 +265,85 @@ mod tests {
             "93.184.216.34;2606:2800:220:1::248"
         );
         assert_eq!(dns_resolve_ex(&Table, "nowhere.invalid"), "");
+    }
+
+    /// The vectors of Chromium's `pac_library_unittest.js` for the helpers that do not read
+    /// the clock (the clock's are in `clock.rs`), where pacparser agrees with them.
+    #[test]
+    fn chromium_pac_library_vectors() {
+        assert!(dns_domain_is("google.com", ".com"));
+        assert!(dns_domain_is("google.co.uk", ".co.uk"));
+        assert!(!dns_domain_is("google.com", ".co.uk"));
+        assert!(!dns_domain_is("www.adobe.com", ".ad"));
+        assert_eq!(dns_domain_levels("www"), 0);
+        assert_eq!(dns_domain_levels("www.google.com"), 2);
+        assert_eq!(dns_domain_levels("192.168.1.1"), 3);
+        assert!(is_in_net(&Table, "192.89.132.25", "192.89.132.25", "255.255.255.255"));
+        assert!(!is_in_net(&Table, "193.89.132.25", "192.89.132.25", "255.255.255.255"));
+        assert!(is_in_net(&Table, "192.89.132.25", "192.89.0.0", "255.255.0.0"));
+        assert!(!is_in_net(&Table, "193.89.132.25", "192.89.0.0", "255.255.0.0"));
+        assert!(!is_in_net(&Table, "192.89.132.a", "192.89.0.0", "255.255.0.0"));
+        assert!(is_plain_host_name("google"));
+        assert!(!is_plain_host_name("google.com"));
+        assert!(!is_plain_host_name("192.168.1.1"));
+        assert!(!is_plain_host_name("."));
+        assert!(local_host_or_domain_is("www.google.com", "www.google.com"));
+        assert!(local_host_or_domain_is("www", "www.google.com"));
+        assert!(!local_host_or_domain_is("maps.google.com", "www.google.com"));
+        assert!(sh_exp_match("foo.jpg", "*.jpg"));
+        assert!(sh_exp_match("foo5.jpg", "*o?.jpg"));
+        assert!(!sh_exp_match("foo.jpg", ".jpg"));
+        assert!(!sh_exp_match("foo.jpg", "foo"));
+
+        let sorted = |list: &str| sort_ip_address_list(list);
+        assert_eq!(sorted("::2;::3;::1").as_deref(), Some("::1;::2;::3"));
+        assert_eq!(
+            sorted("157.59.139.22;2001:4898:28:3:201:2ff:feea:fc14;fe80::5efe:157:9d3b:8b16").as_deref(),
+            Some("2001:4898:28:3:201:2ff:feea:fc14;fe80::5efe:157:9d3b:8b16;157.59.139.22")
+        );
+        assert_eq!(sorted("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(sorted("::1").as_deref(), Some("::1"));
+        assert_eq!(sorted("192.168.1.1;0:0::1").as_deref(), Some("0:0::1;192.168.1.1"));
+        assert_eq!(sorted("::1;192.168.1.3").as_deref(), Some("::1;192.168.1.3"));
+        assert_eq!(sorted("0::1;::1;0:0::1").as_deref(), Some("0::1;::1;0:0::1"));
+        assert_eq!(sorted(";127.0.0.1;").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            sorted("192.168.0.1; 192.168.0.2").as_deref(),
+            Some("192.168.0.1;192.168.0.2")
+        );
+        assert_eq!(
+            sorted("127.0.0.1;\t127.0.0.2;\t 127.0.0.0").as_deref(),
+            Some("127.0.0.0;127.0.0.1;127.0.0.2")
+        );
+        for empty in ["", " ", ";", ";;", " ;  ; "] {
+            assert_eq!(sorted(empty), None, "{empty:?}");
+        }
+        assert_eq!(sorted("256.0.0.1"), None);
+        assert_eq!(sorted("192.168.1.1;0:0:0:1;127.0.0.1"), None);
+
+        assert!(is_in_net_ex(&Table, "198.95.249.79", "198.95.249.79/32"));
+        assert!(is_in_net_ex(&Table, "198.95.115.10", "198.95.0.0/16"));
+        assert!(is_in_net_ex(&Table, "198.95.1.1", "198.95.0.0/16"));
+        assert!(is_in_net_ex(&Table, "198.95.1.1", "198.95.3.3/16"));
+        assert!(is_in_net_ex(&Table, "0:0:0:0:0:0:7f00:1", "0:0:0:0:0:0:7f00:1/32"));
+        assert!(is_in_net_ex(
+            &Table,
+            "3ffe:8311:ffff:abcd:1234:dead:beef:101",
+            "3ffe:8311:ffff::/48"
+        ));
+        assert!(!is_in_net_ex(&Table, "127.0.0.1", "0:0:0:0:0:0:7f00:1/16"));
+        assert!(!is_in_net_ex(&Table, "192.168.24.3", "fe80:0:0:0:0:0:c0a8:1803/32"));
+        assert!(!is_in_net_ex(&Table, "198.95.249.78", "198.95.249.79/32"));
+        assert!(!is_in_net_ex(&Table, "198.96.115.10", "198.95.0.0/16"));
+        assert!(!is_in_net_ex(
+            &Table,
+            "3fff:8311:ffff:abcd:1234:dead:beef:101",
+            "3ffe:8311:ffff::/48"
+        ));
+        assert!(!is_in_net_ex(&Table, "256.0.0.1", "198.95.249.79"));
+        assert!(!is_in_net_ex(&Table, "127.0.0.1 ", "127.0.0.1/32"));
+        assert!(!is_in_net_ex(&Table, "198.95.115.10", "198.95.0.0/34"));
+        assert!(!is_in_net_ex(&Table, "127.0.0.1", "127.0.0.1"));
     }
 
     #[test]
