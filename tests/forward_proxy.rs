@@ -52,6 +52,12 @@ async fn without_a_pac_everything_goes_through_the_tunnel() {
     let answer = get(&proxy, &format!("http://{}/a?b=1", origin.addr)).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body, format!("origin GET /a?b=1 host={} body=", origin.addr));
+    // Clients come and go; the connection to the origin stays and serves them in turn.
+    for n in 0..5 {
+        let again = get(&proxy, &format!("http://{}/again/{n}", origin.addr)).await;
+        assert_eq!(again.status, 200, "{again:?}");
+    }
+    assert_eq!(origin.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Keep-alive: a POST and a GET on one client connection.
     use tokio::io::AsyncWriteExt;

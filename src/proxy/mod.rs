@@ -4,6 +4,7 @@
 //! how each route is dialed is `upstream.rs`. Errors a user can act on are answered with a
 //! status and an `X-Burrow-Error` header naming the cause, and logged.
 
+mod idle;
 pub mod route;
 pub mod upstream;
 
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::pac::pool::PacPool;
 use crate::pac::result::Route;
+use idle::{Hop, Idle, Key};
 use route::{Decision, DomainLists, RetryWindow};
 use upstream::{BoxIo, DialError, ProxyUrl};
 
@@ -65,6 +67,7 @@ pub struct ProxySettings {
 pub struct ForwardProxy {
     settings: ProxySettings,
     retry: RetryWindow,
+    idle: Arc<Idle>,
 }
 
 impl std::fmt::Debug for ForwardProxy {
@@ -133,7 +136,11 @@ struct Opened {
 impl ForwardProxy {
     pub fn new(settings: ProxySettings) -> Self {
         let retry = RetryWindow::new(settings.retry);
-        Self { settings, retry }
+        Self {
+            settings,
+            retry,
+            idle: Arc::default(),
+        }
     }
 
     /// The PAC script routing requests, if any.
@@ -180,17 +187,41 @@ impl ForwardProxy {
             }
         };
         let connect = request.method() == Method::CONNECT;
+        let reusable = !connect && !wants_upgrade(&request);
+        let mut request = request;
         let timeout = self.settings.timeout;
         let mut failure = (StatusCode::BAD_GATEWAY, String::from("no route to try"));
         for route in self.retry.order(routes) {
+            let key = Idle::key(&route, &destination.authority);
+            if let Some(hop) = reusable.then(|| self.idle.take(&key)).flatten() {
+                match self
+                    .forward(request, &route, hop, key.clone(), &destination, client)
+                    .await
+                {
+                    Ok(response) => return response,
+                    // The idle connection closed before taking the request: dial afresh.
+                    Err(unsent) => request = unsent,
+                }
+            }
             let opened = tokio::time::timeout(timeout, self.open(&route, &destination, connect, client)).await;
             match opened {
                 Ok(Ok(opened)) => {
                     self.retry.succeeded(&route);
                     tracing::debug!(%client, destination = destination.authority, %route, "proxying");
-                    return match connect {
-                        true => tunnel(request, opened.io),
-                        false => self.forward(request, &route, opened, &destination, client).await,
+                    if connect {
+                        return tunnel(request, opened.io);
+                    }
+                    let uri = request.uri().clone();
+                    let hop = match handshake(opened).await {
+                        Ok(hop) => hop,
+                        Err(e) => return refuse(StatusCode::BAD_GATEWAY, client, &uri, &format!("{route}: {e}")),
+                    };
+                    return match self.forward(request, &route, hop, key, &destination, client).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            let why = format!("{route}: the connection closed before the request was sent");
+                            refuse(StatusCode::BAD_GATEWAY, client, &uri, &why)
+                        }
                     };
                 }
                 Ok(Err(DialError::ProxyAuth { proxy, challenges })) => {
@@ -302,43 +333,40 @@ impl ForwardProxy {
         })
     }
 
-    /// Sends an absolute-form request on `opened` and streams the answer back; an upgrade
-    /// (WebSocket) joins the two connections once both sides agreed to it.
+    /// Sends a request on `hop` and streams the answer back; the connection goes back to the
+    /// idle ones once the answer has been read. An upgrade (WebSocket) joins the two
+    /// connections once both sides agreed to it. A request the connection closed before
+    /// taking comes back as the error, to be sent elsewhere.
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         route: &Route,
-        opened: Opened,
+        mut hop: Hop,
+        key: Key,
         destination: &Destination,
         client: &str,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Request<Incoming>> {
         let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
         let uri = request.uri().clone();
-        prepare(&mut request, &opened, destination, upgrade.is_some());
-        let handshake = hyper::client::conn::http1::Builder::new()
-            .preserve_header_case(true)
-            .handshake(TokioIo::new(opened.io))
-            .await;
-        let (mut sender, connection) = match handshake {
-            Ok(parts) => parts,
-            Err(e) => return refuse(StatusCode::BAD_GATEWAY, client, &uri, &format!("{route}: {e}")),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        prepare(&mut request, &hop, destination, upgrade.is_some());
         let timeout = self.settings.timeout;
-        let mut response = match tokio::time::timeout(timeout, sender.send_request(request)).await {
+        let mut response = match tokio::time::timeout(timeout, hop.sender.try_send_request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return refuse(StatusCode::BAD_GATEWAY, client, &uri, &format!("{route}: {e}")),
+            Ok(Err(mut e)) => {
+                if let Some(unsent) = e.take_message() {
+                    return Err(unsent);
+                }
+                let why = format!("{route}: {}", e.into_error());
+                return Ok(refuse(StatusCode::BAD_GATEWAY, client, &uri, &why));
+            }
             Err(_) => {
                 let why = format!("{route}: no answer within {timeout:?}");
-                return refuse(StatusCode::GATEWAY_TIMEOUT, client, &uri, &why);
+                return Ok(refuse(StatusCode::GATEWAY_TIMEOUT, client, &uri, &why));
             }
         };
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_side) = upgrade {
+        let to_proxy = hop.to_proxy;
+        match upgrade {
+            Some(client_side) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_side = hyper::upgrade::on(&mut response);
                 tokio::spawn(async move {
                     if let (Ok(a), Ok(b)) = tokio::join!(client_side, upstream_side) {
@@ -347,14 +375,34 @@ impl ForwardProxy {
                     }
                 });
             }
+            Some(_) => {}
+            None => self.idle.give_back(key, hop),
         }
-        if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED && opened.to_proxy {
+        if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED && to_proxy {
             let why = format!("the upstream proxy {route} requires authentication (407)");
             tracing::warn!(%client, %uri, "{why}");
             response.headers_mut().insert(ERROR_HEADER, header_value(&why));
         }
-        response.map(|body| body.boxed())
+        Ok(response.map(|body| body.boxed()))
     }
+}
+
+/// An HTTP/1.1 client connection on a route's stream.
+async fn handshake(opened: Opened) -> Result<Hop, hyper::Error> {
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake(TokioIo::new(opened.io))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(Hop {
+        sender,
+        to_proxy: opened.to_proxy,
+        authorization: opened.authorization,
+    })
 }
 
 /// CONNECT: `200` now, then the client's bytes and the route's, both ways, once hyper hands
@@ -383,7 +431,7 @@ fn wants_upgrade(request: &Request<Incoming>) -> bool {
 
 /// The request as the next hop wants it: origin form unless the hop is a proxy, no
 /// hop-by-hop headers of ours, and the right `Proxy-Authorization`.
-fn prepare(request: &mut Request<Incoming>, opened: &Opened, destination: &Destination, upgrade: bool) {
+fn prepare(request: &mut Request<Incoming>, opened: &Hop, destination: &Destination, upgrade: bool) {
     let headers = request.headers_mut();
     headers.remove("proxy-connection");
     headers.remove("keep-alive");
@@ -407,15 +455,15 @@ fn prepare(request: &mut Request<Incoming>, opened: &Opened, destination: &Desti
         };
         headers.insert(header::HOST, header_value(&host));
     }
-    if !opened.to_proxy {
-        let origin_form = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *request.uri_mut() = origin_form;
-    }
+    // Absolute form to a proxy (rebuilt if an earlier hop's attempt made it origin form),
+    // origin form to an origin.
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let uri = match (opened.to_proxy, request.uri().scheme().is_some()) {
+        (true, true) => return,
+        (true, false) => format!("http://{}{path}", destination.authority),
+        (false, _) => path,
+    };
+    *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
 }
 
 fn empty() -> Body {

@@ -40,21 +40,24 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// An HTTP/1.1 origin with keep-alive. It answers `origin <METHOD> <target> host=<Host>
+/// An HTTP/1.1 origin with keep-alive (until a request says `Connection: close`). It answers `origin <METHOD> <target> host=<Host>
 /// body=<body>`, `GET /proxy.pac` with `pac`, and an `Upgrade` request with 101, then echoes
 /// bytes. Counts requests.
 pub struct Origin {
     pub addr: String,
     pub requests: Arc<AtomicU64>,
+    pub connections: Arc<AtomicU64>,
 }
 
 pub async fn origin(pac: &str) -> Origin {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let requests = Arc::new(AtomicU64::new(0));
-    let (counted, pac) = (requests.clone(), pac.to_string());
+    let connections = Arc::new(AtomicU64::new(0));
+    let (counted, pac, accepted) = (requests.clone(), pac.to_string(), connections.clone());
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (counted, pac) = (counted.clone(), pac.clone());
             tokio::spawn(async move {
                 let mut pending = Vec::new();
@@ -106,12 +109,19 @@ pub async fn origin(pac: &str) -> Origin {
                     if tcp.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
+                    if header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                        return;
+                    }
                     pending = later;
                 }
             });
         }
     });
-    Origin { addr, requests }
+    Origin {
+        addr,
+        requests,
+        connections,
+    }
 }
 
 /// A counting upstream proxy: CONNECT, and absolute-form requests forwarded with
