@@ -1,4 +1,5 @@
-//! Fuzz targets: every parser of network input in `sniff/` and `wire/`, each fed arbitrary
+//! Fuzz targets: every parser of network input in `sniff/` and `wire/`, and of what a PAC
+//! script or a user hands the forward proxy (`pac_result`), each fed arbitrary
 //! bytes and checked for the properties its callers rely on (no panic, lengths within the
 //! input, what is written reads back). Driven by cargo-fuzz (`fuzz/`) for long runs and by
 //! `tests/fuzz_pass.rs` for a short pass in every test run.
@@ -20,6 +21,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stream_header", stream_header),
     ("control_frame", control_frame),
     ("udp_datagram", udp_datagram),
+    ("pac_result", pac_result),
 ];
 
 /// The main port's and the public ports' classifiers, on every prefix a reader could see.
@@ -95,4 +97,20 @@ pub fn udp_datagram(data: &[u8]) {
     let _ = datagram::decode_datagram(Bytes::copy_from_slice(data));
     let mut frames = BytesMut::from(data);
     while let Ok(Some(_)) = datagram::take_frame(&mut frames) {}
+}
+
+/// A PAC result string, a `--proxy` URL and a request's authority: parsed routes print back
+/// to the same routes.
+pub fn pac_result(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(routes) = crate::pac::result::parse(text) {
+        assert!(!routes.is_empty(), "an empty result means DIRECT");
+        let printed: Vec<String> = routes.iter().map(ToString::to_string).collect();
+        assert_eq!(crate::pac::result::parse(&printed.join("; ")).ok(), Some(routes));
+    }
+    let _ = text.parse::<crate::proxy::upstream::ProxyUrl>();
+    let (host, _) = crate::proxy::route::split_authority(text);
+    assert!(host.len() <= text.len());
+    let _ = crate::proxy::route::pac_url(true, text, text);
+    let _ = crate::proxy::route::pac_url(false, text, text);
 }

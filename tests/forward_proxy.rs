@@ -424,3 +424,57 @@ async fn the_exposed_proxy_routes_by_its_own_pac_and_lists() {
     assert_eq!(denied.status, 403);
     assert!(denied.error().contains("secret.test is denied"), "{denied:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_clients_get_an_answer_or_a_close_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::origin("").await;
+    let _expose = forward_proxy(&hub, "office", &[]).await;
+    let (_reach, proxy) = local_proxy(&hub, "office", &[]).await;
+
+    // A head larger than the proxy buffers: 431, and the connection ends.
+    let mut huge = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    let request = format!(
+        "GET http://{}/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        origin.addr,
+        "a".repeat(200 << 10)
+    );
+    let _ = huge.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, huge.read_to_end(&mut answer)).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Garbage: 400 and a close.
+    let mut garbage = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    garbage.write_all(b"\x16\x03\x01\x00\x05hello\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, garbage.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Origin-form (not a proxy request): 400 naming why.
+    let mut tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    tcp.write_all(b"GET /only-a-path HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let not_proxy = proxies::read_answer(&mut tcp).await;
+    assert_eq!(not_proxy.status, 400);
+    assert!(not_proxy.error().contains("absolute"), "{not_proxy:?}");
+
+    // A client that sends half a head and stalls holds its own connection only.
+    let mut slow = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    slow.write_all(b"GET http://x/ HTTP/1.1\r\nHo").await.unwrap();
+    let served = get(&proxy, &format!("http://{}/meanwhile", origin.addr)).await;
+    assert_eq!(served.status, 200);
+    drop(slow);
+}

@@ -31,6 +31,8 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds.push(b"GET /path HTTP/1.1\r\nHost: web.localhost:7443\r\nUpgrade: websocket\r\n\r\n".to_vec());
     seeds.push(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec());
     seeds.push(wire::PREFACE.to_vec());
+    seeds.push(b"PROXY a.example:3128; HTTPS [2001:db8::1]:443;socks5 s:1080 ; DIRECT;TUNNEL corp".to_vec());
+    seeds.push(b"http://user:pw@[::1]:3128/".to_vec());
     let mut udp = StreamHeader::tcp(TunnelRef::Name("db".into()), "127.0.0.1:5000", "");
     udp.kind = StreamKind::Udp;
     udp.flow = 7;
