@@ -35,6 +35,8 @@ pub struct Ops {
     metrics: Registry,
     /// The PAC script in use, if any.
     pac: Option<String>,
+    /// The role's own routes beside these (the hub's REST API).
+    rest: Option<Router>,
 }
 
 impl Ops {
@@ -51,7 +53,14 @@ impl Ops {
             settings,
             metrics,
             pac: None,
+            rest: None,
         }
+    }
+
+    /// Serves `routes` beside the operational endpoints (their own state already given).
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.rest = Some(routes);
+        self
     }
 
     /// Serves `script` at `/pac`.
@@ -61,7 +70,7 @@ impl Ops {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/", get(index))
             .route("/readyz", get(readyz))
             .route("/healthz", get(healthz))
@@ -70,17 +79,23 @@ impl Ops {
             .route("/configz", get(configz))
             .route("/pac", get(pac))
             .route("/version", get(version))
-            .route_layer(axum::middleware::from_fn_with_state(self.clone(), count_request))
-            .with_state(self)
+            .with_state(self.clone());
+        let router = match &self.rest {
+            Some(rest) => router.merge(rest.clone()),
+            None => router,
+        };
+        router.route_layer(axum::middleware::from_fn_with_state(self, count_request))
     }
 
     /// Serves the API on one connection the hub's main port hands over (HTTP/1.1, kept
     /// alive for as long as the client likes).
-    pub async fn serve_connection<T>(self: Arc<Self>, io: T)
+    pub async fn serve_connection<T>(self: Arc<Self>, io: T, peer: std::net::SocketAddr)
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service = hyper_util::service::TowerToHyperService::new(self.router());
+        // The client's address, as `axum::serve` records it for the listener's connections.
+        let router = self.router().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let io = hyper_util::rt::TokioIo::new(io);
         if let Err(e) = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, service)
@@ -95,7 +110,8 @@ impl Ops {
     pub fn spawn(self: Arc<Self>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
         let router = self.router();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
                 tracing::error!(error = %e, "the operational API stopped");
             }
         })

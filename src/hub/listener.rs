@@ -104,7 +104,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         // The hub's own name, or no name at all (a client that dialed the hub's address).
         Verdict::Tls { sni, .. } if sni.as_deref().is_none_or(|host| is_hub_name(&shared, host)) => {
             match tokio::time::timeout(SNIFF_DEADLINE, shared.https.accept(io)).await {
-                Ok(Ok(tls)) => serve_api(&shared, tls).await,
+                Ok(Ok(tls)) => serve_api(&shared, tls, peer).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTPS handshake with the hub failed"),
                 Err(_) => tracing::debug!(%peer, "HTTPS handshake with the hub did not finish in time"),
             }
@@ -122,7 +122,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
                 }
             }
         }
-        Verdict::Http { host: Some(host) } if is_hub_name(&shared, &host) => serve_api(&shared, io).await,
+        Verdict::Http { host: Some(host) } if is_hub_name(&shared, &host) => serve_api(&shared, io, peer).await,
         Verdict::Http { host: Some(host) } => match routed_tunnel(&shared, &host) {
             Some(tunnel) if tunnel.protocol == Protocol::Https => {
                 let why = format!("tunnel {} serves HTTPS: use https://{host}", tunnel.name);
@@ -153,12 +153,12 @@ fn is_hub_name(shared: &Shared, host: &str) -> bool {
 }
 
 /// The hub's own APIs, to a client that asked for the hub by name.
-async fn serve_api<T>(shared: &Shared, io: T)
+async fn serve_api<T>(shared: &Shared, io: T, peer: std::net::SocketAddr)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if let Some(ops) = shared.ops.get() {
-        ops.clone().serve_connection(io).await;
+        ops.clone().serve_connection(io, peer).await;
     }
 }
 

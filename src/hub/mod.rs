@@ -1,6 +1,7 @@
 //! The hub role: the main port (agents and routed visitors), per-tunnel public ports, the
 //! registry of tunnels and the persistent store, composed and started by [`Hub::start`].
 
+mod api;
 mod listener;
 mod public;
 pub mod registry;
@@ -316,7 +317,7 @@ fn ops_of(shared: &Arc<Shared>) -> crate::ops::Ops {
     let view = Arc::new(HubView {
         shared: Arc::downgrade(shared),
     });
-    crate::ops::Ops::new(view, shared.config.settings.clone(), metrics)
+    crate::ops::Ops::new(view, shared.config.settings.clone(), metrics).with_routes(api::router(Arc::downgrade(shared)))
 }
 
 impl Shared {

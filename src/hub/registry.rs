@@ -121,6 +121,11 @@ impl Tunnel {
         self.state.lock().expect("tunnel lock").record.clone()
     }
 
+    /// Removes every member, for a tunnel being stopped: the caller tells their agents.
+    pub fn take_members(&self) -> Vec<Member> {
+        std::mem::take(&mut self.state.lock().expect("tunnel lock").members)
+    }
+
     pub fn member_count(&self) -> usize {
         self.state.lock().expect("tunnel lock").members.len()
     }

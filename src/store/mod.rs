@@ -142,7 +142,8 @@ impl Store {
             .as_ref()
             .try_into()
             .expect("SHA-256 is 32 bytes");
-        if self.verified.lock().expect("cache lock").get(name) == Some(&digest) {
+        let cached = self.verified.lock().expect("cache lock").get(name).copied();
+        if cached.is_some_and(|known| aws_lc_rs::constant_time::verify_slices_are_equal(&known, &digest).is_ok()) {
             return Ok(true);
         }
         let row = sqlx::query("SELECT key_salt, key_hash FROM users WHERE name = $1")
@@ -220,6 +221,15 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// One tunnel's record, live or ended.
+    pub async fn tunnel(&self, id: TunnelId) -> Result<Option<TunnelRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tunnels WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
     }
 
     /// Tunnels not yet shut down: after a restart these are leases waiting for their agents.

@@ -1,0 +1,218 @@
+//! The hub's Sauce Connect-compatible REST API (`/rest/v1`) through the binary: shapes
+//! against golden files in `tests/testdata/rest/`, two users kept apart on every route,
+//! authentication and its failure budget, and `DELETE` reaching the exposing agent.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxies::{read_answer, Answer};
+use common::{str_of, TestHub};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One request on a connection of its own, with HTTP Basic `auth` if given.
+async fn call(api: &str, method: &str, path: &str, auth: Option<&str>) -> Answer {
+    use base64::Engine;
+    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
+    if let Some(auth) = auth {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(auth);
+        request.push_str(&format!("Authorization: Basic {encoded}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    read_answer(&mut tcp).await
+}
+
+async fn json(api: &str, method: &str, path: &str, auth: &str) -> (u16, Value) {
+    let answer = call(api, method, path, Some(auth)).await;
+    let body = serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{path}: {e}: {answer:?}"));
+    (answer.status, body)
+}
+
+/// The values that differ between runs (ids, times, ports) replaced by placeholders.
+fn normalized(mut value: Value) -> Value {
+    match &mut value {
+        Value::Array(items) => return Value::Array(items.drain(..).map(normalized).collect()),
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let placeholder = match key.as_str() {
+                    "id" => Some("<id>"),
+                    "creation_time" | "launch_time" | "last_connected" | "shutdown_time" if !v.is_null() => {
+                        Some("<time>")
+                    }
+                    "ssh_port" => Some("<port>"),
+                    "extra_info" => Some("<extra>"),
+                    _ => None,
+                };
+                match placeholder {
+                    Some(p) => *v = Value::from(p),
+                    None => *v = normalized(v.take()),
+                }
+            }
+        }
+        _ => {}
+    }
+    value
+}
+
+fn golden(name: &str, actual: &Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/testdata/rest")
+        .join(name);
+    let actual = normalized(actual.clone());
+    if std::env::var_os("BURROW_BLESS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
+    }
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(actual, expected, "{name} differs from its golden file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sauce_endpoints_keep_users_apart() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let (alice, bob) = ("alice:alice-key", "bob:bob-key");
+    let target = common::echo_server().await;
+    let mut web = hub.expose("quic", "alice", &target, &["--name", "web", "--metadata", "team=qa"]);
+    let web_id = str_of(&web.ready().await, "tunnel_id");
+    let mut shared = hub.expose("quic", "alice", &target, &["--name", "shared", "--shared", "all"]);
+    let shared_id = str_of(&shared.ready().await, "tunnel_id");
+    let mut db = hub.expose("quic", "bob", &target, &["--name", "db"]);
+    let db_id = str_of(&db.ready().await, "tunnel_id");
+
+    // Lists: ids, full objects, and by owner with the tunnels shared with the caller.
+    let (status, ids) = json(&api, "GET", "/rest/v1/alice/tunnels", alice).await;
+    assert_eq!(status, 200);
+    let mut ids: Vec<String> = serde_json::from_value(ids).unwrap();
+    ids.sort();
+    let mut expected = vec![web_id.clone(), shared_id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let (_, full) = json(&api, "GET", "/rest/v1/alice/tunnels?full=true", alice).await;
+    golden("alice-full.json", &full);
+    let (_, all) = json(&api, "GET", "/rest/v1/bob/tunnels?all=true", bob).await;
+    assert_eq!(all, serde_json::json!({"alice": [shared_id], "bob": [db_id]}));
+    let (_, one_per_pool) = json(&api, "GET", "/rest/v1/bob/tunnels?filter=one_per_pool", bob).await;
+    assert_eq!(one_per_pool, serde_json::json!([db_id]));
+    let (_, v2alpha) = json(&api, "GET", "/rest/v1/bob/tunnels?filter=v2alpha", bob).await;
+    assert_eq!(v2alpha, serde_json::json!([]));
+    let (status, bad) = json(&api, "GET", "/rest/v1/bob/tunnels?filter=nope", bob).await;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("bad_filter")));
+
+    // One tunnel and its jobs: a connection held open counts.
+    let (status, one) = json(&api, "GET", &format!("/rest/v1/alice/tunnels/{web_id}"), alice).await;
+    assert_eq!(status, 200);
+    golden("tunnel.json", &one);
+    let mut reach = hub.reach("quic", "alice", "web", &[]);
+    let local = str_of(&reach.ready().await, "local_address");
+    let mut held = tokio::net::TcpStream::connect(&local).await.unwrap();
+    held.write_all(b"hold").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_exact(&mut held, &mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, jobs) = json(&api, "GET", &format!("/rest/v1/alice/tunnels/{web_id}/num_jobs"), alice).await;
+    assert_eq!(jobs, serde_json::json!({"id": web_id, "jobs_running": 1}));
+
+    // Anyone else's: not found, on every route; a shared tunnel is readable, not stoppable.
+    for (method, path) in [
+        ("GET", "/rest/v1/alice/tunnels".to_string()),
+        ("GET", format!("/rest/v1/bob/tunnels/{web_id}")),
+        ("GET", format!("/rest/v1/bob/tunnels/{web_id}/num_jobs")),
+        ("DELETE", format!("/rest/v1/bob/tunnels/{web_id}")),
+        ("DELETE", format!("/rest/v1/bob/tunnels/{shared_id}")),
+        ("GET", "/rest/v1/bob/tunnels/not-an-id".to_string()),
+    ] {
+        let (status, body) = json(&api, method, &path, bob).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("not_found")),
+            "{method} {path}"
+        );
+    }
+    let (status, _) = json(&api, "GET", &format!("/rest/v1/bob/tunnels/{shared_id}"), bob).await;
+    assert_eq!(status, 200);
+
+    // DELETE: the answer counts the running job, the agent is told and exits 0.
+    let (status, deleted) = json(&api, "DELETE", &format!("/rest/v1/alice/tunnels/{web_id}"), alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        deleted,
+        serde_json::json!({"result": true, "id": web_id, "jobs_running": 1})
+    );
+    assert_eq!(web.exit_status(WAIT).await.code(), Some(0));
+    assert!(
+        web.stderr_text().contains("tunnel deleted by the API"),
+        "{}",
+        web.stderr_text()
+    );
+    let (_, ids) = json(&api, "GET", "/rest/v1/alice/tunnels", alice).await;
+    assert_eq!(ids, serde_json::json!([shared_id]));
+    let (status, ended) = json(&api, "GET", &format!("/rest/v1/alice/tunnels/{web_id}"), alice).await;
+    assert_eq!(status, 200);
+    golden("tunnel-deleted.json", &ended);
+    drop((held, reach, shared, db));
+
+    // The ended record survives a restart.
+    let hub = hub.restart().await;
+    let api = hub.api_address.clone().unwrap();
+    let (_, ended) = json(&api, "GET", &format!("/rest/v1/alice/tunnels/{web_id}"), alice).await;
+    assert_eq!(ended["status"], "terminated");
+    assert_eq!(ended["user_shutdown"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_and_the_public_versions() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+
+    let versions = call(&api, "GET", "/rest/v1/public/tunnels/info/versions", None).await;
+    assert_eq!(versions.status, 200);
+    golden("versions.json", &serde_json::from_str(&versions.body).unwrap());
+    let all = call(&api, "GET", "/rest/v1/public/tunnels/info/versions?all=true", None).await;
+    let all: Value = serde_json::from_str(&all.body).unwrap();
+    assert!(all["all_downloads"][env!("CARGO_PKG_VERSION")].is_object(), "{all}");
+
+    let anonymous = call(&api, "GET", "/rest/v1/alice/tunnels", None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.headers.get("www-authenticate").map(String::as_str),
+        Some("Basic realm=\"burrow\"")
+    );
+    let body: Value = serde_json::from_str(&anonymous.body).unwrap();
+    assert_eq!(body["code"], "unauthorized");
+    assert_eq!(
+        call(&api, "GET", "/rest/v1/alice/tunnels", Some("alice:alice-key"))
+            .await
+            .status,
+        200
+    );
+    // The same API on the main port, by the hub's own name over HTTPS.
+    common::require_tool("curl", "curl");
+    let port = hub.addr.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", &hub.ca(), "-u", "bob:bob-key"])
+        .arg(format!("https://localhost:{port}/rest/v1/bob/tunnels"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]", "{out:?}");
+    // Ten wrong keys from one address, then 429 with Retry-After even for the right one.
+    for _ in 0..10 {
+        assert_eq!(
+            call(&api, "GET", "/rest/v1/alice/tunnels", Some("alice:wrong"))
+                .await
+                .status,
+            401
+        );
+    }
+    let limited = call(&api, "GET", "/rest/v1/alice/tunnels", Some("alice:alice-key")).await;
+    assert_eq!(limited.status, 429, "{limited:?}");
+    let retry: u64 = limited.headers["retry-after"].parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(!hub.proc.stderr_text().contains("wrong"), "keys never reach the log");
+}
