@@ -62,8 +62,9 @@ pub async fn run(command: Command, settings: Vec<(String, String)>) -> Result<()
         Command::Pac(cli::PacCommand::Eval { pac, ca, my_ip, urls }) => {
             pac_eval(&pac, ca.as_deref(), my_ip, &urls).await
         }
-        Command::Share(_) | Command::Tunnels(_) => Err(Failure::runtime(
-            "this command is not available in this build yet (it needs the REST API)",
+        Command::Tunnels(command) => tunnels(command).await,
+        Command::Share(_) => Err(Failure::runtime(
+            "this command is not available in this build yet (shares are not built)",
         )),
     }
 }
@@ -124,6 +125,45 @@ async fn pac_eval(
             .find_proxy(url, &host)
             .map_err(|e| Failure::runtime(format!("{url}: {e}")))?;
         emit(&result);
+    }
+    Ok(())
+}
+
+/// `burrow tunnels ...`: one REST call (two when a name is resolved), printed as a table,
+/// fields, or the API's JSON with `--json`.
+async fn tunnels(command: cli::TunnelsCommand) -> Result<(), Failure> {
+    use crate::client::{ClientError, RestClient};
+    let args = command.agent();
+    let config = agent_config(args)?;
+    let json = args.json;
+    let client = RestClient::new(config, args.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    let failed = |e: ClientError| match e {
+        ClientError::Usage(message) => Failure::usage(message),
+        ClientError::Failed(message) => Failure::runtime(message),
+    };
+    let print = |value: &serde_json::Value, human: String| emit(&if json { value.to_string() } else { human });
+    match &command {
+        cli::TunnelsCommand::List { .. } => {
+            let tunnels = client.tunnels().await.map_err(failed)?;
+            print(&serde_json::json!(tunnels), crate::client::table(&tunnels));
+        }
+        cli::TunnelsCommand::Get { tunnel, .. } => {
+            let value = client.get(tunnel).await.map_err(failed)?;
+            print(&value, crate::client::details(&value));
+        }
+        cli::TunnelsCommand::Jobs { tunnel, .. } => {
+            let value = client.jobs(tunnel).await.map_err(failed)?;
+            print(&value, value["jobs_running"].to_string());
+        }
+        cli::TunnelsCommand::Stop { tunnel, .. } => {
+            let value = client.stop(tunnel).await.map_err(failed)?;
+            let human = format!(
+                "stopped tunnel {} ({} connections were open)",
+                value["id"].as_str().unwrap_or(tunnel),
+                value["jobs_running"]
+            );
+            print(&value, human);
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! burrow: one binary that is a tunnel hub, an `expose` agent and a `reach` agent.
 //!
 //! Map of the crate, following the data path:
-//! - [`cli`] / [`app`]: flags, config layering, and what each subcommand runs.
+//! - [`cli`] / [`app`]: flags, config layering, and what each subcommand runs; [`client`]:
+//!   the REST client of `burrow tunnels`.
 //! - [`answer`]: HTTP errors the hub or an agent sends a visitor itself (404, 502, 503).
 //! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
@@ -41,6 +42,7 @@ pub mod answer;
 pub mod app;
 pub mod carrier;
 pub mod cli;
+pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;

@@ -216,3 +216,70 @@ async fn authentication_and_the_public_versions() {
     assert!((1..=60).contains(&retry));
     assert!(!hub.proc.stderr_text().contains("wrong"), "keys never reach the log");
 }
+
+/// `burrow tunnels ...` with alice's credentials against `hub`.
+fn tunnels(hub: &TestHub, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_burrow"));
+    command.arg("tunnels").args(args);
+    command.args(["--hub", &hub.addr, "-u", "alice", "-k", "alice-key", "--ca", &hub.ca()]);
+    command.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnels_command_is_a_client_of_the_api() {
+    let hub = TestHub::start(&[]).await;
+    let target = common::echo_server().await;
+    let mut web = hub.expose("quic", "alice", &target, &["--name", "web", "--protocol", "tcp"]);
+    let id = str_of(&web.ready().await, "tunnel_id");
+    let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let list = tunnels(&hub, &["list"]);
+    assert!(list.status.success(), "{list:?}");
+    let lines: Vec<String> = text(&list).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("ID") && lines[0].contains("NAME") && lines[0].contains("STATUS"));
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row, [id.as_str(), "web", "tcp", "running", "false"]);
+
+    let listed: Value = serde_json::from_str(&text(&tunnels(&hub, &["list", "--json"]))).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+    let get = text(&tunnels(&hub, &["get", "web"]));
+    assert!(
+        get.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["tunnel_identifier", "web"]),
+        "{get}"
+    );
+    let jobs: Value = serde_json::from_str(&text(&tunnels(&hub, &["jobs", &id, "--json"]))).unwrap();
+    assert_eq!(jobs, serde_json::json!({"id": id, "jobs_running": 0}));
+
+    let missing = tunnels(&hub, &["get", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no running tunnel named nope"));
+    let mut wrong = std::process::Command::new(env!("CARGO_BIN_EXE_burrow"));
+    wrong.args([
+        "tunnels",
+        "list",
+        "--hub",
+        &hub.addr,
+        "-u",
+        "alice",
+        "-k",
+        "wrong",
+        "--ca",
+        &hub.ca(),
+    ]);
+    assert_eq!(wrong.output().unwrap().status.code(), Some(2));
+
+    let stop = tunnels(&hub, &["stop", "web"]);
+    assert!(stop.status.success(), "{stop:?}");
+    assert_eq!(
+        text(&stop).trim(),
+        format!("stopped tunnel {id} (0 connections were open)")
+    );
+    assert_eq!(web.exit_status(WAIT).await.code(), Some(0));
+    assert_eq!(
+        text(&tunnels(&hub, &["list"])).lines().count(),
+        1,
+        "only the header is left"
+    );
+}

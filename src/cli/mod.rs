@@ -42,8 +42,9 @@ pub enum Command {
     Reach(ReachArgs),
     /// Create a share link for a tunnel (not available in this build yet).
     Share(NotBuiltArgs),
-    /// List, inspect and stop tunnels through the REST API (not available in this build yet).
-    Tunnels(NotBuiltArgs),
+    /// List, inspect and stop your tunnels through the hub's REST API.
+    #[command(subcommand)]
+    Tunnels(TunnelsCommand),
     /// PAC files.
     #[command(subcommand)]
     Pac(PacCommand),
@@ -326,6 +327,44 @@ pub enum RoleAction {
 pub struct NotBuiltArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TunnelsCommand {
+    /// Your running tunnels, one line each.
+    List {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// One tunnel (name or id), running or ended, field by field.
+    Get {
+        tunnel: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Stop a tunnel (name or id): its agent is told and the tunnel ends.
+    Stop {
+        tunnel: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// The connections open through a tunnel (name or id) now.
+    Jobs {
+        tunnel: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+impl TunnelsCommand {
+    pub fn agent(&self) -> &AgentArgs {
+        match self {
+            TunnelsCommand::List { agent }
+            | TunnelsCommand::Get { agent, .. }
+            | TunnelsCommand::Stop { agent, .. }
+            | TunnelsCommand::Jobs { agent, .. } => agent,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
