@@ -424,22 +424,6 @@ fn persistent_agent_id() -> AgentId {
     id
 }
 
-fn connection_string(target: &str, protocol: crate::types::Protocol, address: &str) -> String {
-    use crate::types::Protocol;
-    let port = target.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
-    let scheme = match (protocol, port) {
-        (Protocol::Http, _) => "http",
-        (Protocol::Https, _) => "https",
-        (Protocol::Udp, _) => "udp",
-        (_, Some(5432)) => "postgresql",
-        (_, Some(3306)) => "mysql",
-        (_, Some(6379)) => "redis",
-        (_, Some(27017)) => "mongodb",
-        _ => "tcp",
-    };
-    format!("{scheme}://{address}")
-}
-
 /// Serves the operational API of an agent when `--api-address` asks for it, and says where.
 /// The returned view is told the agent's tunnel once the hub has answered.
 async fn agent_ops(
@@ -585,7 +569,7 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
         let connection = info
             .public_address
             .as_deref()
-            .map(|a| connection_string(&target, info.protocol, a));
+            .map(|a| info.protocol.connection_string(&target, a));
         if json {
             let mut line = json!({
                 "event": "ready",

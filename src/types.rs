@@ -247,6 +247,23 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// How a client connects to a tunnel of this protocol to `target` at its public
+    /// `address`: the scheme follows the protocol, or the target's well-known port.
+    pub fn connection_string(self, target: &str, address: &str) -> String {
+        let port = target.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+        let scheme = match (self, port) {
+            (Protocol::Http, _) => "http",
+            (Protocol::Https, _) => "https",
+            (Protocol::Udp, _) => "udp",
+            (_, Some(5432)) => "postgresql",
+            (_, Some(3306)) => "mysql",
+            (_, Some(6379)) => "redis",
+            (_, Some(27017)) => "mongodb",
+            _ => "tcp",
+        };
+        format!("{scheme}://{address}")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Auto => "auto",

@@ -41,10 +41,15 @@ fn normalized(mut value: Value) -> Value {
             for (key, v) in map.iter_mut() {
                 let placeholder = match key.as_str() {
                     "id" => Some("<id>"),
-                    "creation_time" | "launch_time" | "last_connected" | "shutdown_time" if !v.is_null() => {
+                    "creation_time" | "launch_time" | "last_connected" | "shutdown_time" | "createdAt"
+                    | "lastConnectedAt"
+                        if !v.is_null() =>
+                    {
                         Some("<time>")
                     }
-                    "ssh_port" => Some("<port>"),
+                    "ssh_port" | "hubPort" if !v.is_null() => Some("<port>"),
+                    "agentIds" => Some("<agents>"),
+                    "publicAddress" | "connectionString" | "url" | "target" if !v.is_null() => Some("<address>"),
                     "extra_info" => Some("<extra>"),
                     _ => None,
                 };
@@ -282,4 +287,68 @@ async fn the_tunnels_command_is_a_client_of_the_api() {
         1,
         "only the header is left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnels_api_lists_reads_and_stops_the_callers_tunnels() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let (alice, bob) = ("alice:alice-key", "bob:bob-key");
+    let target = common::echo_server().await;
+    let mut web = hub.expose(
+        "quic",
+        "alice",
+        &target,
+        &[
+            "--name",
+            "web",
+            "--public",
+            "--protocol",
+            "http",
+            "--metadata",
+            "team=qa",
+        ],
+    );
+    let ready = web.ready().await;
+    let id = str_of(&ready, "tunnel_id");
+    let mut db = hub.expose("quic", "bob", &target, &["--name", "db"]);
+    let db_id = str_of(&db.ready().await, "tunnel_id");
+
+    let (status, listed) = json(&api, "GET", "/api/v1/tunnels", alice).await;
+    assert_eq!(status, 200);
+    golden("api-tunnels.json", &listed);
+    let tunnel = &listed["tunnels"][0];
+    assert_eq!(tunnel["publicAddress"], ready["public_address"]);
+    assert_eq!(tunnel["url"], ready["url"]);
+    assert_eq!(tunnel["agentIds"], serde_json::json!([ready["agent_id"]]));
+    assert!(tunnel["createdAt"].as_str().unwrap().ends_with('Z'));
+    let (status, one) = json(&api, "GET", &format!("/api/v1/tunnels/{id}"), alice).await;
+    assert_eq!((status, &one), (200, tunnel));
+
+    // Bob sees only his own; alice's tunnel is not found for him, to read or to stop.
+    let (_, bobs) = json(&api, "GET", "/api/v1/tunnels", bob).await;
+    assert_eq!(bobs["tunnels"].as_array().unwrap().len(), 1);
+    assert_eq!(bobs["tunnels"][0]["id"], db_id.as_str());
+    for method in ["GET", "DELETE"] {
+        let (status, body) = json(&api, method, &format!("/api/v1/tunnels/{id}"), bob).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{method}");
+    }
+
+    let stopped = call(&api, "DELETE", &format!("/api/v1/tunnels/{id}"), Some(alice)).await;
+    assert_eq!(stopped.status, 204);
+    assert_eq!(web.exit_status(WAIT).await.code(), Some(0));
+    assert_eq!(json(&api, "GET", &format!("/api/v1/tunnels/{id}"), alice).await.0, 404);
+    let (_, listed) = json(&api, "GET", "/api/v1/tunnels", alice).await;
+    assert_eq!(listed, serde_json::json!({"tunnels": []}));
+    drop(db);
+
+    // The document: OpenAPI 3.1, every route, no credentials needed.
+    let document = call(&api, "GET", "/api/v1/openapi.json", None).await;
+    assert_eq!(document.status, 200);
+    let document: Value = serde_json::from_str(&document.body).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{document}");
+    assert!(document["paths"]["/api/v1/tunnels"]["get"].is_object());
+    assert!(document["paths"]["/api/v1/tunnels/{id}"]["delete"].is_object());
+    assert!(document["components"]["schemas"]["ApiTunnel"]["properties"]["connectionString"].is_object());
+    assert_eq!(document["components"]["securitySchemes"]["basic"]["scheme"], "basic");
 }

@@ -126,6 +126,12 @@ impl Tunnel {
         std::mem::take(&mut self.state.lock().expect("tunnel lock").members)
     }
 
+    /// The agents serving this tunnel now.
+    pub fn member_agents(&self) -> Vec<AgentId> {
+        let state = self.state.lock().expect("tunnel lock");
+        state.members.iter().map(|m| m.agent_id).collect()
+    }
+
     pub fn member_count(&self) -> usize {
         self.state.lock().expect("tunnel lock").members.len()
     }

@@ -3,19 +3,23 @@
 //! the Sauce Connect-compatible endpoints (`sauce.rs`).
 
 mod sauce;
+mod tunnels;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
+use super::registry::Tunnel;
 use super::Shared;
 use crate::types::{Secret, UserName};
+use crate::wire::HubMsg;
 
 /// Failed authentications one source may make per window before it gets 429.
 const FAILED_AUTH_BUDGET: u32 = 10;
@@ -33,7 +37,35 @@ pub(crate) fn router(shared: Weak<Shared>) -> Router {
         shared,
         failures: Mutex::default(),
     });
-    sauce::router().with_state(api)
+    sauce::router().merge(tunnels::router()).with_state(api)
+}
+
+/// The authenticated user.
+pub struct Caller(UserName);
+
+impl FromRequestParts<Arc<Api>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned();
+        api.authenticate(&parts.headers, peer_of(peer)).await.map(Caller)
+    }
+}
+
+/// Ends `tunnel` for good on the caller's word: its agents are told ("tunnel deleted by
+/// the API"), and its record keeps "deleted via API". The connections open when it
+/// stopped.
+async fn stop_tunnel(shared: &Shared, tunnel: &Tunnel, caller: &UserName) -> u64 {
+    let jobs = tunnel.jobs();
+    for member in tunnel.take_members() {
+        let _ = member.control.send(HubMsg::StopTunnel {
+            id: tunnel.id,
+            reason: "tunnel deleted by the API".into(),
+        });
+    }
+    shared.registry.end(tunnel, "deleted via API", true).await;
+    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, user = %caller, "tunnel deleted through the REST API");
+    jobs
 }
 
 /// A JSON error: `{"error": "...", "code": "..."}` with its status.

@@ -3,26 +3,18 @@
 //! endpoint with this build's version.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{Api, ApiError, Shared};
+use super::{Api, ApiError, Caller, Shared};
 use crate::hub::registry::Tunnel;
 use crate::store::TunnelRecord;
 use crate::types::{TunnelId, UserName};
-use crate::wire::HubMsg;
-
-/// Why a tunnel stopped through the API, as its record keeps it.
-const DELETED: &str = "deleted via API";
-/// What its agent is told.
-const DELETED_FOR_AGENT: &str = "tunnel deleted by the API";
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
@@ -30,18 +22,6 @@ pub fn router() -> Router<Arc<Api>> {
         .route("/rest/v1/{username}/tunnels", get(list))
         .route("/rest/v1/{username}/tunnels/{id}", get(one).delete(stop))
         .route("/rest/v1/{username}/tunnels/{id}/num_jobs", get(num_jobs))
-}
-
-/// The authenticated user.
-pub struct Caller(UserName);
-
-impl FromRequestParts<Arc<Api>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned();
-        api.authenticate(&parts.headers, super::peer_of(peer)).await.map(Caller)
-    }
 }
 
 /// The path's user must be the caller: anyone else's tunnels are not found.
@@ -213,15 +193,7 @@ async fn stop(
         .and_then(|id| shared.registry.get(id))
         .filter(|t| t.owner == caller)
         .ok_or_else(|| ApiError::not_found("tunnel"))?;
-    let jobs = tunnel.jobs();
-    for member in tunnel.take_members() {
-        let _ = member.control.send(HubMsg::StopTunnel {
-            id: tunnel.id,
-            reason: DELETED_FOR_AGENT.into(),
-        });
-    }
-    shared.registry.end(&tunnel, DELETED, true).await;
-    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, user = %caller, "tunnel deleted through the REST API");
+    let jobs = super::stop_tunnel(&shared, &tunnel, &caller).await;
     Ok(Json(json!({"result": true, "id": tunnel.id, "jobs_running": jobs})))
 }
 
