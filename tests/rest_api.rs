@@ -15,6 +15,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// One request on a connection of its own, with HTTP Basic `auth` if given.
 async fn call(api: &str, method: &str, path: &str, auth: Option<&str>) -> Answer {
+    send(api, method, path, auth, "").await
+}
+
+/// Like [`call`], with a JSON `body`.
+async fn send(api: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> Answer {
     use base64::Engine;
     let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
@@ -22,7 +27,14 @@ async fn call(api: &str, method: &str, path: &str, auth: Option<&str>) -> Answer
         let encoded = base64::engine::general_purpose::STANDARD.encode(auth);
         request.push_str(&format!("Authorization: Basic {encoded}\r\n"));
     }
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     tcp.write_all(request.as_bytes()).await.unwrap();
     read_answer(&mut tcp).await
 }
@@ -351,4 +363,78 @@ async fn the_tunnels_api_lists_reads_and_stops_the_callers_tunnels() {
     assert!(document["paths"]["/api/v1/tunnels/{id}"]["delete"].is_object());
     assert!(document["components"]["schemas"]["ApiTunnel"]["properties"]["connectionString"].is_object());
     assert_eq!(document["components"]["securitySchemes"]["basic"]["scheme"], "basic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_tunnel_is_served_by_the_named_agent() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let (alice, bob) = ("alice:alice-key", "bob:bob-key");
+    let (web, db) = (
+        common::tag_server("served by web").await,
+        common::tag_server("served by db").await,
+    );
+    let mut expose = hub.expose("quic", "alice", &web, &["--name", "web"]);
+    let ready = expose.ready().await;
+    let agent = str_of(&ready, "agent_id");
+
+    // The agent in the list, with what it serves.
+    let (status, agents) = json(&api, "GET", "/api/v1/agents", alice).await;
+    assert_eq!(status, 200);
+    let listed = &agents["agents"][0];
+    assert_eq!(listed["id"], agent.as_str());
+    assert_eq!(
+        (listed["role"].as_str(), listed["transport"].as_str()),
+        (Some("expose"), Some("quic"))
+    );
+    assert_eq!(listed["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!listed["hostname"].as_str().unwrap().is_empty());
+    assert_eq!(listed["tunnels"], serde_json::json!([ready["tunnel_id"]]));
+    assert_eq!(
+        json(&api, "GET", "/api/v1/agents", bob).await.1,
+        serde_json::json!({"agents": []})
+    );
+
+    // POST: the agent serves the new tunnel over its existing connection.
+    let body = format!(r#"{{"target": "{db}", "agentId": "{agent}", "name": "db", "protocol": "tcp"}}"#);
+    let created = send(&api, "POST", "/api/v1/tunnels", Some(alice), &body).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let tunnel: Value = serde_json::from_str(&created.body).unwrap();
+    assert_eq!(
+        (tunnel["name"].as_str(), tunnel["protocol"].as_str()),
+        (Some("db"), Some("tcp"))
+    );
+    assert_eq!(tunnel["agentIds"], serde_json::json!([agent]));
+    let mut reach = hub.reach("quic", "alice", "db", &[]);
+    let local = str_of(&reach.ready().await, "local_address");
+    assert_eq!(common::round_trip(&local, b"").await, b"served by db");
+
+    // Errors: the same name (409), someone else's agent (404), bad JSON (400), bad values (422).
+    let again = send(&api, "POST", "/api/v1/tunnels", Some(alice), &body).await;
+    assert_eq!(again.status, 409, "{again:?}");
+    let theirs = send(
+        &api,
+        "POST",
+        "/api/v1/tunnels",
+        Some(bob),
+        &body.replace("\"db\"", "\"mine\""),
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "{theirs:?}");
+    for (bad, status) in [
+        ("{", 400),
+        (r#"{"target": 5432, "agentId": "x"}"#, 400),
+        (
+            &body.replace("\"tcp\"", "\"ftp\"").replace("\"db\"", "\"db2\"") as &str,
+            422,
+        ),
+        (&body.replace("\"db\"", "\"Not A Name\"") as &str, 422),
+        (&body.replace(&db, "no-port").replace("\"db\"", "\"db3\"") as &str, 422),
+    ] {
+        let answer = send(&api, "POST", "/api/v1/tunnels", Some(alice), bad).await;
+        assert_eq!(answer.status, status, "{bad}: {answer:?}");
+        let error: Value = serde_json::from_str(&answer.body).unwrap();
+        assert!(error["error"].is_string() && error["code"].is_string(), "{error}");
+    }
+    drop(reach);
 }

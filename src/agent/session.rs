@@ -185,6 +185,10 @@ pub async fn hello(
         access_key: config.access_key.clone(),
         agent_id: config.agent_id,
         role,
+        hostname: nix::unistd::gethostname()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        client_version: env!("CARGO_PKG_VERSION").into(),
     };
     write_frame(control, &AgentMsg::Hello(hello))
         .await

@@ -108,6 +108,21 @@ pub(crate) struct Shared {
     pub ops: std::sync::OnceLock<Arc<crate::ops::Ops>>,
     /// Agent sessions open now, by role (`expose`, `reach`).
     pub sessions: Arc<SessionCounts>,
+    /// Every agent session open now, for the API's list of agents.
+    pub connected: std::sync::Mutex<std::collections::HashMap<registry::SessionId, ConnectedAgent>>,
+}
+
+/// An agent session as the REST API lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectedAgent {
+    pub id: AgentId,
+    pub user: UserName,
+    pub role: crate::wire::Role,
+    pub hostname: String,
+    pub version: String,
+    pub transport: crate::mux::Transport,
+    /// Unix seconds.
+    pub connected_at: u64,
 }
 
 /// Agent sessions open now, by role.
@@ -217,6 +232,7 @@ impl Hub {
             https,
             ops: Default::default(),
             sessions: Default::default(),
+            connected: Default::default(),
         });
         let _ = shared.ops.set(Arc::new(ops_of(&shared)));
         let restored = shared.registry.restore().await?;
@@ -251,33 +267,7 @@ impl Hub {
     /// for that agent's user, by the rules its own `Register` follows, and tells the agent to
     /// serve `spec.target` for it. The agent re-registers the tunnel whenever it reconnects.
     pub async fn expose_on(&self, agent: AgentId, spec: TunnelSpec) -> Result<TunnelInfo, registry::RegisterError> {
-        let session = self
-            .shared
-            .agents
-            .lock()
-            .expect("agent sessions lock")
-            .get(&agent)
-            .cloned();
-        let Some(ExposeSession { user, member }) = session else {
-            return Err(registry::RegisterError {
-                code: RefuseCode::NotFound,
-                message: format!("agent {agent} is not connected as an expose agent"),
-            });
-        };
-        let control = member.control.clone();
-        let tunnel = self.shared.registry.register(&user, spec.clone(), member).await?;
-        let info = self.shared.registry.info(&tunnel);
-        let spec = TunnelSpec {
-            name: Some(info.name.clone()),
-            ..spec
-        };
-        // A closed channel means the session just ended; the tunnel waits for the agent as
-        // any tunnel whose agent went away does.
-        let _ = control.send(HubMsg::Exposed {
-            tunnel: info.clone(),
-            spec,
-        });
-        Ok(info)
+        self.shared.expose_on(agent, None, spec).await
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -321,6 +311,43 @@ fn ops_of(shared: &Arc<Shared>) -> crate::ops::Ops {
 }
 
 impl Shared {
+    /// Places the tunnel `spec` on the connected `expose` agent `agent` (of `owner`, when
+    /// given): registered as if the agent had asked, and announced to it.
+    pub async fn expose_on(
+        &self,
+        agent: AgentId,
+        owner: Option<&UserName>,
+        spec: TunnelSpec,
+    ) -> Result<TunnelInfo, registry::RegisterError> {
+        let session = self
+            .agents
+            .lock()
+            .expect("agent sessions lock")
+            .get(&agent)
+            .filter(|listed| owner.is_none_or(|owner| &listed.user == owner))
+            .cloned();
+        let Some(ExposeSession { user, member }) = session else {
+            return Err(registry::RegisterError {
+                code: RefuseCode::NotFound,
+                message: format!("agent {agent} is not connected as an expose agent"),
+            });
+        };
+        let control = member.control.clone();
+        let tunnel = self.registry.register(&user, spec.clone(), member).await?;
+        let info = self.registry.info(&tunnel);
+        let spec = TunnelSpec {
+            name: Some(info.name.clone()),
+            ..spec
+        };
+        // A closed channel means the session just ended; the tunnel waits for the agent as
+        // any tunnel whose agent went away does.
+        let _ = control.send(HubMsg::Exposed {
+            tunnel: info.clone(),
+            spec,
+        });
+        Ok(info)
+    }
+
     fn agent_count(&self) -> usize {
         self.agents.lock().expect("agent sessions lock").len()
     }

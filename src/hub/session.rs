@@ -125,6 +125,18 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     span.record("role", tracing::field::debug(hello.role));
     span.record("session", session.0);
     let _counted = SessionCounted::new(&shared.sessions, hello.role);
+    shared.connected.lock().expect("connected agents lock").insert(
+        session,
+        super::ConnectedAgent {
+            id: hello.agent_id,
+            user: hello.user.clone(),
+            role: hello.role,
+            hostname: hello.hostname.chars().take(255).collect(),
+            version: hello.client_version.chars().take(64).collect(),
+            transport,
+            connected_at: crate::store::unix_now(),
+        },
+    );
     let datagrams = crate::udp::DatagramRouter::for_connection(&lifetime, shared.udp_stats.clone());
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
@@ -248,6 +260,7 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     }
     tracing::info!(%peer, user = %hello.user, ?session, "agent disconnected");
     forget_session(&shared, hello.agent_id, session);
+    shared.connected.lock().expect("connected agents lock").remove(&session);
     shared.registry.session_ended(session);
     going_away.abort();
     writer.abort();

@@ -107,6 +107,11 @@ pub struct Hello {
     pub access_key: Secret,
     pub agent_id: AgentId,
     pub role: Role,
+    /// The agent's host name and burrow version, for the hub's list of agents.
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub client_version: String,
 }
 
 /// The target of a tunnel that exposes its agent's forward proxy (`expose --forward-proxy`):

@@ -1,15 +1,17 @@
 //! The Tunnels API under `/api/v1` (camelCase, RFC 3339 times): the caller's live tunnels,
-//! one tunnel, stopping it; and `/api/v1/openapi.json`, generated from these handlers and
+//! one tunnel, stopping it, placing a new one on a connected agent, the connected agents;
+//! and `/api/v1/openapi.json`, generated from these handlers and
 //! types (utoipa), so the document cannot drift from the code.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use super::{Api, ApiError, Caller, Shared};
@@ -18,7 +20,8 @@ use crate::types::{TunnelId, UserName};
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
-        .route("/api/v1/tunnels", get(list))
+        .route("/api/v1/tunnels", get(list).post(create))
+        .route("/api/v1/agents", get(agents))
         .route("/api/v1/tunnels/{id}", get(one).delete(stop))
         .route("/api/v1/openapi.json", get(openapi))
 }
@@ -201,6 +204,194 @@ async fn stop(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /api/v1/tunnels`: what to expose, and which of the caller's connected `expose`
+/// agents serves it.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewTunnel {
+    /// `HOST:PORT` or `PORT` (= `127.0.0.1:PORT`), as the agent sees it.
+    #[schema(
+        pattern = r"^(.+:)?(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
+    target: String,
+    /// The agent's `--agent-id`.
+    agent_id: String,
+    /// 1-100 of `[a-z0-9-]`; generated when absent.
+    #[schema(pattern = r"^[a-z0-9-]{1,100}$")]
+    name: Option<String>,
+    /// `auto` (default), `tcp`, `udp`, `http` or `https`.
+    #[schema(pattern = r"^(auto|tcp|udp|http|https)$")]
+    protocol: Option<String>,
+    public: Option<bool>,
+    /// A port in the hub's `--port-range`.
+    #[schema(minimum = 1, maximum = 65535)]
+    #[serde(default, deserialize_with = "integral_port")]
+    hub_port: Option<u16>,
+}
+
+/// A port as JSON Schema's `integer` allows it: `415` or `415.0`.
+fn integral_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let Some(value) = Option::<f64>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if value.fract() == 0.0 && (0.0..=65535.0).contains(&value) {
+        Ok(Some(value as u16))
+    } else {
+        Err(serde::de::Error::custom(format!("hubPort {value} is not a port")))
+    }
+}
+
+fn unprocessable(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+}
+
+/// Has a connected agent of the caller's expose a new tunnel over its connection.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tunnels",
+    request_body = NewTunnel,
+    responses(
+        (status = 201, description = "Registered and announced to the agent", body = ApiTunnel),
+        (status = 400, description = "Not a JSON object of the right shape", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No such agent connected, or not the caller's", body = ErrorBody),
+        (status = 409, description = "The name or port is taken, or the port is outside the hub's range", body = ErrorBody),
+        (status = 422, description = "A value does not follow its pattern (name, protocol, target)", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    ),
+    security(("basic" = []))
+)]
+async fn create(
+    State(api): State<Arc<Api>>,
+    Caller(caller): Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ApiTunnel>), ApiError> {
+    use crate::wire::{RefuseCode, TunnelSpec};
+    let new: NewTunnel = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("the body is not a new tunnel: {e}"),
+        )
+    })?;
+    let target = crate::cli::parse_target(&new.target).map_err(unprocessable)?;
+    let protocol = match new.protocol.as_deref() {
+        None => crate::types::Protocol::Auto,
+        Some(p) => p
+            .parse()
+            .map_err(|_| unprocessable(format!("protocol {p:?}: auto, tcp, udp, http or https")))?,
+    };
+    let name = new
+        .name
+        .as_deref()
+        .map(str::parse::<crate::types::TunnelName>)
+        .transpose()
+        .map_err(|e| unprocessable(format!("name: {e}")))?;
+    let agent: crate::types::AgentId = new.agent_id.parse().map_err(|_| ApiError::not_found("agent"))?;
+    let shared = api.shared()?;
+    if let Some(name) = &name {
+        if shared
+            .registry
+            .resolve(&caller, name.as_str())
+            .is_some_and(|t| t.owner == caller)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("you already have a tunnel named {name}"),
+            ));
+        }
+    }
+    let spec = TunnelSpec {
+        name,
+        protocol,
+        public: new.public.unwrap_or(false),
+        hub_port: new.hub_port,
+        ..TunnelSpec::tcp(target)
+    };
+    let info = shared
+        .expose_on(agent, Some(&caller), spec)
+        .await
+        .map_err(|e| match e.code {
+            RefuseCode::NotFound => ApiError::not_found("agent"),
+            RefuseCode::Conflict | RefuseCode::NameTaken => ApiError::new(StatusCode::CONFLICT, "conflict", e.message),
+            _ => unprocessable(e.message),
+        })?;
+    let tunnel = shared
+        .registry
+        .get(info.id)
+        .ok_or_else(|| ApiError::not_found("tunnel"))?;
+    Ok((StatusCode::CREATED, Json(api_tunnel(&shared, &tunnel))))
+}
+
+/// A connected agent.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiAgent {
+    /// Its `--agent-id`.
+    id: String,
+    user: String,
+    /// `expose` or `reach`.
+    role: String,
+    hostname: String,
+    version: String,
+    /// `quic`, `tls` or `tcp`.
+    transport: String,
+    /// RFC 3339, UTC.
+    connected_at: String,
+    /// The ids of the tunnels it serves.
+    tunnels: Vec<String>,
+}
+
+/// `{"agents": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct AgentList {
+    agents: Vec<ApiAgent>,
+}
+
+/// The caller's agents connected now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    responses(
+        (status = 200, description = "The caller's connected agents", body = AgentList),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    ),
+    security(("basic" = []))
+)]
+async fn agents(State(api): State<Arc<Api>>, Caller(caller): Caller) -> Result<Json<AgentList>, ApiError> {
+    let shared = api.shared()?;
+    let connected: Vec<crate::hub::ConnectedAgent> = shared
+        .connected
+        .lock()
+        .expect("connected agents lock")
+        .values()
+        .filter(|a| a.user == caller)
+        .cloned()
+        .collect();
+    let tunnels = shared.registry.tunnels();
+    let mut agents: Vec<ApiAgent> = connected
+        .into_iter()
+        .map(|agent| ApiAgent {
+            id: agent.id.to_string(),
+            user: agent.user.to_string(),
+            role: format!("{:?}", agent.role).to_lowercase(),
+            hostname: agent.hostname,
+            version: agent.version,
+            transport: agent.transport.as_str().to_string(),
+            connected_at: rfc3339(agent.connected_at),
+            tunnels: tunnels
+                .iter()
+                .filter(|t| t.owner == caller && t.member_agents().contains(&agent.id))
+                .map(|t| t.id.to_string())
+                .collect(),
+        })
+        .collect();
+    agents.sort_by(|a, b| (&a.connected_at, &a.id).cmp(&(&b.connected_at, &b.id)));
+    Ok(Json(AgentList { agents }))
+}
+
 /// HTTP Basic, `user:access-key`, for every route but the document itself.
 struct BasicAuth;
 
@@ -215,8 +406,8 @@ impl utoipa::Modify for BasicAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "burrow hub: Tunnels API", description = "Tunnels of the caller, as HTTP Basic names them."),
-    paths(list, one, stop),
-    components(schemas(ApiTunnel, TunnelStatus, TunnelList, ErrorBody)),
+    paths(list, create, one, stop, agents),
+    components(schemas(ApiTunnel, TunnelStatus, TunnelList, NewTunnel, ApiAgent, AgentList, ErrorBody)),
     modifiers(&BasicAuth)
 )]
 pub struct ApiDoc;
