@@ -438,3 +438,72 @@ async fn a_posted_tunnel_is_served_by_the_named_agent() {
     }
     drop(reach);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
+    use tokio::io::AsyncReadExt;
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let alice = "alice:alice-key";
+    let target = common::echo_server().await;
+    let mut web = hub.expose("quic", "alice", &target, &["--name", "web"]);
+    let id = str_of(&web.ready().await, "tunnel_id");
+    let mut reach = hub.reach("quic", "alice", "web", &[]);
+    let local = str_of(&reach.ready().await, "local_address");
+    let mut running = tokio::net::TcpStream::connect(&local).await.unwrap();
+    running.write_all(b"one").await.unwrap();
+    let mut echoed = [0u8; 3];
+    running.read_exact(&mut echoed).await.unwrap();
+
+    let path = format!("/api/v1/tunnels/{id}");
+    let paused = send(
+        &api,
+        "PATCH",
+        &path,
+        Some(alice),
+        r#"{"status": "paused", "metadata": {"why": "deploy"}}"#,
+    )
+    .await;
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let tunnel: Value = serde_json::from_str(&paused.body).unwrap();
+    assert_eq!(
+        (tunnel["status"].as_str(), &tunnel["metadata"]),
+        (Some("paused"), &serde_json::json!({"why": "deploy"}))
+    );
+    let (_, sauce) = json(&api, "GET", &format!("/rest/v1/alice/tunnels/{id}"), alice).await;
+    assert_eq!(
+        (sauce["status"].as_str(), sauce["is_ready"].as_bool()),
+        (Some("running"), Some(false))
+    );
+
+    // The running connection goes on; a new one is closed without a byte.
+    running.write_all(b"two").await.unwrap();
+    running.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"two");
+    let refused = common::try_round_trip(&local, b"new").await.unwrap_or_default();
+    assert!(refused.is_empty(), "a paused tunnel carried {refused:?}");
+
+    let resumed = send(&api, "PATCH", &path, Some(alice), r#"{"status": "active"}"#).await;
+    assert_eq!(resumed.status, 200);
+    assert_eq!(common::round_trip(&local, b"again").await, b"again");
+
+    for (bad, status) in [
+        (r#"{"status": "stopped"}"#, 422),
+        (r#"{"colour": "red"}"#, 400),
+        ("[", 400),
+    ] {
+        assert_eq!(
+            send(&api, "PATCH", &path, Some(alice), bad).await.status,
+            status,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        send(&api, "PATCH", &path, Some("bob:bob-key"), r#"{"status": "paused"}"#)
+            .await
+            .status,
+        404
+    );
+    drop((running, reach));
+    web.kill().await;
+}

@@ -147,6 +147,10 @@ async fn open_flow_to_member(
     wait: Duration,
     stats: Arc<UdpStats>,
 ) -> Option<UdpFlow> {
+    if tunnel.is_paused() {
+        tracing::debug!(tunnel = %tunnel.id, %peer, "the tunnel is paused; refusing a UDP flow");
+        return None;
+    }
     let member = tunnel.pick_member(wait).await?;
     let opened = member
         .link
@@ -172,6 +176,11 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, pr
 }
 
 async fn carry_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, protocol: Detected, wait: Duration) {
+    if tunnel.is_paused() {
+        tracing::debug!(tunnel = %tunnel.id, %peer, "the tunnel is paused; refusing visitor");
+        refuse_visitor(&tunnel, visitor, "the tunnel is paused by its owner").await;
+        return;
+    }
     let Some(member) = tunnel.pick_member(wait).await else {
         tracing::debug!(tunnel = %tunnel.id, %peer, "no agent serves the tunnel; refusing visitor");
         let cause = "no agent is connected (it may be reconnecting); try again shortly";

@@ -67,6 +67,8 @@ pub struct Tunnel {
     /// Connections and UDP flows carried on lanes rather than multiplexed streams, since the
     /// hub started.
     pub lane_visitors: AtomicU64,
+    /// Paused through the API: new connections are refused, running ones go on.
+    pub paused: std::sync::atomic::AtomicBool,
     /// Connections by the protocol detected on them (or declared by the tunnel).
     pub connections: ProtocolCounts,
 }
@@ -124,6 +126,15 @@ impl Tunnel {
     /// Removes every member, for a tunnel being stopped: the caller tells their agents.
     pub fn take_members(&self) -> Vec<Member> {
         std::mem::take(&mut self.state.lock().expect("tunnel lock").members)
+    }
+
+    /// Replaces the tunnel's metadata; the caller stores the record.
+    pub fn set_metadata(&self, metadata: std::collections::BTreeMap<String, String>) {
+        self.state.lock().expect("tunnel lock").record.metadata = metadata;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
     /// The agents serving this tunnel now.
@@ -451,6 +462,7 @@ impl Registry {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             lane_visitors: AtomicU64::new(0),
+            paused: std::sync::atomic::AtomicBool::new(false),
             connections: ProtocolCounts::default(),
         });
         if let Some(listener) = listener {

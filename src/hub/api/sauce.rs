@@ -43,7 +43,8 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
 fn sauce_tunnel(shared: &Shared, record: &TunnelRecord, live: Option<&Tunnel>) -> Value {
     let (status, is_ready) = match (record.shutdown_time, live) {
         (Some(_), _) => ("terminated", false),
-        (None, Some(tunnel)) if tunnel.member_count() > 0 => ("running", true),
+        // Paused is still running to Sauce clients, but not ready.
+        (None, Some(tunnel)) if tunnel.member_count() > 0 => ("running", !tunnel.is_paused()),
         _ => ("booting", false),
     };
     let extra_info = json!({

@@ -22,7 +22,7 @@ pub fn router() -> Router<Arc<Api>> {
     Router::new()
         .route("/api/v1/tunnels", get(list).post(create))
         .route("/api/v1/agents", get(agents))
-        .route("/api/v1/tunnels/{id}", get(one).delete(stop))
+        .route("/api/v1/tunnels/{id}", get(one).delete(stop).patch(update))
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -59,12 +59,14 @@ pub struct ApiTunnel {
     last_connected_at: Option<String>,
 }
 
-/// `connecting` while no agent serves the tunnel (its lease is waiting), else `active`.
+/// `connecting` while no agent serves the tunnel (its lease is waiting), `paused` while its
+/// owner has it refuse new connections, else `active`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TunnelStatus {
     Connecting,
     Active,
+    Paused,
 }
 
 /// `{"tunnels": [...]}`.
@@ -105,10 +107,10 @@ fn api_tunnel(shared: &Shared, tunnel: &Tunnel) -> ApiTunnel {
         hub_port: info.hub_port,
         public_address: info.public_address,
         url: info.url,
-        status: if agents.is_empty() {
-            TunnelStatus::Connecting
-        } else {
-            TunnelStatus::Active
+        status: match (tunnel.is_paused(), agents.is_empty()) {
+            (true, _) => TunnelStatus::Paused,
+            (false, true) => TunnelStatus::Connecting,
+            (false, false) => TunnelStatus::Active,
         },
         pool: record.pool,
         metadata: record.metadata,
@@ -241,6 +243,23 @@ fn integral_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op
     }
 }
 
+/// A request body that must be a JSON object of `T`'s shape (serde would also take an
+/// array of the fields in order): 400 naming `what` otherwise.
+fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let malformed = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("the body is not {what}: {why}"),
+        )
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
+    if !value.is_object() {
+        return Err(malformed("not a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| malformed(e.to_string()))
+}
+
 fn unprocessable(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
@@ -267,13 +286,7 @@ async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ApiTunnel>), ApiError> {
     use crate::wire::{RefuseCode, TunnelSpec};
-    let new: NewTunnel = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("the body is not a new tunnel: {e}"),
-        )
-    })?;
+    let new: NewTunnel = json_object(&body, "a new tunnel")?;
     let target = crate::cli::parse_target(&new.target).map_err(unprocessable)?;
     let protocol = match new.protocol.as_deref() {
         None => crate::types::Protocol::Auto,
@@ -392,6 +405,66 @@ async fn agents(State(api): State<Arc<Api>>, Caller(caller): Caller) -> Result<J
     Ok(Json(AgentList { agents }))
 }
 
+/// `PATCH /api/v1/tunnels/{id}`: what to change.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelChange {
+    /// `paused` refuses new connections and keeps running ones; `active` takes them again.
+    #[schema(pattern = r"^(active|paused)$")]
+    status: Option<String>,
+    /// Replaces the tunnel's metadata.
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Pauses or resumes a tunnel the caller owns, or replaces its metadata.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tunnels/{id}",
+    params(("id" = String, Path, description = "The tunnel's id")),
+    request_body = TunnelChange,
+    responses(
+        (status = 200, description = "The tunnel as changed", body = ApiTunnel),
+        (status = 400, description = "Not a JSON object of the right shape", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No such tunnel, or not the caller's", body = ErrorBody),
+        (status = 422, description = "A status that is not active or paused", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    ),
+    security(("basic" = []))
+)]
+async fn update(
+    State(api): State<Arc<Api>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ApiTunnel>, ApiError> {
+    let change: TunnelChange = json_object(&body, "a change")?;
+    let paused = match change.status.as_deref() {
+        None => None,
+        Some("active") => Some(false),
+        Some("paused") => Some(true),
+        Some(other) => return Err(unprocessable(format!("status {other:?}: active or paused"))),
+    };
+    let shared = api.shared()?;
+    let tunnel = visible(&shared, &caller, &id)?;
+    if tunnel.owner != caller {
+        return Err(ApiError::not_found("tunnel"));
+    }
+    if let Some(paused) = paused {
+        tunnel.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, paused, "tunnel status changed through the REST API");
+    }
+    if let Some(metadata) = change.metadata {
+        tunnel.set_metadata(metadata);
+        shared
+            .store
+            .touch_tunnel(&tunnel.record())
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    Ok(Json(api_tunnel(&shared, &tunnel)))
+}
+
 /// HTTP Basic, `user:access-key`, for every route but the document itself.
 struct BasicAuth;
 
@@ -406,8 +479,8 @@ impl utoipa::Modify for BasicAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "burrow hub: Tunnels API", description = "Tunnels of the caller, as HTTP Basic names them."),
-    paths(list, create, one, stop, agents),
-    components(schemas(ApiTunnel, TunnelStatus, TunnelList, NewTunnel, ApiAgent, AgentList, ErrorBody)),
+    paths(list, create, one, update, stop, agents),
+    components(schemas(ApiTunnel, TunnelStatus, TunnelList, NewTunnel, TunnelChange, ApiAgent, AgentList, ErrorBody)),
     modifiers(&BasicAuth)
 )]
 pub struct ApiDoc;
