@@ -507,3 +507,130 @@ async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
     drop((running, reach));
     web.kill().await;
 }
+
+/// The next webhook delivery, waiting a bounded time.
+async fn next(received: &mut tokio::sync::mpsc::UnboundedReceiver<Answer>) -> Answer {
+    tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("a delivery in time")
+        .unwrap()
+}
+
+/// A webhook receiver: records each request's headers and body, answering 500 to the first
+/// and 200 to the rest.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Answer>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/burrow", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let received = read_answer(&mut tcp).await;
+            let status = if std::mem::take(&mut first) {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = tcp
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                .await;
+            let _ = tx.send(received);
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_and_kept() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let (alice, bob) = ("alice:alice-key", "bob:bob-key");
+    let (url, mut received) = webhook_receiver().await;
+    let body = format!(r#"{{"url": "{url}", "events": ["tunnel.created", "tunnel.status", "tunnel.deleted"]}}"#);
+    let created = send(&api, "POST", "/api/v1/webhooks", Some(alice), &body).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let webhook: Value = serde_json::from_str(&created.body).unwrap();
+    let secret = webhook["secret"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 32);
+    for (bad, status) in [
+        (r#"{"url": "ftp://x/", "events": ["tunnel.created"]}"#, 422),
+        (
+            &format!(r#"{{"url": "{url}", "events": ["tunnel.exploded"]}}"#) as &str,
+            422,
+        ),
+        (&format!(r#"{{"url": "{url}", "events": []}}"#) as &str, 422),
+        ("[]", 400),
+    ] {
+        assert_eq!(
+            send(&api, "POST", "/api/v1/webhooks", Some(alice), bad).await.status,
+            status,
+            "{bad}"
+        );
+    }
+
+    let signed = |delivery: &Answer| {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+        let expected = format!(
+            "sha256={}",
+            hex::encode(aws_lc_rs::hmac::sign(&key, delivery.body.as_bytes()).as_ref())
+        );
+        delivery.headers.get("x-burrow-signature") == Some(&expected)
+    };
+
+    // tunnel.created: answered 500 first, delivered again (same event id) a second later.
+    let target = common::echo_server().await;
+    let mut web = hub.expose("quic", "alice", &target, &["--name", "web"]);
+    let id = str_of(&web.ready().await, "tunnel_id");
+    let (failed, retried) = (next(&mut received).await, next(&mut received).await);
+    assert_eq!(failed.body, retried.body, "a retry sends the same event");
+    assert!(signed(&retried), "{retried:?}");
+    assert_eq!(retried.headers["content-type"], "application/json");
+    let event: Value = serde_json::from_str(&retried.body).unwrap();
+    assert_eq!(
+        (event["event"].as_str(), event["data"]["id"].as_str()),
+        (Some("tunnel.created"), Some(id.as_str()))
+    );
+    assert!(event["id"].is_string() && event["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    // Bob's tunnels are not alice's events; pausing and deleting alice's are.
+    let mut db = hub.expose("quic", "bob", &target, &["--name", "db"]);
+    db.ready().await;
+    let path = format!("/api/v1/tunnels/{id}");
+    assert_eq!(
+        send(&api, "PATCH", &path, Some(alice), r#"{"status": "paused"}"#)
+            .await
+            .status,
+        200
+    );
+    let status: Value = serde_json::from_str(&next(&mut received).await.body).unwrap();
+    assert_eq!(
+        (status["event"].as_str(), status["data"]["status"].as_str()),
+        (Some("tunnel.status"), Some("paused"))
+    );
+    assert_eq!(call(&api, "DELETE", &path, Some(alice)).await.status, 204);
+    let deleted = next(&mut received).await;
+    assert!(signed(&deleted));
+    let deleted: Value = serde_json::from_str(&deleted.body).unwrap();
+    assert_eq!(
+        (deleted["event"].as_str(), deleted["data"]["id"].as_str()),
+        (Some("tunnel.deleted"), Some(id.as_str()))
+    );
+    web.exit_status(WAIT).await;
+    drop(db);
+
+    // Listed without the secret, to its owner only; kept across a restart; removable once.
+    let hub = hub.restart().await;
+    let api = hub.api_address.clone().unwrap();
+    let (_, listed) = json(&api, "GET", "/api/v1/webhooks", alice).await;
+    assert_eq!(listed["webhooks"][0]["url"], url.as_str());
+    assert!(listed["webhooks"][0].get("secret").is_none(), "{listed}");
+    assert_eq!(
+        json(&api, "GET", "/api/v1/webhooks", bob).await.1,
+        serde_json::json!({"webhooks": []})
+    );
+    let hook = format!("/api/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    assert_eq!(call(&api, "DELETE", &hook, Some(bob)).await.status, 404);
+    assert_eq!(call(&api, "DELETE", &hook, Some(alice)).await.status, 204);
+    assert_eq!(call(&api, "DELETE", &hook, Some(alice)).await.status, 404);
+    assert!(!hub.proc.stderr_text().contains(&secret), "secrets never reach the log");
+}

@@ -307,7 +307,7 @@ fn ops_of(shared: &Arc<Shared>) -> crate::ops::Ops {
     let view = Arc::new(HubView {
         shared: Arc::downgrade(shared),
     });
-    crate::ops::Ops::new(view, shared.config.settings.clone(), metrics).with_routes(api::router(Arc::downgrade(shared)))
+    crate::ops::Ops::new(view, shared.config.settings.clone(), metrics).with_routes(api::router(shared))
 }
 
 impl Shared {

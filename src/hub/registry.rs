@@ -206,6 +206,15 @@ pub struct Registry {
     /// Starts the visitor accept loop of a public port; provided by the hub so this module
     /// stays free of data-plane code.
     spawn_public: Box<dyn Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::JoinHandle<()> + Send + Sync>,
+    /// Tunnels created and ended, for webhooks.
+    pub events: tokio::sync::broadcast::Sender<TunnelEvent>,
+}
+
+/// What happened to a tunnel, as its record then read.
+#[derive(Clone, Debug)]
+pub enum TunnelEvent {
+    Created(TunnelRecord),
+    Ended(TunnelRecord),
 }
 
 impl Registry {
@@ -219,6 +228,7 @@ impl Registry {
             store,
             config,
             spawn_public: Box::new(spawn_public),
+            events: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -434,6 +444,9 @@ impl Registry {
         if let Err(e) = stored {
             tracing::error!(tunnel = %tunnel.id, error = %e, "could not persist tunnel");
         }
+        if created {
+            let _ = self.events.send(TunnelEvent::Created(record));
+        }
         Ok(tunnel)
     }
 
@@ -584,6 +597,11 @@ impl Registry {
         if let Err(e) = self.store.end_tunnel(tunnel.id, reason, by_user).await {
             tracing::error!(tunnel = %tunnel.id, error = %e, "could not record tunnel end");
         }
+        let mut record = tunnel.record();
+        record.shutdown_time = Some(crate::store::unix_now());
+        record.shutdown_reason = Some(reason.to_string());
+        record.user_shutdown = Some(by_user);
+        let _ = self.events.send(TunnelEvent::Ended(record));
     }
 
     /// After a hub restart: tunnels that were live become leases waiting for their agents,

@@ -1,5 +1,6 @@
-//! The hub's persistent state in embedded SQLite (sqlx): users with hashed access keys and
-//! tunnel records, so a hub restart keeps identities, leases and ports.
+//! The hub's persistent state in embedded SQLite (sqlx): users with hashed access keys,
+//! tunnel records and webhooks, so a hub restart keeps identities, leases, ports and
+//! subscriptions.
 //!
 //! Queries are runtime-checked (no DATABASE_URL at build time) and use `$N` placeholders,
 //! which SQLite and PostgreSQL both accept, to keep one dialect.
@@ -46,7 +47,25 @@ const SCHEMA: &[&str] = &[
         shutdown_reason TEXT,
         user_shutdown INTEGER)",
     "CREATE INDEX IF NOT EXISTS tunnels_live ON tunnels (owner, name) WHERE shutdown_time IS NULL",
+    "CREATE TABLE IF NOT EXISTS webhooks (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created INTEGER NOT NULL)",
 ];
+
+/// A webhook: where a user's events are POSTed, which ones, and the secret that signs them.
+#[derive(Clone, Debug)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub owner: UserName,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: Secret,
+    pub created: u64,
+}
 
 /// PBKDF2 iterations for access keys. Keys are verified once per agent connection and then
 /// cached, so a slow hash costs little.
@@ -221,6 +240,57 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    pub async fn insert_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO webhooks (id, owner, url, events, secret, created) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&w.id)
+            .bind(w.owner.as_str())
+            .bind(&w.url)
+            .bind(serde_json::to_string(&w.events).expect("strings serialize"))
+            .bind(w.secret.expose())
+            .bind(w.created as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `owner`'s webhook `id`; whether there was one.
+    pub async fn delete_webhook(&self, owner: &UserName, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `owner`'s webhooks, oldest first.
+    pub async fn webhooks(&self, owner: &UserName) -> Result<Vec<WebhookRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhooks WHERE owner = $1 ORDER BY created, id")
+            .bind(owner.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let events: String = row.try_get("events")?;
+                let owner: String = row.try_get("owner")?;
+                Ok(WebhookRecord {
+                    id: row.try_get("id")?,
+                    owner: owner.parse().map_err(|_| StoreError::Corrupt {
+                        what: "user name",
+                        value: owner.clone(),
+                    })?,
+                    url: row.try_get("url")?,
+                    events: serde_json::from_str(&events).map_err(|_| StoreError::Corrupt {
+                        what: "webhook events",
+                        value: events.clone(),
+                    })?,
+                    secret: Secret::new(row.try_get::<String, _>("secret")?),
+                    created: row.try_get::<i64, _>("created")? as u64,
+                })
+            })
+            .collect()
     }
 
     /// One tunnel's record, live or ended.

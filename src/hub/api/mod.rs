@@ -4,6 +4,7 @@
 
 mod sauce;
 mod tunnels;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -32,12 +33,17 @@ pub struct Api {
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
-pub(crate) fn router(shared: Weak<Shared>) -> Router {
+/// The REST routes, and the task that delivers the hub's tunnel events to webhooks.
+pub(crate) fn router(shared: &Arc<Shared>) -> Router {
+    webhooks::spawn_dispatcher(Arc::downgrade(shared), shared.registry.events.subscribe());
     let api = Arc::new(Api {
-        shared,
+        shared: Arc::downgrade(shared),
         failures: Mutex::default(),
     });
-    sauce::router().merge(tunnels::router()).with_state(api)
+    sauce::router()
+        .merge(tunnels::router())
+        .merge(webhooks::router())
+        .with_state(api)
 }
 
 /// The authenticated user.

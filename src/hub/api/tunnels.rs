@@ -245,7 +245,7 @@ fn integral_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op
 
 /// A request body that must be a JSON object of `T`'s shape (serde would also take an
 /// array of the fields in order): 400 naming `what` otherwise.
-fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+pub(super) fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     let malformed = |why: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -450,6 +450,7 @@ async fn update(
     if tunnel.owner != caller {
         return Err(ApiError::not_found("tunnel"));
     }
+    let was_paused = tunnel.is_paused();
     if let Some(paused) = paused {
         tunnel.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, paused, "tunnel status changed through the REST API");
@@ -462,7 +463,12 @@ async fn update(
             .await
             .map_err(ApiError::internal)?;
     }
-    Ok(Json(api_tunnel(&shared, &tunnel)))
+    let changed = api_tunnel(&shared, &tunnel);
+    if paused.is_some_and(|paused| paused != was_paused) {
+        let data = serde_json::to_value(&changed).unwrap_or_default();
+        super::webhooks::emit(&shared, &caller, "tunnel.status", data).await;
+    }
+    Ok(Json(changed))
 }
 
 /// HTTP Basic, `user:access-key`, for every route but the document itself.
@@ -479,8 +485,31 @@ impl utoipa::Modify for BasicAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "burrow hub: Tunnels API", description = "Tunnels of the caller, as HTTP Basic names them."),
-    paths(list, create, one, update, stop, agents),
-    components(schemas(ApiTunnel, TunnelStatus, TunnelList, NewTunnel, TunnelChange, ApiAgent, AgentList, ErrorBody)),
+    paths(
+        list,
+        create,
+        one,
+        update,
+        stop,
+        agents,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::remove
+    ),
+    components(schemas(
+        ApiTunnel,
+        TunnelStatus,
+        TunnelList,
+        NewTunnel,
+        TunnelChange,
+        ApiAgent,
+        AgentList,
+        ErrorBody,
+        super::webhooks::NewWebhook,
+        super::webhooks::WebhookEvent,
+        super::webhooks::ApiWebhook,
+        super::webhooks::WebhookList
+    )),
     modifiers(&BasicAuth)
 )]
 pub struct ApiDoc;
