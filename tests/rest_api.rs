@@ -408,6 +408,13 @@ async fn a_posted_tunnel_is_served_by_the_named_agent() {
     let mut reach = hub.reach("quic", "alice", "db", &[]);
     let local = str_of(&reach.ready().await, "local_address");
     assert_eq!(common::round_trip(&local, b"").await, b"served by db");
+    // `/info` counts agents of both roles, and tunnels with an agent now.
+    let info: Value = serde_json::from_str(&call(&api, "GET", "/info", None).await.body).unwrap();
+    assert_eq!(
+        (info["agents"].as_u64(), info["tunnels"].as_u64()),
+        (Some(2), Some(2)),
+        "{info}"
+    );
 
     // Errors: the same name (409), someone else's agent (404), bad JSON (400), bad values (422).
     let again = send(&api, "POST", "/api/v1/tunnels", Some(alice), &body).await;

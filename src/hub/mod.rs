@@ -348,8 +348,9 @@ impl Shared {
         Ok(info)
     }
 
+    /// Agents connected now, of either role.
     fn agent_count(&self) -> usize {
-        self.agents.lock().expect("agent sessions lock").len()
+        self.connected.lock().expect("connected agents lock").len()
     }
 }
 
@@ -374,7 +375,8 @@ impl crate::ops::RoleView for HubView {
         serde_json::json!({
             "listen": shared.config.listen.to_string(),
             "domain": shared.config.domain,
-            "tunnels": shared.registry.tunnel_count(),
+            // Tunnels with an agent connected now (not those waiting out a lease).
+            "tunnels": shared.registry.tunnels().iter().filter(|t| t.member_count() > 0).count(),
             "agents": shared.agent_count(),
         })
     }
