@@ -349,3 +349,30 @@ async fn lease_expires_after_the_grace_period() {
         "an expired lease is not resumed"
     );
 }
+
+#[tokio::test]
+async fn a_corrupt_state_database_is_a_clear_start_up_error() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("burrow.db"), b"not a database at all, just text").unwrap();
+    let mut hub = common::Proc::spawn(&[
+        "hub".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.path().to_str().unwrap().into(),
+        "--auth".into(),
+        "alice:alice-key".into(),
+    ]);
+    let status = hub.exit_status(std::time::Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(1));
+    let stderr = hub.stderr_text();
+    assert!(
+        stderr.contains("state database") && stderr.contains("burrow.db"),
+        "{stderr}"
+    );
+    // Nothing was overwritten.
+    assert_eq!(
+        std::fs::read(data.path().join("burrow.db")).unwrap(),
+        b"not a database at all, just text"
+    );
+}

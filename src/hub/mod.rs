@@ -81,6 +81,12 @@ pub enum HubError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The state database could not be opened: corrupt, locked, or not writable.
+    #[error("state database {path}: {source} (move it aside to start afresh, or fix its permissions)")]
+    StoreOpen {
+        path: PathBuf,
+        source: crate::store::StoreError,
+    },
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -166,7 +172,14 @@ impl Hub {
         let tls_config = tls::server_config(&cert, &key)?;
         let https = tokio_rustls::TlsAcceptor::from(tls::https_server_config(&cert, &key)?);
 
-        let store = Arc::new(Store::open(&config.data_dir).await?);
+        let store = Arc::new(
+            Store::open(&config.data_dir)
+                .await
+                .map_err(|source| HubError::StoreOpen {
+                    path: config.data_dir.join("burrow.db"),
+                    source,
+                })?,
+        );
         for (user, key) in &config.users {
             store.put_user(user, key).await?;
         }
