@@ -490,6 +490,26 @@ async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
     let refused = common::try_round_trip(&local, b"new").await.unwrap_or_default();
     assert!(refused.is_empty(), "a paused tunnel carried {refused:?}");
 
+    // Paused it stays across a hub restart, for the agent that comes back.
+    drop(running);
+    let hub = hub.stop_and_restart(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    // The agent comes back on its own after the hub's goodbye; wait (bounded) until it has.
+    let mut tunnel = serde_json::Value::Null;
+    for _ in 0..200 {
+        tunnel = json(&api, "GET", &path, alice).await.1;
+        if tunnel["agentIds"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tunnel["status"], "paused", "{tunnel}");
+    let refused = common::try_round_trip(&local, b"new").await.unwrap_or_default();
+    assert!(
+        refused.is_empty(),
+        "a paused tunnel carried {refused:?} after a restart"
+    );
+
     let resumed = send(&api, "PATCH", &path, Some(alice), r#"{"status": "active"}"#).await;
     assert_eq!(resumed.status, 200);
     assert_eq!(common::round_trip(&local, b"again").await, b"again");
@@ -511,7 +531,7 @@ async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
             .status,
         404
     );
-    drop((running, reach));
+    drop(reach);
     web.kill().await;
 }
 

@@ -249,6 +249,11 @@ impl Hub {
         });
         let _ = shared.ops.set(Arc::new(ops_of(&shared)));
         let restored = shared.registry.restore().await?;
+        for id in shared.store.paused_tunnels().await? {
+            if let Some(tunnel) = shared.registry.get(id) {
+                tunnel.paused.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         if restored > 0 {
             tracing::info!(restored, "tunnels from the previous run wait for their agents");
         }

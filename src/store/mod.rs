@@ -3,7 +3,8 @@
 //! subscriptions.
 //!
 //! Queries are runtime-checked (no DATABASE_URL at build time) and use `$N` placeholders,
-//! which SQLite and PostgreSQL both accept, to keep one dialect.
+//! which SQLite and PostgreSQL both accept, to keep one dialect. The schema is versioned:
+//! `migrations/NNNN_*.sql`, embedded at build time and applied in order at open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -19,42 +20,14 @@ use crate::types::{Protocol, Secret, TunnelId, TunnelName, UserName};
 pub enum StoreError {
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database holds an invalid {what}: {value:?}")]
     Corrupt { what: &'static str, value: String },
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS users (
-        name TEXT PRIMARY KEY,
-        key_salt BLOB NOT NULL,
-        key_hash BLOB NOT NULL,
-        created INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tunnels (
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        name TEXT NOT NULL,
-        protocol TEXT NOT NULL,
-        target TEXT NOT NULL,
-        hub_port INTEGER,
-        public INTEGER NOT NULL,
-        pool INTEGER NOT NULL,
-        shared_all INTEGER NOT NULL,
-        metadata TEXT NOT NULL,
-        creation_time INTEGER NOT NULL,
-        launch_time INTEGER,
-        last_connected INTEGER,
-        shutdown_time INTEGER,
-        shutdown_reason TEXT,
-        user_shutdown INTEGER)",
-    "CREATE INDEX IF NOT EXISTS tunnels_live ON tunnels (owner, name) WHERE shutdown_time IS NULL",
-    "CREATE TABLE IF NOT EXISTS webhooks (
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        url TEXT NOT NULL,
-        events TEXT NOT NULL,
-        secret TEXT NOT NULL,
-        created INTEGER NOT NULL)",
-];
+/// The schema's versions, applied in order by sqlx and recorded in `_sqlx_migrations`.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A webhook: where a user's events are POSTed, which ones, and the secret that signs them.
 #[derive(Clone, Debug)]
@@ -122,9 +95,7 @@ impl Store {
             .max_connections(1)
             .connect_with(options)
             .await?;
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&pool).await?;
-        }
+        MIGRATIONS.run(&pool).await?;
         Ok(Self {
             pool,
             verified: Mutex::new(HashMap::new()),
@@ -293,6 +264,32 @@ impl Store {
             .collect()
     }
 
+    /// Records whether the owner paused the tunnel.
+    pub async fn set_paused(&self, id: TunnelId, paused: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tunnels SET paused = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(paused)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Live tunnels their owners paused.
+    pub async fn paused_tunnels(&self) -> Result<Vec<TunnelId>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM tunnels WHERE paused != 0 AND shutdown_time IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                id.parse().map_err(|_| StoreError::Corrupt {
+                    what: "tunnel id",
+                    value: id,
+                })
+            })
+            .collect()
+    }
+
     /// One tunnel's record, live or ended.
     pub async fn tunnel(&self, id: TunnelId) -> Result<Option<TunnelRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM tunnels WHERE id = $1")
@@ -359,6 +356,33 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TunnelRecord, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database made before the schema was versioned (its tables, no `_sqlx_migrations`)
+    /// opens, keeps its rows and gains the later columns.
+    #[tokio::test]
+    async fn an_unversioned_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(dir.path().join("burrow.db"))
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new().connect_with(options).await.unwrap();
+            let initial = include_str!("../../migrations/0001_initial.sql");
+            sqlx::raw_sql(initial).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO users (name, key_salt, key_hash, created) VALUES ('old', x'00', x'00', 1)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.user_count().await.unwrap(), 1);
+        assert!(store.paused_tunnels().await.unwrap().is_empty());
+        assert!(store.webhooks(&"old".parse().unwrap()).await.unwrap().is_empty());
+        drop(store);
+        // Opening again applies nothing twice.
+        Store::open(dir.path()).await.unwrap();
+    }
 
     #[tokio::test]
     async fn users_verify_only_with_their_key_and_survive_reopen() {

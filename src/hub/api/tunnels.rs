@@ -453,6 +453,11 @@ async fn update(
     let was_paused = tunnel.is_paused();
     if let Some(paused) = paused {
         tunnel.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .store
+            .set_paused(tunnel.id, paused)
+            .await
+            .map_err(ApiError::internal)?;
         tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, paused, "tunnel status changed through the REST API");
     }
     if let Some(metadata) = change.metadata {
