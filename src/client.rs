@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::agent::AgentConfig;
-use crate::proxy::upstream::BoxIo;
 use crate::types::TransportKind;
 
 /// What a REST call can fail with: exit 2 for what the user must fix, else 1.
@@ -40,51 +38,24 @@ impl RestClient {
     pub async fn call(&self, method: http::Method, path: &str) -> Result<Value, ClientError> {
         use base64::Engine;
         let hub = &self.config.hub;
-        let (host, _) = crate::agent::session::split_host_port(hub).map_err(|e| ClientError::Usage(e.to_string()))?;
-        let tcp = tokio::net::TcpStream::connect(hub)
-            .await
-            .map_err(|e| ClientError::Failed(format!("cannot connect to the hub at {hub}: {e}")))?;
-        let io: BoxIo = match &self.tls {
-            Some(tls) => {
-                let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                    .map_err(|_| ClientError::Usage(format!("{host:?} is not a TLS server name")))?;
-                let stream = tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| ClientError::Usage(format!("TLS to the hub at {hub}: {e} (is --ca the hub's CA?)")))?;
-                Box::new(stream)
-            }
-            None => Box::new(tcp),
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .map_err(|e| ClientError::Failed(e.to_string()))?;
-        tokio::spawn(connection);
+        crate::agent::session::split_host_port(hub).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let credentials = format!("{}:{}", self.config.user, self.config.access_key.expose());
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, host)
-            .header(
-                http::header::AUTHORIZATION,
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(credentials)
-                ),
-            )
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| ClientError::Failed(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| ClientError::Failed(format!("the hub at {hub} did not answer: {e}")))?;
-        let status = response.status();
-        let body = http_body_util::Limited::new(response.into_body(), 16 << 20)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Failed(format!("reading the answer: {e}")))?
-            .to_bytes();
-        let value: Value = serde_json::from_slice(&body)
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        );
+        let headers = [(http::header::AUTHORIZATION, authorization)];
+        let url = format!("{scheme}://{hub}{path}");
+        let reply =
+            crate::http_client::request(method, &url, &headers, bytes::Bytes::new(), self.tls.clone(), 16 << 20)
+                .await
+                .map_err(|e| match e.starts_with("TLS to") {
+                    true => ClientError::Usage(format!("{e} (is --ca the hub's CA?)")),
+                    false => ClientError::Failed(format!("the hub at {hub}: {e}")),
+                })?;
+        let status = reply.status;
+        let value: Value = serde_json::from_slice(&reply.body)
             .map_err(|_| ClientError::Failed(format!("the hub answered {status} with no JSON")))?;
         if status.is_success() {
             return Ok(value);

@@ -2,7 +2,8 @@
 //!
 //! Map of the crate, following the data path:
 //! - [`cli`] / [`app`]: flags, config layering, and what each subcommand runs; [`client`]:
-//!   the REST client of `burrow tunnels`.
+//!   the REST client of `burrow tunnels`; [`http_client`]: the one HTTP request helper
+//!   behind it, PAC fetching and webhooks.
 //! - [`answer`]: HTTP errors the hub or an agent sends a visitor itself (404, 502, 503).
 //! - [`wire`]: sans-IO control messages and stream headers between agents and the hub.
 //! - [`mux`]: many streams over one agent connection — QUIC (quinn) or HTTP/2 over TLS/TCP.
@@ -45,6 +46,7 @@ pub mod cli;
 pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http_client;
 pub mod hub;
 pub mod metrics;
 pub mod mux;

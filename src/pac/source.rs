@@ -22,48 +22,12 @@ pub async fn load(source: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> Re
 
 /// `GET url`: the body of a 2xx answer, up to [`MAX_FETCHED`] bytes of UTF-8.
 async fn fetch(url: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> Result<String, String> {
-    use http_body_util::BodyExt;
-    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    let https = uri.scheme_str() == Some("https");
-    let authority = uri.authority().ok_or("the URL names no host")?.clone();
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let io: crate::proxy::upstream::BoxIo = if https {
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::USER_AGENT, concat!("burrow/", env!("CARGO_PKG_VERSION")))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("the server answered {}", response.status()));
+    let reply =
+        crate::http_client::request(http::Method::GET, url, &[], bytes::Bytes::new(), Some(tls), MAX_FETCHED).await?;
+    if !reply.status.is_success() {
+        return Err(format!("the server answered {}", reply.status));
     }
-    let body = http_body_util::Limited::new(response.into_body(), MAX_FETCHED)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?
-        .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| "the PAC file is not UTF-8 text".to_string())
+    String::from_utf8(reply.body.to_vec()).map_err(|_| "the PAC file is not UTF-8 text".to_string())
 }
 
 /// The script `source` names: a path, `data:[type][;base64],DATA`, or `-` for standard

@@ -249,43 +249,21 @@ async fn deliver(webhook: WebhookRecord, event: &'static str, body: String) {
 
 /// One POST; the status of the answer.
 async fn post(url: &str, body: &str, signature: &str) -> Result<u16, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    let https = uri.scheme_str() == Some("https");
-    let authority = uri.authority().ok_or("no host")?.clone();
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
+    let tls = url
+        .starts_with("https://")
+        .then(|| crate::tls::web_client_config(None))
+        .transpose()
         .map_err(|e| e.to_string())?;
-    let io: crate::proxy::upstream::BoxIo = if https {
-        let tls = crate::tls::web_client_config(None).map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
-        Box::new(
-            tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = http::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, concat!("burrow/", env!("CARGO_PKG_VERSION")))
-        .header("x-burrow-signature", signature)
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    Ok(response.status().as_u16())
+    let headers = [
+        (http::header::CONTENT_TYPE, "application/json".to_string()),
+        (
+            http::header::HeaderName::from_static("x-burrow-signature"),
+            signature.to_string(),
+        ),
+    ];
+    let body = bytes::Bytes::from(body.to_string());
+    let reply = crate::http_client::request(http::Method::POST, url, &headers, body, tls, 64 << 10).await?;
+    Ok(reply.status.as_u16())
 }
 
 /// Turns the registry's tunnel events into webhook deliveries, for as long as the hub runs.
