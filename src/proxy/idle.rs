@@ -35,6 +35,8 @@ pub struct Hop {
 #[derive(Default)]
 pub struct Idle {
     hops: Mutex<HashMap<Key, Vec<(Instant, Hop)>>>,
+    /// Whether the task that closes connections idle too long runs.
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 impl Idle {
@@ -62,31 +64,40 @@ impl Idle {
     /// Keeps `hop` for `key` once its response has been read to the end (or drops it, if
     /// its connection ends first). Connections idle past [`IDLE_TIMEOUT`] are closed.
     pub fn give_back(self: &Arc<Self>, key: Key, mut hop: Hop) {
+        if !self.sweeping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.sweep_every(IDLE_TIMEOUT / 4);
+        }
         let idle = Arc::clone(self);
         tokio::spawn(async move {
             if hop.sender.ready().await.is_err() {
                 return;
             }
-            {
-                let mut hops = idle.hops.lock().expect("idle lock");
-                if hops.len() >= HOPS && !hops.contains_key(&key) {
-                    return;
-                }
-                let kept = hops.entry(key.clone()).or_default();
-                kept.retain(|(since, hop)| since.elapsed() < IDLE_TIMEOUT && !hop.sender.is_closed());
-                if kept.len() >= PER_HOP {
-                    return;
-                }
+            let mut hops = idle.hops.lock().expect("idle lock");
+            if hops.len() >= HOPS && !hops.contains_key(&key) {
+                return;
+            }
+            let kept = hops.entry(key).or_default();
+            kept.retain(|(since, hop)| since.elapsed() < IDLE_TIMEOUT && !hop.sender.is_closed());
+            if kept.len() < PER_HOP {
                 kept.push((Instant::now(), hop));
             }
-            // Close it once it has been idle too long, if nobody took it meanwhile.
-            tokio::time::sleep(IDLE_TIMEOUT).await;
-            let mut hops = idle.hops.lock().expect("idle lock");
-            if let Some(kept) = hops.get_mut(&key) {
-                kept.retain(|(since, _)| since.elapsed() < IDLE_TIMEOUT);
-                if kept.is_empty() {
-                    hops.remove(&key);
-                }
+        });
+    }
+
+    /// Closes connections idle past [`IDLE_TIMEOUT`] every `period`, for as long as the proxy
+    /// lives: one task for all of them (a timer per returned connection cost one sleeping
+    /// task per request at tens of thousands of requests a second).
+    fn sweep_every(self: &Arc<Self>, period: Duration) {
+        let idle = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(idle) = idle.upgrade() else { return };
+                let mut hops = idle.hops.lock().expect("idle lock");
+                hops.retain(|_, kept| {
+                    kept.retain(|(since, hop)| since.elapsed() < IDLE_TIMEOUT && !hop.sender.is_closed());
+                    !kept.is_empty()
+                });
             }
         });
     }
