@@ -25,6 +25,7 @@ async fn hub_with_tunnels(data: &std::path::Path) -> (Hub, String) {
         hub: hub.listen.to_string(),
         user: "bench".parse().unwrap(),
         access_key: Secret::new("bench-key"),
+        share: None,
         agent_id,
         transport: TransportKind::Quic,
         tls: Some(burrow::tls::client_config(Some(&data.join("certs/ca.pem"))).unwrap()),

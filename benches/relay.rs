@@ -141,6 +141,7 @@ async fn tunnel(transport: TransportKind, lanes: usize, slot: u16, data: &std::p
         hub: hub.listen.to_string(),
         user: "bench".parse().unwrap(),
         access_key: Secret::new("bench-key"),
+        share: None,
         agent_id: AgentId::random(),
         transport,
         tls: match transport {

@@ -63,9 +63,7 @@ pub async fn run(command: Command, settings: Vec<(String, String)>) -> Result<()
             pac_eval(&pac, ca.as_deref(), my_ip, &urls).await
         }
         Command::Tunnels(command) => tunnels(command).await,
-        Command::Share(_) => Err(Failure::runtime(
-            "this command is not available in this build yet (shares are not built)",
-        )),
+        Command::Share(args) => share(args).await,
     }
 }
 
@@ -134,7 +132,7 @@ async fn pac_eval(
 async fn tunnels(command: cli::TunnelsCommand) -> Result<(), Failure> {
     use crate::client::{ClientError, RestClient};
     let args = command.agent();
-    let config = agent_config(args)?;
+    let config = agent_config(args, None)?;
     let json = args.json;
     let client = RestClient::new(config, args.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let failed = |e: ClientError| match e {
@@ -165,6 +163,47 @@ async fn tunnels(command: cli::TunnelsCommand) -> Result<(), Failure> {
             print(&value, human);
         }
     }
+    Ok(())
+}
+
+/// `burrow share TUNNEL`: makes the share through the REST API and prints its link (with
+/// `--json`, the API's whole answer).
+async fn share(args: cli::ShareArgs) -> Result<(), Failure> {
+    use crate::client::{ClientError, RestClient};
+    let config = agent_config(&args.agent, None)?;
+    let client = RestClient::new(config, args.agent.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    let id = client.resolve(&args.tunnel).await;
+    let mut body = json!({
+        "name": args.name.clone().unwrap_or_else(|| args.tunnel.clone()),
+        "expiresIn": args.expires,
+    });
+    if let Some(description) = &args.description {
+        body["description"] = json!(description);
+    }
+    if !args.methods.is_empty() {
+        body["allowedMethods"] = json!(args.methods);
+    }
+    if let Some(rate) = args.rate_limit {
+        body["rateLimitPerMin"] = json!(rate);
+    }
+    let made = match id {
+        Ok(id) => {
+            client
+                .call_with(http::Method::POST, &format!("/api/v1/tunnels/{id}/shares"), Some(body))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let made = made.map_err(|e| match e {
+        ClientError::Usage(message) => Failure::usage(message),
+        ClientError::Failed(message) => Failure::runtime(message),
+    })?;
+    let url = made["shareUrl"].as_str().unwrap_or_default();
+    emit(&if args.agent.json {
+        made.to_string()
+    } else {
+        url.to_string()
+    });
     Ok(())
 }
 
@@ -245,10 +284,6 @@ async fn proxy_settings(
         timeout: routing.proxy_timeout,
         retry: routing.pac_retry,
     })
-}
-
-fn not_built(what: &str) -> Failure {
-    Failure::usage(format!("{what} is not available in this build yet"))
 }
 
 /// Prints a line on stdout and flushes it, so scripts waiting for it see it at once. A
@@ -353,10 +388,25 @@ async fn run_hub(args: HubArgs, settings: Vec<(String, String)>) -> Result<(), F
     Ok(())
 }
 
-fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
+/// The agent settings of the common flags. With `share` (`reach --share URL`) the link
+/// stands in for credentials, and names the hub unless `--hub` does.
+fn agent_config(args: &AgentArgs, share: Option<&str>) -> Result<AgentConfig, Failure> {
     init_logging(&args.log);
-    let user: UserName = args.user.parse().map_err(|e| Failure::usage(format!("--user: {e}")))?;
-    agent::session::split_host_port(&args.hub).map_err(|e| Failure::usage(format!("--hub: {e}")))?;
+    let share = share
+        .map(|url| {
+            crate::hub::shares::ShareToken::from_url(url).ok_or_else(|| {
+                Failure::usage(format!(
+                    "--share {url:?} is not a share link (scheme://<token>.<domain>:<port>)"
+                ))
+            })
+        })
+        .transpose()?;
+    let hub = match (&args.hub, &share) {
+        (Some(hub), _) => hub.clone(),
+        (None, Some((_, hub))) => hub.clone(),
+        (None, None) => return Err(Failure::usage("no hub: pass --hub HOST:PORT (or set BURROW_HUB)")),
+    };
+    agent::session::split_host_port(&hub).map_err(|e| Failure::usage(format!("--hub: {e}")))?;
     let tls = match args.transport {
         TransportKind::Tcp => None,
         _ => Some(crate::tls::client_config(args.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?),
@@ -365,6 +415,47 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
         Some(id) => id.parse().map_err(|e| Failure::usage(format!("--agent-id: {e}")))?,
         None => persistent_agent_id(),
     };
+    let (user, access_key, share) = match share {
+        // The hub ignores user and key for a share's session.
+        Some((token, _)) => (
+            "share".parse().expect("a valid user name"),
+            Secret::default(),
+            Some(Secret::new(token.expose())),
+        ),
+        None => {
+            let (user, key) = credentials(args)?;
+            (user, key, None)
+        }
+    };
+    Ok(AgentConfig {
+        hub,
+        user,
+        access_key,
+        share,
+        connect_timeout: args.connect_timeout,
+        agent_id,
+        transport: args.transport,
+        tls,
+        shutdown_timeout: args.shutdown_timeout,
+        udp: UdpLimits {
+            idle_timeout: args.udp_idle_timeout,
+            max_flows: args.udp_max_flows,
+        },
+        udp_stats: Default::default(),
+        link: Default::default(),
+        lanes: 0,
+        forward_proxy: None,
+    })
+}
+
+/// `--user` and the access key from `-k`, `--access-key-file` or the environment.
+fn credentials(args: &AgentArgs) -> Result<(UserName, Secret), Failure> {
+    let user: UserName = args
+        .user
+        .as_deref()
+        .ok_or_else(|| Failure::usage("no user: pass -u USER (or set BURROW_USER)"))?
+        .parse()
+        .map_err(|e| Failure::usage(format!("--user: {e}")))?;
     let access_key = match (&args.access_key, &args.access_key_file) {
         (Some(key), _) => key.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -383,24 +474,7 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, Failure> {
     if access_key.is_empty() {
         return Err(Failure::usage("the access key is empty"));
     }
-    Ok(AgentConfig {
-        hub: args.hub.clone(),
-        user,
-        access_key: Secret::new(access_key),
-        connect_timeout: args.connect_timeout,
-        agent_id,
-        transport: args.transport,
-        tls,
-        shutdown_timeout: args.shutdown_timeout,
-        udp: UdpLimits {
-            idle_timeout: args.udp_idle_timeout,
-            max_flows: args.udp_max_flows,
-        },
-        udp_stats: Default::default(),
-        link: Default::default(),
-        lanes: 0,
-        forward_proxy: None,
-    })
+    Ok((user, Secret::new(access_key)))
 }
 
 /// The agent id kept in `$XDG_STATE_HOME/burrow/agent-id` (or `~/.local/state/...`),
@@ -457,7 +531,7 @@ async fn agent_ops(
 async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result<(), Failure> {
     let config = AgentConfig {
         lanes: args.lanes,
-        ..agent_config(&args.agent)?
+        ..agent_config(&args.agent, None)?
     };
     let mut config = config;
     let (target, protocol) = if args.forward_proxy {
@@ -612,10 +686,7 @@ async fn run_expose(args: ExposeArgs, settings: Vec<(String, String)>) -> Result
 }
 
 async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(), Failure> {
-    let config = agent_config(&args.agent)?;
-    if args.share.is_some() {
-        return Err(not_built("--share"));
-    }
+    let config = agent_config(&args.agent, args.share.as_deref())?;
     let listen = match &args.http_proxy {
         Some(address) => {
             let settings = proxy_settings(
@@ -655,28 +726,34 @@ async fn run_reach(args: ReachArgs, settings: Vec<(String, String)>) -> Result<(
     handle_signals(shutdown.clone());
     let console_shutdown = shutdown.clone();
     let proxying = matches!(listen, agent::reach::Listen::HttpProxy { .. });
-    agent::reach::run(config, args.tunnel, listen, shutdown, |info, local| {
-        *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
-        crate::notify::notify("READY=1");
-        if live_console(json) {
-            let forwarding = format!("{local} -> tunnel {}", info.name);
-            agent::console::spawn(view.clone(), "reach", forwarding, console_shutdown.clone());
-        }
-        if json {
-            let mut line = json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()});
-            if let Some(api) = api_address {
-                line["api_address"] = json!(api.to_string());
+    agent::reach::run(
+        config,
+        args.tunnel.unwrap_or_else(|| "share".into()),
+        listen,
+        shutdown,
+        |info, local| {
+            *view.tunnel.lock().expect("agent view lock") = Some(info.clone());
+            crate::notify::notify("READY=1");
+            if live_console(json) {
+                let forwarding = format!("{local} -> tunnel {}", info.name);
+                agent::console::spawn(view.clone(), "reach", forwarding, console_shutdown.clone());
             }
-            emit(&line.to_string());
-        } else if proxying {
-            emit(&format!(
-                "HTTP proxy at {local}, routing through tunnel {} (id {})",
-                info.name, info.id
-            ));
-        } else {
-            emit(&format!("reaching tunnel {} (id {}) at {local}", info.name, info.id));
-        }
-    })
+            if json {
+                let mut line = json!({"event": "ready", "tunnel": info.name, "local_address": local.to_string()});
+                if let Some(api) = api_address {
+                    line["api_address"] = json!(api.to_string());
+                }
+                emit(&line.to_string());
+            } else if proxying {
+                emit(&format!(
+                    "HTTP proxy at {local}, routing through tunnel {} (id {})",
+                    info.name, info.id
+                ));
+            } else {
+                emit(&format!("reaching tunnel {} (id {}) at {local}", info.name, info.id));
+            }
+        },
+    )
     .await
     .map_err(Failure::from)
 }

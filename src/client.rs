@@ -36,6 +36,11 @@ impl RestClient {
     /// `method path` with the user's credentials: the JSON answer of a 2xx, else the API's
     /// error message.
     pub async fn call(&self, method: http::Method, path: &str) -> Result<Value, ClientError> {
+        self.call_with(method, path, None).await
+    }
+
+    /// `call` with a JSON body.
+    pub async fn call_with(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
         use base64::Engine;
         let hub = &self.config.hub;
         crate::agent::session::split_host_port(hub).map_err(|e| ClientError::Usage(e.to_string()))?;
@@ -45,15 +50,18 @@ impl RestClient {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(credentials)
         );
-        let headers = [(http::header::AUTHORIZATION, authorization)];
+        let mut headers = vec![(http::header::AUTHORIZATION, authorization)];
+        if body.is_some() {
+            headers.push((http::header::CONTENT_TYPE, "application/json".to_string()));
+        }
+        let body = body.map_or_else(bytes::Bytes::new, |b| bytes::Bytes::from(b.to_string()));
         let url = format!("{scheme}://{hub}{path}");
-        let reply =
-            crate::http_client::request(method, &url, &headers, bytes::Bytes::new(), self.tls.clone(), 16 << 20)
-                .await
-                .map_err(|e| match e.starts_with("TLS to") {
-                    true => ClientError::Usage(format!("{e} (is --ca the hub's CA?)")),
-                    false => ClientError::Failed(format!("the hub at {hub}: {e}")),
-                })?;
+        let reply = crate::http_client::request(method, &url, &headers, body, self.tls.clone(), 16 << 20)
+            .await
+            .map_err(|e| match e.starts_with("TLS to") {
+                true => ClientError::Usage(format!("{e} (is --ca the hub's CA?)")),
+                false => ClientError::Failed(format!("the hub at {hub}: {e}")),
+            })?;
         let status = reply.status;
         let value: Value = serde_json::from_slice(&reply.body)
             .map_err(|_| ClientError::Failed(format!("the hub answered {status} with no JSON")))?;
@@ -65,7 +73,7 @@ impl RestClient {
             401 => Err(ClientError::Usage(format!(
                 "the hub refused the credentials: {message}"
             ))),
-            404 => Err(ClientError::Usage(message)),
+            404 | 422 => Err(ClientError::Usage(message)),
             _ => Err(ClientError::Failed(format!("{status}: {message}"))),
         }
     }

@@ -41,6 +41,7 @@ async fn expose(hub: &Hub, data: &tempfile::TempDir, user: &str, spec: TunnelSpe
         hub: hub.listen.to_string(),
         user: user.parse().unwrap(),
         access_key: Secret::new(format!("{user}-key")),
+        share: None,
         agent_id: AgentId::random(),
         transport: TransportKind::Quic,
         tls: Some(burrow::tls::client_config(Some(&ca)).unwrap()),

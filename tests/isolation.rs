@@ -21,6 +21,7 @@ fn agent(hub: &Hub, user: &str, ca: &std::path::Path) -> AgentConfig {
         hub: hub.listen.to_string(),
         user: user.parse().unwrap(),
         access_key: Secret::new(format!("{user}-key")),
+        share: None,
         agent_id: AgentId::random(),
         transport: TransportKind::Tls,
         tls: Some(burrow::tls::client_config(Some(ca)).unwrap()),

@@ -36,6 +36,7 @@ fn agent(hub: &Hub, lanes: usize) -> AgentConfig {
         hub: hub.listen.to_string(),
         user: "alice".parse().unwrap(),
         access_key: Secret::new("alice-key"),
+        share: None,
         agent_id: AgentId::random(),
         transport: TransportKind::Tcp,
         tls: None,

@@ -29,6 +29,7 @@ fn agent(hub: &Hub, data: &tempfile::TempDir, user: &str, transport: TransportKi
         hub: hub.listen.to_string(),
         user: user.parse().unwrap(),
         access_key: Secret::new(format!("{user}-key")),
+        share: None,
         agent_id: AgentId::random(),
         transport,
         tls: (transport != TransportKind::Tcp).then(|| burrow::tls::client_config(Some(&ca)).unwrap()),

@@ -25,6 +25,7 @@ async fn two_tunnels_on_one_connection_each_get_their_own_visitors() {
         hub: hub.listen.to_string(),
         user: "alice".parse().unwrap(),
         access_key: Secret::new("alice-key"),
+        share: None,
         agent_id: AgentId::random(),
         transport: TransportKind::Quic,
         tls: Some(burrow::tls::client_config(Some(&data.path().join("certs/ca.pem"))).unwrap()),

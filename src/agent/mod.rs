@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub hub: String,
     pub user: UserName,
     pub access_key: Secret,
+    /// `reach --share`: the link's token, presented instead of the credentials.
+    pub share: Option<Secret>,
     pub agent_id: AgentId,
     pub transport: TransportKind,
     /// `None` only for `--transport tcp`, which needs no TLS.

@@ -189,6 +189,7 @@ pub async fn hello(
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default(),
         client_version: env!("CARGO_PKG_VERSION").into(),
+        share: config.share.clone(),
     };
     write_frame(control, &AgentMsg::Hello(hello))
         .await

@@ -40,8 +40,8 @@ pub enum Command {
     Expose(ExposeArgs),
     /// Give local programs a port that leads to an exposed tunnel.
     Reach(ReachArgs),
-    /// Create a share link for a tunnel (not available in this build yet).
-    Share(NotBuiltArgs),
+    /// Make a share link for one of your tunnels and print it.
+    Share(ShareArgs),
     /// List, inspect and stop your tunnels through the hub's REST API.
     #[command(subcommand)]
     Tunnels(TunnelsCommand),
@@ -105,7 +105,7 @@ pub struct HubArgs {
     /// Accept `--transport tcp` (unencrypted) agents.
     #[arg(long, env = "BURROW_ALLOW_PLAINTEXT", value_parser = BoolishValueParser::new())]
     pub allow_plaintext: bool,
-    /// Plain-HTTP listener for the REST and operational APIs (not available in this build yet).
+    /// Plain-HTTP listener for the REST and operational APIs.
     #[arg(long, env = "BURROW_API_ADDRESS")]
     pub api_address: Option<String>,
     /// Drain time on the first SIGINT/SIGTERM.
@@ -150,12 +150,13 @@ pub struct RuntimeArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The hub's main port, HOST:PORT.
+    /// The hub's main port, HOST:PORT (with `reach --share`: the host and port of the link
+    /// without its first label, unless given).
     #[arg(long, env = "BURROW_HUB")]
-    pub hub: String,
-    /// User name the hub knows this agent by.
+    pub hub: Option<String>,
+    /// User name the hub knows this agent by (not needed with `reach --share`).
     #[arg(short = 'u', long, env = "BURROW_USER")]
-    pub user: String,
+    pub user: Option<String>,
     /// Access key of --user. Prefer BURROW_ACCESS_KEY or --access-key-file: a key on the
     /// command line is visible to every local user in `ps`.
     #[arg(short = 'k', long, env = "BURROW_ACCESS_KEY", hide_env_values = true)]
@@ -174,7 +175,7 @@ pub struct AgentArgs {
     /// Agent↔hub transport: auto tries QUIC then falls back to TLS; tcp is unencrypted.
     #[arg(long, env = "BURROW_TRANSPORT", value_enum, default_value = "auto")]
     pub transport: TransportKind,
-    /// Local operational API (not available in this build yet).
+    /// Local operational API.
     #[arg(long, env = "BURROW_API_ADDRESS")]
     pub api_address: Option<String>,
     /// One JSON object per line on stdout.
@@ -293,13 +294,15 @@ pub struct ProxyArgs {
 pub struct ReachArgs {
     #[command(subcommand)]
     pub action: Option<RoleAction>,
-    /// Tunnel name or id.
-    pub tunnel: String,
+    /// Tunnel name or id (with --share, the share's tunnel is reached whatever this says).
+    #[arg(required_unless_present = "share")]
+    pub tunnel: Option<String>,
     /// Local bind address; each connection goes through the tunnel.
     #[arg(long, env = "BURROW_LOCAL", default_value = "127.0.0.1:0")]
     pub local: String,
-    /// Reach with a share link instead of credentials (not available in this build yet).
-    #[arg(long, env = "BURROW_SHARE")]
+    /// Reach with a share link (`burrow share` prints one) instead of credentials; the
+    /// share's rate limit counts connections.
+    #[arg(long, env = "BURROW_SHARE", value_name = "URL")]
     pub share: Option<String>,
     /// Instead of one port: a local HTTP forward proxy (HTTP and CONNECT) at this address,
     /// routing each request by the domain lists and --pac; without a PAC everything goes
@@ -315,18 +318,35 @@ pub struct ReachArgs {
     pub agent: AgentArgs,
 }
 
+/// `burrow share TUNNEL`: a link that opens one tunnel without credentials.
+#[derive(Args, Debug)]
+pub struct ShareArgs {
+    /// Tunnel name or id (one of yours).
+    pub tunnel: String,
+    /// How long the link works: 1h, 24h, 7d, 30d or never.
+    #[arg(long, default_value = "24h", value_parser = ["1h", "24h", "7d", "30d", "never"])]
+    pub expires: String,
+    /// HTTP methods the link allows (http and auto tunnels; default: all).
+    #[arg(long, value_delimiter = ',', value_name = "METHOD,...")]
+    pub methods: Vec<String>,
+    /// Requests (HTTP) or connections (TCP) per sliding minute, 1-1000 (default: no limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rate_limit: Option<u32>,
+    /// The share's name, 1-100 characters (default: the tunnel's).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A description, up to 500 characters.
+    #[arg(long)]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
 /// What a role's command can do besides running.
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleAction {
     /// Print a commented TOML template of every setting with its default (for --config).
     ConfigFile,
-}
-
-/// Accepts any arguments so that the command can say plainly it is not built yet.
-#[derive(Args, Debug)]
-pub struct NotBuiltArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,8 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::registry::Tunnel;
+use super::shares::Share;
 use super::sniffing::{Outcome, Untrusted};
-use super::{public, session, Shared};
+use super::{public, session, share_visitors, Shared};
 use crate::carrier::Peer;
 use crate::sniff::{self, Detected, Replay, Verdict};
 use crate::types::Protocol;
@@ -81,6 +82,18 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let visitor = Peer::new(first.client, first.visited);
     let peer = first.client;
     let mut io = Replay::new(first.bytes, stream);
+    let share = match &verdict {
+        Verdict::Tls {
+            agent: false,
+            sni: Some(host),
+            ..
+        }
+        | Verdict::Http { host: Some(host) } => shared.shares.find_by_host(host, &shared.config.domain),
+        _ => None,
+    };
+    if let Some(share) = share {
+        return serve_share(&shared, share, verdict, io, visitor).await;
+    }
     match verdict {
         Verdict::PlainAgent => match session::read_preface(&mut io, peer).await {
             Some(ConnKind::Agent(role)) => {
@@ -166,6 +179,36 @@ where
 fn routed_tunnel(shared: &Shared, host: &str) -> Option<Arc<Tunnel>> {
     let label = host.strip_suffix(&shared.config.domain)?.strip_suffix('.')?;
     shared.registry.public_by_name(&label.parse().ok()?)
+}
+
+/// A visitor at a share's host (`<token>.<domain>`): an `https` tunnel's TLS passes through
+/// as one admitted connection; anything else is HTTP the hub reads request by request (over
+/// TLS it ends itself, with its `*.<domain>` certificate).
+async fn serve_share(shared: &Arc<Shared>, share: Arc<Share>, verdict: Verdict, mut io: Replay<TcpStream>, peer: Peer) {
+    let https_tunnel = shared
+        .registry
+        .get(share.record.tunnel)
+        .filter(|t| t.protocol == Protocol::Https);
+    tracing::debug!(share = %share.record.id, %peer, "visitor through a share");
+    match (verdict, https_tunnel) {
+        (Verdict::Tls { record_version, .. }, Some(tunnel)) => {
+            if share_visitors::admit_tls(&share, &peer) {
+                carry_routed(shared, tunnel, io, peer, Detected::Tls).await
+            } else {
+                let _ = io.write_all(&sniff::tls::unrecognized_name_alert(record_version)).await;
+            }
+        }
+        (Verdict::Tls { .. }, None) => match tokio::time::timeout(SNIFF_DEADLINE, shared.https.accept(io)).await {
+            Ok(Ok(tls)) => share_visitors::serve_http(shared.clone(), share, tls, peer).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake for a share failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake for a share did not finish in time"),
+        },
+        (_, Some(_)) => {
+            let why = "this share's tunnel serves HTTPS: use https:// with the same host";
+            answer(io, 400, "Bad Request", "https_only", why).await
+        }
+        (_, None) => share_visitors::serve_http(shared.clone(), share, io, peer).await,
+    }
 }
 
 /// Carries a visitor routed by name to its tunnel, bytes untouched.

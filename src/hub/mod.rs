@@ -6,6 +6,8 @@ mod listener;
 mod public;
 pub mod registry;
 mod session;
+mod share_visitors;
+pub mod shares;
 pub mod sniffing;
 
 pub use sniffing::DEFAULT_PENDING_PER_SOURCE;
@@ -116,6 +118,8 @@ pub(crate) struct Shared {
     pub sessions: Arc<SessionCounts>,
     /// Every agent session open now, for the API's list of agents.
     pub connected: std::sync::Mutex<std::collections::HashMap<registry::SessionId, ConnectedAgent>>,
+    /// Every share, by token digest.
+    pub shares: shares::ShareBook,
 }
 
 /// An agent session as the REST API lists it.
@@ -246,7 +250,11 @@ impl Hub {
             ops: Default::default(),
             sessions: Default::default(),
             connected: Default::default(),
+            shares: Default::default(),
         });
+        for record in shared.store.shares().await? {
+            shared.shares.insert(Arc::new(shares::Share::new(record)));
+        }
         let _ = shared.ops.set(Arc::new(ops_of(&shared)));
         let restored = shared.registry.restore().await?;
         for id in shared.store.paused_tunnels().await? {

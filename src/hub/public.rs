@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::registry::{PublicSocket, Tunnel};
+use super::shares::{Moment, Share};
 use super::sniffing::{Sniffing, Untrusted};
 use super::Shared;
 pub use crate::carrier::Visitor;
@@ -229,10 +230,39 @@ fn account(tunnel: &Tunnel, peer: &Peer, result: std::io::Result<Transferred>) {
     }
 }
 
-/// A stream opened by a `reach` agent of `user`: its header names the tunnel.
+/// Who a `reach` agent's session acts for.
+#[derive(Clone, Debug)]
+pub enum Reacher {
+    /// A user, by credentials: every tunnel they may reach.
+    User(UserName),
+    /// A share link: its tunnel alone, each connection or UDP flow admitted by the share.
+    Share(Arc<Share>),
+}
+
+impl Reacher {
+    /// The tunnel a stream header names, if this reacher may reach it now.
+    fn tunnel(&self, shared: &Shared, named: &TunnelRef, agent: SocketAddr) -> Option<Arc<Tunnel>> {
+        match self {
+            Reacher::User(user) => match named {
+                TunnelRef::Id(id) => shared.registry.get(*id).filter(|t| t.reachable_by(user)),
+                TunnelRef::Name(name) => shared.registry.resolve(user, name),
+            },
+            Reacher::Share(share) => {
+                let tunnel = shared.registry.get(share.record.tunnel)?;
+                let admitted = share.admit(Moment::now(), None);
+                if let Err(refusal) = &admitted {
+                    tracing::info!(share = %share.record.id, %agent, "share refused a connection: {refusal}");
+                }
+                admitted.ok().map(|()| tunnel)
+            }
+        }
+    }
+}
+
+/// A stream opened by a `reach` agent: its header names the tunnel.
 pub async fn serve_reach_stream(
     shared: Arc<Shared>,
-    user: UserName,
+    reacher: Reacher,
     mut stream: MuxStream,
     agent: SocketAddr,
     datagrams: Option<Arc<DatagramRouter>>,
@@ -245,12 +275,8 @@ pub async fn serve_reach_stream(
         }
         Err(_) => return,
     };
-    let tunnel = match &header.tunnel {
-        TunnelRef::Id(id) => shared.registry.get(*id).filter(|t| t.reachable_by(&user)),
-        TunnelRef::Name(name) => shared.registry.resolve(&user, name),
-    };
-    let Some(tunnel) = tunnel else {
-        tracing::debug!(%agent, tunnel = %header.tunnel, %user, "reach stream for a tunnel the user may not reach");
+    let Some(tunnel) = reacher.tunnel(&shared, &header.tunnel, agent) else {
+        tracing::debug!(%agent, tunnel = %header.tunnel, ?reacher, "reach stream for a tunnel it may not reach now");
         return;
     };
     let _guard = shared.shutdown.track();

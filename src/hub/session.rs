@@ -11,10 +11,12 @@ use tokio::sync::mpsc;
 
 use super::public;
 use super::registry::{Member, SessionId};
+use super::shares::{Share, ShareToken};
 use super::{ExposeSession, Shared};
 use crate::carrier::lanes::LaneKind;
 use crate::carrier::AgentLink;
 use crate::mux::{self, MuxConn, Transport};
+use crate::types::Secret;
 use crate::wire::io::{read_frame, write_frame};
 use crate::wire::{AgentMsg, ConnKind, Hello, HubMsg, RefuseCode, Role, PREFACE, PROTOCOL_VERSION};
 
@@ -92,15 +94,26 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
             return;
         }
     };
-    if let Some((code, message)) = check_hello(&shared, &hello, plaintext).await {
-        tracing::info!(%peer, user = %hello.user, ?code, "agent refused: {message}");
-        let _ = write_frame(&mut control, &HubMsg::Refused { code, message }).await;
-        let _ = control.shutdown().await;
-        // Let the agent read the refusal and hang up first; QUIC discards unsent data on close.
-        let _ = tokio::time::timeout(Duration::from_secs(5), lifetime.closed()).await;
-        lifetime.close("refused");
-        return;
-    }
+    let share = match check_hello(&shared, &hello, plaintext).await {
+        Ok(share) => share,
+        Err((code, message)) => {
+            tracing::info!(%peer, user = %hello.user, ?code, "agent refused: {message}");
+            let _ = write_frame(&mut control, &HubMsg::Refused { code, message }).await;
+            let _ = control.shutdown().await;
+            // Let the agent read the refusal and hang up first; QUIC discards unsent data on close.
+            let _ = tokio::time::timeout(Duration::from_secs(5), lifetime.closed()).await;
+            lifetime.close("refused");
+            return;
+        }
+    };
+    // A share's session acts for the share's owner, on the share's tunnel alone.
+    let hello = match &share {
+        Some(share) => Hello {
+            user: share.record.owner.clone(),
+            ..hello
+        },
+        None => hello,
+    };
     // Lanes carry visitors to agents that serve tunnels.
     let lanes = LaneKind::for_transport(transport)
         .filter(|_| hello.role == Role::Expose)
@@ -125,18 +138,21 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     span.record("role", tracing::field::debug(hello.role));
     span.record("session", session.0);
     let _counted = SessionCounted::new(&shared.sessions, hello.role);
-    shared.connected.lock().expect("connected agents lock").insert(
-        session,
-        super::ConnectedAgent {
-            id: hello.agent_id,
-            user: hello.user.clone(),
-            role: hello.role,
-            hostname: hello.hostname.chars().take(255).collect(),
-            version: hello.client_version.chars().take(64).collect(),
-            transport,
-            connected_at: crate::store::unix_now(),
-        },
-    );
+    // A share's user is not one of the owner's agents.
+    if share.is_none() {
+        shared.connected.lock().expect("connected agents lock").insert(
+            session,
+            super::ConnectedAgent {
+                id: hello.agent_id,
+                user: hello.user.clone(),
+                role: hello.role,
+                hostname: hello.hostname.chars().take(255).collect(),
+                version: hello.client_version.chars().take(64).collect(),
+                transport,
+                connected_at: crate::store::unix_now(),
+            },
+        );
+    }
     let datagrams = crate::udp::DatagramRouter::for_connection(&lifetime, shared.udp_stats.clone());
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
@@ -177,11 +193,15 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
 
     if hello.role == Role::Reach {
         if let Some(mut acceptor) = acceptor {
-            let (shared, user, datagrams) = (shared.clone(), hello.user.clone(), datagrams.clone());
+            let reacher = match &share {
+                Some(share) => public::Reacher::Share(share.clone()),
+                None => public::Reacher::User(hello.user.clone()),
+            };
+            let (shared, datagrams) = (shared.clone(), datagrams.clone());
             let accepting = async move {
                 while let Some(stream) = acceptor.accept().await {
                     let datagrams = datagrams.clone();
-                    let served = public::serve_reach_stream(shared.clone(), user.clone(), stream, peer, datagrams);
+                    let served = public::serve_reach_stream(shared.clone(), reacher.clone(), stream, peer, datagrams);
                     tokio::spawn(tracing::Instrument::in_current_span(served));
                 }
             };
@@ -219,6 +239,18 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
                         Err(e) => HubMsg::Refused {
                             code: e.code,
                             message: e.message,
+                        },
+                    }
+                }
+                (AgentMsg::Resolve { .. }, Role::Reach, _) if share.is_some() => {
+                    let share = share.as_ref().expect("a share session");
+                    match shared.registry.get(share.record.tunnel) {
+                        Some(found) => HubMsg::Resolved {
+                            tunnel: shared.registry.info(&found),
+                        },
+                        None => HubMsg::Refused {
+                            code: RefuseCode::NotFound,
+                            message: "the tunnel behind this share has ended".into(),
                         },
                     }
                 }
@@ -288,10 +320,14 @@ impl Drop for CloseLanes<'_> {
     }
 }
 
-/// Why an agent's hello is refused, if it is.
-async fn check_hello(shared: &Shared, hello: &Hello, plaintext: bool) -> Option<(RefuseCode, String)> {
+/// Whether an agent's hello is accepted: `Err` with why not, else the share it presents.
+async fn check_hello(
+    shared: &Shared,
+    hello: &Hello,
+    plaintext: bool,
+) -> Result<Option<Arc<Share>>, (RefuseCode, String)> {
     if hello.version != PROTOCOL_VERSION {
-        return Some((
+        return Err((
             RefuseCode::Version,
             format!(
                 "agent protocol version {} is not supported (hub speaks {PROTOCOL_VERSION})",
@@ -300,22 +336,50 @@ async fn check_hello(shared: &Shared, hello: &Hello, plaintext: bool) -> Option<
         ));
     }
     if plaintext && !shared.config.allow_plaintext {
-        return Some((
+        return Err((
             RefuseCode::PlaintextNotAllowed,
             "this hub does not accept unencrypted agents (start it with --allow-plaintext)".into(),
         ));
     }
+    if let Some(token) = &hello.share {
+        return check_share(shared, hello.role, token).map(Some);
+    }
     match shared.store.verify_user(&hello.user, &hello.access_key).await {
-        Ok(true) => None,
-        Ok(false) => Some((
+        Ok(true) => Ok(None),
+        Ok(false) => Err((
             RefuseCode::Unauthorized,
             format!("invalid credentials for user {}", hello.user),
         )),
         Err(e) => {
             tracing::error!(error = %e, "credential check failed");
-            Some((RefuseCode::Unauthorized, "credential check failed on the hub".into()))
+            Err((RefuseCode::Unauthorized, "credential check failed on the hub".into()))
         }
     }
+}
+
+/// The share a `reach --share` agent presents, if it may be used that way: a standing share
+/// that does not limit HTTP methods (the hub cannot see methods in a `reach` connection).
+fn check_share(shared: &Shared, role: Role, token: &Secret) -> Result<Arc<Share>, (RefuseCode, String)> {
+    let unknown = || {
+        (
+            RefuseCode::Unauthorized,
+            "this share link is not valid on this hub".to_string(),
+        )
+    };
+    let share = ShareToken::from_label(token.expose())
+        .and_then(|token| shared.shares.find(&token))
+        .ok_or_else(unknown)?;
+    if role != Role::Reach {
+        return Err((RefuseCode::BadRequest, "a share link is for `burrow reach` only".into()));
+    }
+    share
+        .standing(crate::store::unix_now())
+        .map_err(|refusal| (RefuseCode::Unauthorized, refusal.to_string()))?;
+    if share.limits_methods() {
+        let why = "this share limits HTTP methods, which the hub checks only at its URL: open it there";
+        return Err((RefuseCode::Unauthorized, why.into()));
+    }
+    Ok(share)
 }
 
 /// An agent session counted by role for as long as it lives (`burrow_agents_connected`).

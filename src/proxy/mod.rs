@@ -29,9 +29,9 @@ use route::{Decision, DomainLists, RetryWindow};
 use upstream::{BoxIo, DialError, ProxyUrl};
 
 /// How long a client may take to send a request head.
-const HEADER_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_DEADLINE: Duration = Duration::from_secs(30);
 /// The most a client's request head may buffer.
-const MAX_HEAD: usize = 64 << 10;
+pub(crate) const MAX_HEAD: usize = 64 << 10;
 /// The header naming why the proxy answered with an error.
 pub const ERROR_HEADER: &str = "x-burrow-error";
 
@@ -366,16 +366,7 @@ impl ForwardProxy {
         };
         let to_proxy = hop.to_proxy;
         match upgrade {
-            Some(client_side) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                let upstream_side = hyper::upgrade::on(&mut response);
-                tokio::spawn(async move {
-                    if let (Ok(a), Ok(b)) = tokio::join!(client_side, upstream_side) {
-                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                    }
-                });
-            }
-            Some(_) => {}
+            Some(client_side) => join_upgrade(client_side, &mut response),
             None => self.idle.give_back(key, hop),
         }
         if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED && to_proxy {
@@ -420,7 +411,22 @@ fn tunnel(request: Request<Incoming>, mut io: BoxIo) -> Response<Body> {
     Response::new(empty())
 }
 
-fn wants_upgrade(request: &Request<Incoming>) -> bool {
+/// Once both sides agreed to an upgrade (a `101` answer), joins the client's connection
+/// and the upstream's, both ways, on a task of their own.
+pub(crate) fn join_upgrade(client_side: hyper::upgrade::OnUpgrade, response: &mut Response<Incoming>) {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let upstream_side = hyper::upgrade::on(response);
+    tokio::spawn(async move {
+        if let (Ok(a), Ok(b)) = tokio::join!(client_side, upstream_side) {
+            let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+        }
+    });
+}
+
+pub(crate) fn wants_upgrade(request: &Request<Incoming>) -> bool {
     request.headers().contains_key(header::UPGRADE)
         && request
             .headers()
@@ -466,12 +472,12 @@ fn prepare(request: &mut Request<Incoming>, opened: &Hop, destination: &Destinat
     *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
 }
 
-fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// A header value from free text, with anything not visible ASCII replaced.
-fn header_value(text: &str) -> HeaderValue {
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     let clean: String = text
         .chars()
         .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })

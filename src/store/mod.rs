@@ -1,5 +1,5 @@
 //! The hub's persistent state in embedded SQLite (sqlx): users with hashed access keys,
-//! tunnel records and webhooks, so a hub restart keeps identities, leases, ports and
+//! tunnel records, shares and webhooks, so a hub restart keeps identities, leases, ports and
 //! subscriptions.
 //!
 //! Queries are runtime-checked (no DATABASE_URL at build time) and use `$N` placeholders,
@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod shares;
+
+pub use shares::{ShareRecord, TokenDigest};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;

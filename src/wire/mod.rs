@@ -112,6 +112,10 @@ pub struct Hello {
     pub hostname: String,
     #[serde(default)]
     pub client_version: String,
+    /// `reach --share`: the share's token. The hub then ignores `user` and `access_key` and
+    /// lets the session reach the share's tunnel alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<Secret>,
 }
 
 /// The target of a tunnel that exposes its agent's forward proxy (`expose --forward-proxy`):

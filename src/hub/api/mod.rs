@@ -1,8 +1,10 @@
 //! The hub's REST API, mounted beside the operational API: HTTP Basic authentication against
 //! the store's hashed keys with a failed-attempt budget per source address, JSON errors, and
-//! the Sauce Connect-compatible endpoints (`sauce.rs`).
+//! the Sauce Connect-compatible endpoints (`sauce.rs`), the Tunnels API (`tunnels.rs`),
+//! shares (`shares.rs`) and webhooks (`webhooks.rs`).
 
 mod sauce;
+mod shares;
 mod tunnels;
 mod webhooks;
 
@@ -43,6 +45,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
     sauce::router()
         .merge(tunnels::router())
         .merge(webhooks::router())
+        .merge(shares::router())
         .with_state(api)
 }
 

@@ -82,7 +82,7 @@ pub struct ErrorBody {
     code: String,
 }
 
-fn rfc3339(seconds: u64) -> String {
+pub(super) fn rfc3339(seconds: u64) -> String {
     chrono::DateTime::from_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX), 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -124,7 +124,7 @@ fn api_tunnel(shared: &Shared, tunnel: &Tunnel) -> ApiTunnel {
 }
 
 /// A live tunnel the caller may see: their own, or one shared with every user.
-fn visible(shared: &Shared, caller: &UserName, id: &str) -> Result<Arc<Tunnel>, ApiError> {
+pub(super) fn visible(shared: &Shared, caller: &UserName, id: &str) -> Result<Arc<Tunnel>, ApiError> {
     id.parse::<TunnelId>()
         .ok()
         .and_then(|id| shared.registry.get(id))
@@ -499,7 +499,10 @@ impl utoipa::Modify for BasicAuth {
         agents,
         super::webhooks::create,
         super::webhooks::list,
-        super::webhooks::remove
+        super::webhooks::remove,
+        super::shares::create,
+        super::shares::list,
+        super::shares::revoke
     ),
     components(schemas(
         ApiTunnel,
@@ -513,7 +516,11 @@ impl utoipa::Modify for BasicAuth {
         super::webhooks::NewWebhook,
         super::webhooks::WebhookEvent,
         super::webhooks::ApiWebhook,
-        super::webhooks::WebhookList
+        super::webhooks::WebhookList,
+        super::shares::NewShare,
+        super::shares::HttpMethod,
+        super::shares::ApiShare,
+        super::shares::ShareList
     )),
     modifiers(&BasicAuth)
 )]
