@@ -332,6 +332,7 @@ async fn run_hub(args: HubArgs, settings: Vec<(String, String)>) -> Result<(), F
     config.lease_grace = args.lease_grace;
     config.trusted_proxies = args.trusted_proxies;
     config.pending_per_source = args.max_unclassified_per_source;
+    config.auth_failures_per_minute = args.auth_failures_per_minute;
     config.udp = UdpLimits {
         idle_timeout: args.udp_idle_timeout,
         max_flows: args.udp_max_flows,

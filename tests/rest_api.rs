@@ -330,6 +330,8 @@ async fn the_tunnels_api_lists_reads_and_stops_the_callers_tunnels() {
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{document}");
     assert!(document["paths"]["/api/v1/tunnels"]["get"].is_object());
     assert!(document["paths"]["/api/v1/tunnels/{id}"]["delete"].is_object());
+    assert!(document["paths"]["/api/v1/tunnels/{id}/shares"]["post"].is_object());
+    assert!(document["paths"]["/api/v1/shares/{id}"]["delete"].is_object());
     assert!(document["components"]["schemas"]["ApiTunnel"]["properties"]["connectionString"].is_object());
     assert_eq!(document["components"]["securitySchemes"]["basic"]["scheme"], "basic");
 }

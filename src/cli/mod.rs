@@ -120,6 +120,14 @@ pub struct HubArgs {
     /// detected; more are refused while those are served. Trusted proxies are not limited.
     #[arg(long, env = "BURROW_MAX_UNCLASSIFIED_PER_SOURCE", default_value_t = crate::hub::DEFAULT_PENDING_PER_SOURCE)]
     pub max_unclassified_per_source: usize,
+    /// Failed REST authentications one address may make per minute before it gets 429.
+    #[arg(
+        long,
+        env = "BURROW_AUTH_FAILURES_PER_MINUTE",
+        default_value = "10",
+        value_name = "N"
+    )]
+    pub auth_failures_per_minute: u32,
     /// How long a tunnel whose agent disconnected keeps its id, name and port.
     #[arg(long, env = "BURROW_LEASE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub lease_grace: Duration,

@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub trusted_proxies: Vec<crate::types::Cidr>,
     /// Connections one source address may have in protocol detection at once.
     pub pending_per_source: usize,
+    /// Failed REST authentications one address may make per minute before it gets 429.
+    pub auth_failures_per_minute: u32,
     /// The settings `/configz` lists (`name`, `value`), secrets redacted.
     pub settings: Vec<(String, String)>,
 }
@@ -70,6 +72,7 @@ impl HubConfig {
             lane_token_deadline: crate::carrier::lanes::TOKEN_DEADLINE,
             trusted_proxies: Vec::new(),
             pending_per_source: DEFAULT_PENDING_PER_SOURCE,
+            auth_failures_per_minute: 10,
             settings: Vec::new(),
         }
     }

@@ -24,8 +24,7 @@ use super::Shared;
 use crate::types::{Secret, UserName};
 use crate::wire::HubMsg;
 
-/// Failed authentications one source may make per window before it gets 429.
-const FAILED_AUTH_BUDGET: u32 = 10;
+/// The window of the failed-authentication budget (`--auth-failures-per-minute`).
 const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the REST handlers share: the hub (weakly: the hub holds the API) and the failed
@@ -132,6 +131,11 @@ impl Api {
         self.shared.upgrade().ok_or_else(ApiError::unavailable)
     }
 
+    /// Failed authentications one source may make per window before it gets 429.
+    fn failure_budget(&self) -> u32 {
+        self.shared.upgrade().map_or(0, |s| s.config.auth_failures_per_minute)
+    }
+
     /// The caller named by HTTP Basic credentials the store accepts. A source past its budget
     /// of failures gets 429 before its credentials are even checked.
     async fn authenticate(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<UserName, ApiError> {
@@ -140,7 +144,7 @@ impl Api {
             let failures = self.failures.lock().expect("failures lock");
             if let Some((since, count)) = failures.get(&source) {
                 let left = FAILED_AUTH_WINDOW.saturating_sub(since.elapsed());
-                if *count >= FAILED_AUTH_BUDGET && !left.is_zero() {
+                if *count >= self.failure_budget() && !left.is_zero() {
                     let mut error = ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         "rate_limited",
