@@ -231,7 +231,10 @@ impl Collector for Hub {
             MetricType::Counter,
             on_lanes,
         )?;
-        let names: Vec<(String, String)> = tunnels.iter().map(|t| (t.id.to_string(), t.name.to_string())).collect();
+        let names: Vec<(String, String)> = tunnels
+            .iter()
+            .map(|t| (t.id.to_string(), t.name().to_string()))
+            .collect();
         let labels = |i: usize| [("tunnel_id", names[i].0.as_str()), ("tunnel", names[i].1.as_str())];
         // One sample per tunnel and protocol of the counts `of` picks.
         let by_protocol = |of: fn(&Tunnel) -> &ProtocolCounts| {

@@ -507,6 +507,83 @@ async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_tunnel_moves_its_route_and_keeps_its_name_across_reconnects() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let (alice, bob) = ("alice:alice-key", "bob:bob-key");
+    let target = common::tag_server("renamed").await;
+    let mut web = hub.expose(
+        "quic",
+        "alice",
+        &target,
+        &["--name", "web", "--public", "--protocol", "tcp"],
+    );
+    let id = str_of(&web.ready().await, "tunnel_id");
+    let mut db = hub.expose("quic", "alice", &target, &["--name", "db"]);
+    db.ready().await;
+    let path = format!("/api/v1/tunnels/{id}");
+
+    let renamed = send(&api, "PATCH", &path, Some(alice), r#"{"name": "site"}"#).await;
+    assert_eq!(renamed.status, 200, "{renamed:?}");
+    let tunnel: Value = serde_json::from_str(&renamed.body).unwrap();
+    assert_eq!(
+        (tunnel["name"].as_str(), tunnel["id"].as_str()),
+        (Some("site"), Some(id.as_str()))
+    );
+    let (_, sauce) = json(&api, "GET", &format!("/rest/v1/alice/tunnels/{id}"), alice).await;
+    assert_eq!(sauce["tunnel_identifier"], "site");
+
+    // Reached by the new name; the old one is free.
+    let mut reach = hub.reach("quic", "alice", "site", &[]);
+    let local = str_of(&reach.ready().await, "local_address");
+    assert_eq!(common::round_trip(&local, b"").await, b"renamed");
+    let mut gone = hub.reach("quic", "alice", "web", &[]);
+    assert_eq!(gone.exit_status(WAIT).await.code(), Some(2));
+
+    for (bad, status) in [
+        (r#"{"name": "db"}"#, 409),
+        (r#"{"name": "Not_A_Name"}"#, 422),
+        (r#"{"name": ""}"#, 422),
+    ] {
+        let answer = send(&api, "PATCH", &path, Some(alice), bad).await;
+        assert_eq!(answer.status, status, "{bad}: {answer:?}");
+    }
+    assert_eq!(
+        send(&api, "PATCH", &path, Some(bob), r#"{"name": "x"}"#).await.status,
+        404
+    );
+
+    // The agent learned the name: after a hub restart it takes the same tunnel back by it.
+    drop(reach);
+    let hub = hub.stop_and_restart(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let mut tunnel = Value::Null;
+    for _ in 0..200 {
+        tunnel = json(&api, "GET", &path, alice).await.1;
+        if tunnel["agentIds"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (tunnel["name"].as_str(), tunnel["status"].as_str()),
+        (Some("site"), Some("active")),
+        "{tunnel}"
+    );
+    let (_, listed) = json(&api, "GET", "/api/v1/tunnels", alice).await;
+    let mut names: Vec<&str> = listed["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db", "site"], "no tunnel came back under the old name");
+    web.kill().await;
+    db.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_and_kept() {
     let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
     let api = hub.api_address.clone().unwrap();

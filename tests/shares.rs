@@ -315,3 +315,44 @@ async fn reach_with_a_share_link_counts_connections() {
     let mut refused = common::Proc::spawn(&reach_args(&bogus));
     assert_eq!(refused.exit_status(WAIT).await.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_through_a_share_is_joined_and_its_stream_counted() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let web = origin("").await;
+    let mut agent = hub.expose("quic", "alice", &web.addr, &["--name", "ws", "--protocol", "http"]);
+    let tunnel = str_of(&agent.ready().await, "tunnel_id");
+    let (_, share) = make_share(&api, &tunnel, serde_json::json!({"name": "ws", "expiresIn": "1h"})).await;
+    let host = authority(&str_of(&share, "shareUrl"));
+    let jobs = || async {
+        let (_, one) = json(&api, "GET", &format!("/api/v1/tunnels/{tunnel}"), ALICE).await;
+        one["jobsRunning"].as_u64().unwrap()
+    };
+
+    // A kept-alive visitor holds one stream to the agent, and lets it go when it leaves.
+    let mut tcp = TcpStream::connect(&hub.addr).await.unwrap();
+    assert_eq!(request(&mut tcp, "GET", &host, "/").await.status, 200);
+    assert_eq!(request(&mut tcp, "GET", &host, "/again").await.status, 200);
+    assert_eq!(jobs().await, 1);
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while jobs().await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stream was never let go");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An upgrade: 101 from the origin, then bytes both ways.
+    let mut tcp = TcpStream::connect(&hub.addr).await.unwrap();
+    let head = format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let switched = read_answer(&mut tcp).await;
+    assert_eq!(switched.status, 101, "{switched:?}");
+    tcp.write_all(b"ping through a share").await.unwrap();
+    let mut echoed = [0u8; 20];
+    tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping through a share");
+}

@@ -12,6 +12,7 @@ use super::{AgentConfig, AgentError, Backoff, FirstConnection, SessionUp};
 use crate::carrier::lanes::LaneKind;
 use crate::mux::{Acceptor, MuxConn, MuxStream};
 use crate::shutdown::Shutdown;
+use crate::types::TunnelName;
 use crate::wire::io::{read_stream_header, write_frame};
 use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelSpec};
 
@@ -50,9 +51,13 @@ pub async fn run(
                     tunnel = %session.info.name,
                     transport = %session.transport
                 );
-                let served = serve(&config, session, &placed, &shutdown);
+                let renamed = Mutex::new(None);
+                let served = serve(&config, session, &placed, &renamed, &shutdown);
                 let served = tracing::Instrument::instrument(served, span).await;
                 config.link.down();
+                if let Some(name) = renamed.into_inner().expect("renamed lock") {
+                    spec.name = Some(name);
+                }
                 let end = served?;
                 match &end {
                     SessionEnd::Draining => break,
@@ -187,8 +192,10 @@ async fn serve(
     config: &AgentConfig,
     session: Registered,
     placed: &Placed,
+    renamed: &Mutex<Option<TunnelName>>,
     shutdown: &Shutdown,
 ) -> Result<SessionEnd, AgentError> {
+    let main_id = session.info.id;
     let Registered {
         conn:
             MuxConn {
@@ -243,14 +250,29 @@ async fn serve(
     let streams = Shutdown::new();
     let server = tokio::spawn(serve_streams(acceptor, context, shutdown.clone(), streams.clone()));
     let quic_is_back = session::quic_is_back(config, transport);
-    let placed_here = |msg| {
-        if let HubMsg::Exposed { tunnel, spec } = msg {
+    let placed_here = |msg| match msg {
+        HubMsg::Exposed { tunnel, spec } => {
             tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, target = spec.target, "the hub placed a tunnel on this agent");
             targets.insert(tunnel.id, target_of(&tunnel, &spec));
             let mut placed = placed.lock().expect("placed tunnels lock");
             placed.retain(|kept| kept.name != spec.name);
             placed.push(spec);
         }
+        // Registered by the new name from now on, so a reconnect finds the tunnel again.
+        HubMsg::Renamed { id, name } => {
+            let Some(old) = targets.rename(id, &name) else { return };
+            tracing::info!(tunnel = %id, %old, new = %name, "the tunnel was renamed through the API");
+            let old = old.parse::<TunnelName>().ok();
+            if id == main_id {
+                *renamed.lock().expect("renamed lock") = Some(name);
+            } else {
+                let mut placed = placed.lock().expect("placed tunnels lock");
+                if let Some(spec) = placed.iter_mut().find(|spec| spec.name == old) {
+                    spec.name = Some(name);
+                }
+            }
+        }
+        _ => {}
     };
     let end = session::supervise(
         control,

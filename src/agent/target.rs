@@ -25,7 +25,7 @@ const TARGET_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 const UNKNOWN_TUNNEL_WAIT: Duration = Duration::from_secs(5);
 
 /// One tunnel this agent serves.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Target {
     /// The tunnel's name, for the errors visitors are answered with.
     pub(super) name: String,
@@ -49,6 +49,17 @@ impl Targets {
     pub(super) fn insert(&self, id: TunnelId, target: Target) {
         self.by_id.lock().expect("targets lock").insert(id, Arc::new(target));
         self.added.send_modify(|n| *n += 1);
+    }
+
+    /// Gives tunnel `id` its new name (for logs); its old name, if this session serves it.
+    pub(super) fn rename(&self, id: TunnelId, name: &crate::types::TunnelName) -> Option<String> {
+        let mut by_id = self.by_id.lock().expect("targets lock");
+        let target = by_id.get_mut(&id)?;
+        let old = target.name.clone();
+        let mut renamed = Target::clone(target);
+        renamed.name = name.to_string();
+        *target = Arc::new(renamed);
+        Some(old)
     }
 
     fn get_now(&self, id: TunnelId) -> Option<Arc<Target>> {

@@ -138,7 +138,7 @@ async fn handle_tcp(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         Verdict::Http { host: Some(host) } if is_hub_name(&shared, &host) => serve_api(&shared, io, peer).await,
         Verdict::Http { host: Some(host) } => match routed_tunnel(&shared, &host) {
             Some(tunnel) if tunnel.protocol == Protocol::Https => {
-                let why = format!("tunnel {} serves HTTPS: use https://{host}", tunnel.name);
+                let why = format!("tunnel {} serves HTTPS: use https://{host}", tunnel.name());
                 answer(io, 400, "Bad Request", "https_only", &why).await
             }
             Some(tunnel) => carry_routed(&shared, tunnel, io, visitor, Detected::Http).await,

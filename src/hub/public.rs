@@ -129,7 +129,7 @@ async fn serve_public_connection(tunnel: Arc<Tunnel>, mut tcp: TcpStream, peer: 
     if let Some(why) = refusal {
         tracing::debug!(tunnel = %tunnel.id, %peer, protocol = %detected, "{why}; closing");
         if tunnel.protocol == Protocol::Http && spoke {
-            let response = crate::answer::tunnel_error(400, tunnel.name.as_str(), why);
+            let response = crate::answer::tunnel_error(400, tunnel.name().as_str(), why);
             crate::answer::answer_and_close(&mut tcp, &response).await;
         }
         return;
@@ -169,7 +169,7 @@ pub async fn serve_visitor(tunnel: Arc<Tunnel>, visitor: Visitor, peer: Peer, pr
     tunnel.connections.count(protocol);
     let span = tracing::debug_span!(
         "connection",
-        tunnel = %tunnel.name,
+        tunnel = %tunnel.name(),
         peer = %peer,
         transport = tracing::field::Empty
     );
@@ -211,7 +211,7 @@ async fn refuse_visitor(tunnel: &Tunnel, visitor: Visitor, cause: &str) {
         mut tcp, http: true, ..
     } = visitor
     {
-        let response = crate::answer::tunnel_error(503, tunnel.name.as_str(), cause);
+        let response = crate::answer::tunnel_error(503, tunnel.name().as_str(), cause);
         crate::answer::answer_and_close(&mut tcp, &response).await;
     }
 }

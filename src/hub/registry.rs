@@ -52,7 +52,6 @@ impl RegisterError {
 pub struct Tunnel {
     pub id: TunnelId,
     pub owner: UserName,
-    pub name: TunnelName,
     /// What the tunnel carries; fixed for its life (a re-expose with another protocol is a
     /// new tunnel).
     pub protocol: Protocol,
@@ -121,6 +120,11 @@ impl Tunnel {
 
     pub fn record(&self) -> TunnelRecord {
         self.state.lock().expect("tunnel lock").record.clone()
+    }
+
+    /// Its name now (the owner may rename it through the API).
+    pub fn name(&self) -> TunnelName {
+        self.state.lock().expect("tunnel lock").record.name.clone()
     }
 
     /// Removes every member, for a tunnel being stopped: the caller tells their agents.
@@ -192,9 +196,9 @@ impl Maps {
     /// Removes `tunnel` from the maps (not its port, which the caller frees with its socket).
     fn forget(&mut self, tunnel: &Tunnel) {
         self.tunnels.remove(&tunnel.id);
-        self.by_name.remove(&(tunnel.owner.clone(), tunnel.name.clone()));
-        if self.public_names.get(&tunnel.name) == Some(&tunnel.id) {
-            self.public_names.remove(&tunnel.name);
+        self.by_name.remove(&(tunnel.owner.clone(), tunnel.name().clone()));
+        if self.public_names.get(&tunnel.name()) == Some(&tunnel.id) {
+            self.public_names.remove(&tunnel.name());
         }
     }
 }
@@ -265,7 +269,7 @@ impl Registry {
                 .or_else(|| {
                     maps.tunnels
                         .values()
-                        .find(|t| t.name == name && t.reachable_by(user))
+                        .find(|t| t.name() == name && t.reachable_by(user))
                         .cloned()
                 })
         };
@@ -423,7 +427,7 @@ impl Registry {
         if let Some((old, listener)) = ended {
             close_port(listener).await;
             let reason = "exposed again with other settings";
-            tracing::info!(tunnel = %old.id, name = %old.name, new = %tunnel.id, "{reason}: tunnel replaced");
+            tracing::info!(tunnel = %old.id, name = %old.name(), new = %tunnel.id, "{reason}: tunnel replaced");
             if let Err(e) = self.store.end_tunnel(old.id, reason, false).await {
                 tracing::error!(tunnel = %old.id, error = %e, "could not record tunnel end");
             }
@@ -461,7 +465,6 @@ impl Registry {
         let tunnel = Arc::new(Tunnel {
             id: record.id,
             owner: record.owner.clone(),
-            name: record.name.clone(),
             protocol: record.protocol,
             state: Mutex::new(TunnelState {
                 record,
@@ -483,9 +486,9 @@ impl Registry {
             tunnel.state.lock().expect("tunnel lock").listener = Some(handle);
         }
         maps.by_name
-            .insert((tunnel.owner.clone(), tunnel.name.clone()), tunnel.id);
+            .insert((tunnel.owner.clone(), tunnel.name().clone()), tunnel.id);
         if public {
-            maps.public_names.insert(tunnel.name.clone(), tunnel.id);
+            maps.public_names.insert(tunnel.name().clone(), tunnel.id);
         }
         maps.tunnels.insert(tunnel.id, tunnel.clone());
         tunnel
@@ -552,7 +555,7 @@ impl Registry {
                 state.lease_epoch += 1;
                 state.lease_epoch
             };
-            tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, grace = ?self.config.lease_grace, "agent gone; lease held");
+            tracing::info!(tunnel = %tunnel.id, name = %tunnel.name(), grace = ?self.config.lease_grace, "agent gone; lease held");
             self.start_lease_timer(tunnel, epoch);
         }
     }
@@ -574,6 +577,59 @@ impl Registry {
         });
     }
 
+    /// Renames `tunnel`: the owner's other tunnels, and for a public tunnel every public
+    /// one, must not have `name` already, and an agent must be connected to learn it (one
+    /// reconnecting would register the old name again). Its members are told; the caller
+    /// stores the record.
+    pub fn rename(&self, tunnel: &Tunnel, name: TunnelName) -> Result<(), RegisterError> {
+        let mut maps = self.maps.lock().expect("registry lock");
+        if !maps.tunnels.contains_key(&tunnel.id) {
+            return Err(RegisterError::new(RefuseCode::NotFound, "the tunnel has ended"));
+        }
+        let mut state = tunnel.state.lock().expect("tunnel lock");
+        let old = state.record.name.clone();
+        if old == name {
+            return Ok(());
+        }
+        let taken = |id: Option<&TunnelId>| id.is_some_and(|id| *id != tunnel.id);
+        if taken(maps.by_name.get(&(tunnel.owner.clone(), name.clone()))) {
+            return Err(RegisterError::new(
+                RefuseCode::Conflict,
+                format!("you already have a tunnel named {name}"),
+            ));
+        }
+        let public = state.record.public;
+        if public && taken(maps.public_names.get(&name)) {
+            return Err(RegisterError::new(
+                RefuseCode::Conflict,
+                format!("the public name {name}.{} is taken", self.config.domain),
+            ));
+        }
+        if state.members.is_empty() {
+            return Err(RegisterError::new(
+                RefuseCode::Conflict,
+                "no agent is connected to learn the new name; try again once it is back",
+            ));
+        }
+        maps.by_name.remove(&(tunnel.owner.clone(), old.clone()));
+        maps.by_name.insert((tunnel.owner.clone(), name.clone()), tunnel.id);
+        if public {
+            if maps.public_names.get(&old) == Some(&tunnel.id) {
+                maps.public_names.remove(&old);
+            }
+            maps.public_names.insert(name.clone(), tunnel.id);
+        }
+        for member in &state.members {
+            let _ = member.control.send(HubMsg::Renamed {
+                id: tunnel.id,
+                name: name.clone(),
+            });
+        }
+        tracing::info!(tunnel = %tunnel.id, %old, new = %name, "tunnel renamed");
+        state.record.name = name;
+        Ok(())
+    }
+
     /// Ends a tunnel for good: frees its name and port and records why.
     /// A tunnel that has ended already (replaced by a re-expose with other settings while its
     /// lease timer ran) is left alone: its name and port may belong to the new one by now.
@@ -593,7 +649,7 @@ impl Registry {
         };
         let (port, listener) = port;
         close_port(listener).await;
-        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, ?port, reason, connections = %tunnel.connections, "tunnel ended");
+        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name(), ?port, reason, connections = %tunnel.connections, "tunnel ended");
         if let Err(e) = self.store.end_tunnel(tunnel.id, reason, by_user).await {
             tracing::error!(tunnel = %tunnel.id, error = %e, "could not record tunnel end");
         }

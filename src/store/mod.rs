@@ -192,8 +192,8 @@ impl Store {
     /// Records a (re)connection of an agent serving the tunnel, with its current settings.
     pub async fn touch_tunnel(&self, t: &TunnelRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE tunnels SET target = $2, protocol = $3, metadata = $4, launch_time = $5, last_connected = $6
-             WHERE id = $1",
+            "UPDATE tunnels SET target = $2, protocol = $3, metadata = $4, launch_time = $5, last_connected = $6,
+             name = $7 WHERE id = $1",
         )
         .bind(t.id.to_string())
         .bind(&t.target)
@@ -201,6 +201,7 @@ impl Store {
         .bind(serde_json::to_string(&t.metadata).expect("string map serializes"))
         .bind(t.launch_time.map(|v| v as i64))
         .bind(t.last_connected.map(|v| v as i64))
+        .bind(t.name.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())

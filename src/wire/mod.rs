@@ -243,6 +243,11 @@ pub enum HubMsg {
         tunnel: TunnelInfo,
         spec: TunnelSpec,
     },
+    /// The owner renamed tunnel `id` through the API: register it by `name` from now on.
+    Renamed {
+        id: TunnelId,
+        name: TunnelName,
+    },
     /// The hub is shutting down: it sends no new connections and closes this one once its
     /// running connections end. The agent reconnects promptly when it closes.
     GoingAway {

@@ -72,7 +72,7 @@ async fn stop_tunnel(shared: &Shared, tunnel: &Tunnel, caller: &UserName) -> u64
         });
     }
     shared.registry.end(tunnel, "deleted via API", true).await;
-    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, user = %caller, "tunnel deleted through the REST API");
+    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name(), user = %caller, "tunnel deleted through the REST API");
     jobs
 }
 

@@ -119,7 +119,7 @@ async fn list(
                 }
         })
         .collect();
-    tunnels.sort_by_key(|t| (t.owner.to_string(), t.name.to_string()));
+    tunnels.sort_by_key(|t| (t.owner.to_string(), t.name().to_string()));
     let shown = |t: &Arc<Tunnel>| {
         if full {
             sauce_tunnel(&shared, &t.record(), Some(t))

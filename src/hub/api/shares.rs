@@ -188,7 +188,7 @@ pub async fn create(
     if methods.is_some() && !matches!(tunnel.protocol, Protocol::Http | Protocol::Auto) {
         return Err(unprocessable(format!(
             "allowedMethods: the hub reads requests only of http and auto tunnels, and {} is {}",
-            tunnel.name,
+            tunnel.name(),
             tunnel.protocol.as_str()
         )));
     }

@@ -151,7 +151,7 @@ async fn list(State(api): State<Arc<Api>>, Caller(caller): Caller) -> Result<Jso
         .into_iter()
         .filter(|t| t.reachable_by(&caller))
         .collect();
-    tunnels.sort_by_key(|t| (t.owner.to_string(), t.name.to_string()));
+    tunnels.sort_by_key(|t| (t.owner.to_string(), t.name().to_string()));
     let tunnels = tunnels.iter().map(|t| api_tunnel(&shared, t)).collect();
     Ok(Json(TunnelList { tunnels }))
 }
@@ -409,6 +409,10 @@ async fn agents(State(api): State<Arc<Api>>, Caller(caller): Caller) -> Result<J
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelChange {
+    /// A new name, 1-100 of `[a-z0-9-]`: the tunnel's agents are told, and a public
+    /// tunnel's `<name>.<domain>` route moves with it.
+    #[schema(pattern = r"^[a-z0-9-]{1,100}$")]
+    name: Option<String>,
     /// `paused` refuses new connections and keeps running ones; `active` takes them again.
     #[schema(pattern = r"^(active|paused)$")]
     status: Option<String>,
@@ -416,7 +420,7 @@ pub struct TunnelChange {
     metadata: Option<BTreeMap<String, String>>,
 }
 
-/// Pauses or resumes a tunnel the caller owns, or replaces its metadata.
+/// Renames, pauses or resumes a tunnel the caller owns, or replaces its metadata.
 #[utoipa::path(
     patch,
     path = "/api/v1/tunnels/{id}",
@@ -427,7 +431,8 @@ pub struct TunnelChange {
         (status = 400, description = "Not a JSON object of the right shape", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 404, description = "No such tunnel, or not the caller's", body = ErrorBody),
-        (status = 422, description = "A status that is not active or paused", body = ErrorBody),
+        (status = 409, description = "The name is taken, or no agent is connected to learn it", body = ErrorBody),
+        (status = 422, description = "A status that is not active or paused, or a name that is not valid", body = ErrorBody),
         (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     ),
     security(("basic" = []))
@@ -445,10 +450,27 @@ async fn update(
         Some("paused") => Some(true),
         Some(other) => return Err(unprocessable(format!("status {other:?}: active or paused"))),
     };
+    let name = change
+        .name
+        .as_deref()
+        .map(str::parse::<crate::types::TunnelName>)
+        .transpose()
+        .map_err(|e| unprocessable(format!("name: {e}")))?;
     let shared = api.shared()?;
     let tunnel = visible(&shared, &caller, &id)?;
     if tunnel.owner != caller {
         return Err(ApiError::not_found("tunnel"));
+    }
+    if let Some(name) = name {
+        shared.registry.rename(&tunnel, name).map_err(|e| match e.code {
+            crate::wire::RefuseCode::NotFound => ApiError::not_found("tunnel"),
+            _ => ApiError::new(StatusCode::CONFLICT, "conflict", e.message),
+        })?;
+        shared
+            .store
+            .touch_tunnel(&tunnel.record())
+            .await
+            .map_err(ApiError::internal)?;
     }
     let was_paused = tunnel.is_paused();
     if let Some(paused) = paused {
@@ -458,7 +480,7 @@ async fn update(
             .set_paused(tunnel.id, paused)
             .await
             .map_err(ApiError::internal)?;
-        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, paused, "tunnel status changed through the REST API");
+        tracing::info!(tunnel = %tunnel.id, name = %tunnel.name(), paused, "tunnel status changed through the REST API");
     }
     if let Some(metadata) = change.metadata {
         tunnel.set_metadata(metadata);
