@@ -584,6 +584,59 @@ async fn a_renamed_tunnel_moves_its_route_and_keeps_its_name_across_reconnects()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_has_a_reach_agent_listen_for_a_tunnel() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let (alice, bob) = ("alice:alice-key", "bob:bob-key");
+    let target = common::tag_server("through connect").await;
+    let target_port = target.rsplit_once(':').unwrap().1.to_string();
+    let mut db = hub.expose("quic", "alice", &target, &["--name", "db"]);
+    let ready = db.ready().await;
+    let (id, expose_agent) = (str_of(&ready, "tunnel_id"), str_of(&ready, "agent_id"));
+    let mut other = hub.expose("quic", "alice", &target, &["--name", "other"]);
+    other.ready().await;
+    let reach_agent = "6f1c2a3b-4d5e-4f60-8172-93a4b5c6d7e8";
+    let mut reach = hub.reach("tls", "alice", "other", &["--agent-id", reach_agent]);
+    reach.ready().await;
+    let path = format!("/api/v1/tunnels/{id}/connect");
+
+    // The target's port is taken on this host (the target itself holds it): any free port.
+    let body = format!(r#"{{"agentId": "{reach_agent}"}}"#);
+    let answer = send(&api, "POST", &path, Some(alice), &body).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let connected: Value = serde_json::from_str(&answer.body).unwrap();
+    let port = connected["localPort"].as_u64().unwrap();
+    assert_eq!(connected["connectionString"], format!("tcp://127.0.0.1:{port}"));
+    assert_eq!(
+        common::round_trip(&format!("127.0.0.1:{port}"), b"").await,
+        b"through connect"
+    );
+
+    for (body, status) in [
+        (
+            format!(r#"{{"agentId": "{reach_agent}", "localPort": {target_port}}}"#),
+            409,
+        ),
+        (format!(r#"{{"agentId": "{reach_agent}", "localPort": 70000}}"#), 422),
+        (format!(r#"{{"agentId": "{expose_agent}"}}"#), 422),
+        (
+            r#"{"agentId": "00000000-0000-4000-8000-000000000000"}"#.to_string(),
+            404,
+        ),
+        (r#"{"agentId": "not-a-uuid"}"#.to_string(), 404),
+        (r#"{"localPort": 1}"#.to_string(), 400),
+    ] {
+        let answer = send(&api, "POST", &path, Some(alice), &body).await;
+        assert_eq!(answer.status, status, "{body}: {answer:?}");
+    }
+    let body = format!(r#"{{"agentId": "{reach_agent}"}}"#);
+    assert_eq!(send(&api, "POST", &path, Some(bob), &body).await.status, 404);
+    drop(reach);
+    db.kill().await;
+    other.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_and_kept() {
     let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
     let api = hub.api_address.clone().unwrap();

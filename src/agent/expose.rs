@@ -257,10 +257,11 @@ async fn serve(
             let mut placed = placed.lock().expect("placed tunnels lock");
             placed.retain(|kept| kept.name != spec.name);
             placed.push(spec);
+            None
         }
         // Registered by the new name from now on, so a reconnect finds the tunnel again.
         HubMsg::Renamed { id, name } => {
-            let Some(old) = targets.rename(id, &name) else { return };
+            let old = targets.rename(id, &name)?;
             tracing::info!(tunnel = %id, %old, new = %name, "the tunnel was renamed through the API");
             let old = old.parse::<TunnelName>().ok();
             if id == main_id {
@@ -271,8 +272,9 @@ async fn serve(
                     spec.name = Some(name);
                 }
             }
+            None
         }
-        _ => {}
+        _ => None,
     };
     let end = session::supervise(
         control,

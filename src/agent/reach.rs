@@ -15,10 +15,10 @@ use super::{AgentConfig, AgentError, Backoff, FirstConnection};
 use crate::carrier::{AgentLink, Peer, Visitor};
 use crate::mux::{Lifetime, MuxConn, MuxStream, Opener};
 use crate::shutdown::Shutdown;
-use crate::types::Protocol;
+use crate::types::{Protocol, TunnelId};
 use crate::udp::{serve_udp_socket, DatagramRouter, FlowOpener};
 use crate::wire::io::write_frame;
-use crate::wire::{AgentMsg, HubMsg, Role, TunnelInfo, TunnelRef};
+use crate::wire::{AgentMsg, HubMsg, ListenOutcome, Role, TunnelInfo, TunnelRef};
 
 /// What `reach` offers local programs.
 pub enum Listen {
@@ -317,15 +317,33 @@ async fn keep_connected(
     config.link.up(transport);
     loop {
         let quic_is_back = session::quic_is_back(&config, transport);
+        // Listeners the hub asked for live as long as this connection.
+        let mut listeners = Vec::new();
+        let on_message = |msg| match msg {
+            HubMsg::Listen {
+                request,
+                tunnel,
+                port,
+                exact,
+            } => {
+                let (outcome, listener) = listen_for_hub(tunnel, port, exact, route.subscribe(), &shutdown);
+                listeners.extend(listener);
+                Some(AgentMsg::Listened { request, outcome })
+            }
+            _ => None,
+        };
         let end = session::supervise(
             control,
             &lifetime,
             &shutdown,
             config.shutdown_timeout,
             quic_is_back,
-            |_| {},
+            on_message,
         )
         .await;
+        for listener in listeners {
+            listener.abort();
+        }
         match &end {
             SessionEnd::Draining => {
                 config.link.down();
@@ -374,6 +392,51 @@ async fn keep_connected(
             delay = backoff.next_delay();
         }
     }
+}
+
+/// Opens the local listener a [`HubMsg::Listen`] asks for (127.0.0.1) and the task that
+/// carries its connections to `tunnel`.
+fn listen_for_hub(
+    tunnel: TunnelId,
+    port: u16,
+    exact: bool,
+    route: watch::Receiver<Option<Route>>,
+    shutdown: &Shutdown,
+) -> (ListenOutcome, Option<tokio::task::JoinHandle<()>>) {
+    let bind = |port: u16| -> std::io::Result<TcpListener> {
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))?;
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    };
+    let bound = match bind(port) {
+        Err(e) if !exact && port != 0 => {
+            tracing::debug!(port, error = %e, "the port asked for is taken; listening on any");
+            bind(0)
+        }
+        bound => bound,
+    };
+    let listener = match bound {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let message = format!("port {port} is in use on the agent's host");
+            return (ListenOutcome::Taken { message }, None);
+        }
+        Err(e) => return (ListenOutcome::Failed { message: e.to_string() }, None),
+    };
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    tracing::info!(tunnel = %tunnel, port, "listening for the hub's connect request");
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        while let Some((tcp, peer)) = shutdown.accept(&listener, "connect listener").await {
+            crate::relay::configure_tcp(&tcp);
+            let (route, guard) = (route.clone(), shutdown.track());
+            tokio::spawn(async move {
+                carry(tcp, peer, route, tunnel.into()).await;
+                drop(guard);
+            });
+        }
+    });
+    (ListenOutcome::Listening { port }, Some(task))
 }
 
 /// One local connection: open a stream to `tunnel` and relay. The bytes it moved, once it

@@ -259,7 +259,7 @@ pub async fn supervise(
     shutdown: &crate::shutdown::Shutdown,
     drain_limit: Duration,
     quic_is_back: impl std::future::Future<Output = ()>,
-    mut on_message: impl FnMut(HubMsg),
+    mut on_message: impl FnMut(HubMsg) -> Option<AgentMsg>,
 ) -> SessionEnd {
     let (mut reader, mut writer) = tokio::io::split(control);
     // Reading runs in its own task: a frame read is not cancel-safe, so it must never be a
@@ -298,7 +298,11 @@ pub async fn supervise(
                 }
                 Some(Ok(other)) => {
                     last_heard = tokio::time::Instant::now();
-                    on_message(other);
+                    if let Some(answer) = on_message(other) {
+                        if let Err(e) = write_frame(&mut writer, &answer).await {
+                            break lost(format!("answering the hub: {e}"), &hub_leaving);
+                        }
+                    }
                 }
                 Some(Err(e)) => break lost(e, &hub_leaving),
                 None => break lost("control reader ended".into(), &hub_leaving),

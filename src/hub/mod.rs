@@ -123,6 +123,10 @@ pub(crate) struct Shared {
     pub connected: std::sync::Mutex<std::collections::HashMap<registry::SessionId, ConnectedAgent>>,
     /// Every share, by token digest.
     pub shares: shares::ShareBook,
+    /// `connect` requests waiting for their agent's answer, by request number.
+    pub listens:
+        std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<crate::wire::ListenOutcome>>>,
+    pub next_listen: AtomicU64,
 }
 
 /// An agent session as the REST API lists it.
@@ -136,6 +140,8 @@ pub(crate) struct ConnectedAgent {
     pub transport: crate::mux::Transport,
     /// Unix seconds.
     pub connected_at: u64,
+    /// The session's control stream, for what the API asks of the agent.
+    pub control: tokio::sync::mpsc::UnboundedSender<HubMsg>,
 }
 
 /// Agent sessions open now, by role.
@@ -254,6 +260,8 @@ impl Hub {
             sessions: Default::default(),
             connected: Default::default(),
             shares: Default::default(),
+            listens: Default::default(),
+            next_listen: AtomicU64::new(1),
         });
         for record in shared.store.shares().await? {
             shared.shares.insert(Arc::new(shares::Share::new(record)));

@@ -138,6 +138,7 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     span.record("role", tracing::field::debug(hello.role));
     span.record("session", session.0);
     let _counted = SessionCounted::new(&shared.sessions, hello.role);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
     // A share's user is not one of the owner's agents.
     if share.is_none() {
         shared.connected.lock().expect("connected agents lock").insert(
@@ -150,6 +151,7 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
                 version: hello.client_version.chars().take(64).collect(),
                 transport,
                 connected_at: crate::store::unix_now(),
+                control: out_tx.clone(),
             },
         );
     }
@@ -157,7 +159,6 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
     tracing::info!(%peer, user = %hello.user, agent = %hello.agent_id, role = ?hello.role, %transport, ?session, "agent connected");
 
     let (mut control_rx, mut control_tx) = tokio::io::split(control);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<HubMsg>();
     let member = opener
         .as_ref()
         .filter(|_| hello.role == Role::Expose)
@@ -263,6 +264,13 @@ async fn serve_session(shared: Arc<Shared>, conn: MuxConn, peer: SocketAddr) {
                         message: format!("no tunnel {tunnel:?} that user {} may reach", hello.user),
                     },
                 },
+                (AgentMsg::Listened { request, outcome }, Role::Reach, _) => {
+                    let waiting = shared.listens.lock().expect("listens lock").remove(&request);
+                    if let Some(waiting) = waiting {
+                        let _ = waiting.send(outcome);
+                    }
+                    continue;
+                }
                 (AgentMsg::Ping, _, _) => HubMsg::Pong,
                 (AgentMsg::Draining, _, _) => {
                     // Out of every pool now; the connection stays up for running streams.

@@ -212,6 +212,27 @@ pub enum AgentMsg {
     Ping,
     /// The agent is shutting down: send it no new connections, keep the running ones.
     Draining,
+    /// The answer to [`HubMsg::Listen`] `request`.
+    Listened {
+        request: u64,
+        outcome: ListenOutcome,
+    },
+}
+
+/// What came of a [`HubMsg::Listen`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ListenOutcome {
+    Listening {
+        port: u16,
+    },
+    /// The port asked for is in use on the agent's host.
+    Taken {
+        message: String,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -242,6 +263,16 @@ pub enum HubMsg {
     Exposed {
         tunnel: TunnelInfo,
         spec: TunnelSpec,
+    },
+    /// For a `reach` agent: open a local listener (127.0.0.1) whose connections go to
+    /// tunnel `tunnel`, on `port` (with `exact`, that port or nothing; else that port if
+    /// free, any otherwise), for as long as this connection lasts; answer with
+    /// [`AgentMsg::Listened`].
+    Listen {
+        request: u64,
+        tunnel: TunnelId,
+        port: u16,
+        exact: bool,
     },
     /// The owner renamed tunnel `id` through the API: register it by `name` from now on.
     Renamed {

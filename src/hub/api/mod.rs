@@ -1,8 +1,9 @@
 //! The hub's REST API, mounted beside the operational API: HTTP Basic authentication against
 //! the store's hashed keys with a failed-attempt budget per source address, JSON errors, and
 //! the Sauce Connect-compatible endpoints (`sauce.rs`), the Tunnels API (`tunnels.rs`),
-//! shares (`shares.rs`) and webhooks (`webhooks.rs`).
+//! `connect` (`connect.rs`), shares (`shares.rs`) and webhooks (`webhooks.rs`).
 
+mod connect;
 mod sauce;
 mod shares;
 mod tunnels;
@@ -45,6 +46,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .merge(tunnels::router())
         .merge(webhooks::router())
         .merge(shares::router())
+        .merge(connect::router())
         .with_state(api)
 }
 

@@ -524,7 +524,8 @@ impl utoipa::Modify for BasicAuth {
         super::webhooks::remove,
         super::shares::create,
         super::shares::list,
-        super::shares::revoke
+        super::shares::revoke,
+        super::connect::connect
     ),
     components(schemas(
         ApiTunnel,
@@ -542,7 +543,9 @@ impl utoipa::Modify for BasicAuth {
         super::shares::NewShare,
         super::shares::HttpMethod,
         super::shares::ApiShare,
-        super::shares::ShareList
+        super::shares::ShareList,
+        super::connect::ConnectRequest,
+        super::connect::Connected
     )),
     modifiers(&BasicAuth)
 )]
