@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 use crate::tls;
 use crate::types::{AgentId, Secret, UserName};
 use crate::wire::{HubMsg, RefuseCode, TunnelInfo, TunnelSpec};
@@ -99,7 +99,7 @@ pub enum HubError {
 /// State shared by every task of a running hub.
 pub(crate) struct Shared {
     pub config: Arc<HubConfig>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub tls: tokio_rustls::TlsAcceptor,
     pub shutdown: Shutdown,
@@ -185,14 +185,15 @@ impl Hub {
         let tls_config = tls::server_config(&cert, &key)?;
         let https = tokio_rustls::TlsAcceptor::from(tls::https_server_config(&cert, &key)?);
 
-        let store = Arc::new(
-            Store::open(&config.data_dir)
-                .await
-                .map_err(|source| HubError::StoreOpen {
-                    path: config.data_dir.join("burrow.db"),
-                    source,
-                })?,
-        );
+        let store: Arc<dyn Store> =
+            Arc::new(
+                SqliteStore::open(&config.data_dir)
+                    .await
+                    .map_err(|source| HubError::StoreOpen {
+                        path: config.data_dir.join("burrow.db"),
+                        source,
+                    })?,
+            );
         for (user, key) in &config.users {
             store.put_user(user, key).await?;
         }

@@ -205,7 +205,7 @@ impl Maps {
 
 pub struct Registry {
     maps: Mutex<Maps>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     config: Arc<HubConfig>,
     /// Starts the visitor accept loop of a public port; provided by the hub so this module
     /// stays free of data-plane code.
@@ -223,7 +223,7 @@ pub enum TunnelEvent {
 
 impl Registry {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         config: Arc<HubConfig>,
         spawn_public: impl Fn(Arc<Tunnel>, PublicSocket) -> tokio::task::JoinHandle<()> + Send + Sync + 'static,
     ) -> Arc<Self> {

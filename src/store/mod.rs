@@ -1,6 +1,6 @@
-//! The hub's persistent state in embedded SQLite (sqlx): users with hashed access keys,
-//! tunnel records, shares and webhooks, so a hub restart keeps identities, leases, ports and
-//! subscriptions.
+//! The hub's persistent state behind the [`Store`] trait, implemented on embedded SQLite
+//! (sqlx) by [`SqliteStore`]: users with hashed access keys, tunnel records, shares and
+//! webhooks, so a hub restart keeps identities, leases, ports and subscriptions.
 //!
 //! Queries are runtime-checked (no DATABASE_URL at build time) and use `$N` placeholders,
 //! which SQLite and PostgreSQL both accept, to keep one dialect. The schema is versioned:
@@ -15,6 +15,7 @@ mod shares;
 
 pub use shares::{ShareRecord, TokenDigest};
 
+use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
@@ -76,13 +77,13 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     /// SHA-256 of keys already verified with PBKDF2, so reconnect storms stay cheap.
     verified: Mutex<HashMap<UserName, [u8; 32]>>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/burrow.db` and applies the schema.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -358,6 +359,95 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TunnelRecord, StoreE
     })
 }
 
+/// The hub's persistent state, as the hub uses it. [`SqliteStore`] is the implementation;
+/// the queries keep to what SQLite and PostgreSQL share (`$N` placeholders, plain types) so
+/// that a PostgreSQL one can follow behind this trait. Methods return boxed futures so the
+/// hub can hold any implementation as `Arc<dyn Store>`.
+pub trait Store: Send + Sync {
+    fn user_count<'a>(&'a self) -> BoxFuture<'a, Result<i64, StoreError>>;
+    fn put_user<'a>(&'a self, name: &'a UserName, key: &'a Secret) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn verify_user<'a>(&'a self, name: &'a UserName, key: &'a Secret) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn insert_tunnel<'a>(&'a self, t: &'a TunnelRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn touch_tunnel<'a>(&'a self, t: &'a TunnelRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn end_tunnel<'a>(&'a self, id: TunnelId, reason: &'a str, by_user: bool) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn insert_webhook<'a>(&'a self, w: &'a WebhookRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn delete_webhook<'a>(&'a self, owner: &'a UserName, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn webhooks<'a>(&'a self, owner: &'a UserName) -> BoxFuture<'a, Result<Vec<WebhookRecord>, StoreError>>;
+    fn set_paused<'a>(&'a self, id: TunnelId, paused: bool) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn paused_tunnels<'a>(&'a self) -> BoxFuture<'a, Result<Vec<TunnelId>, StoreError>>;
+    fn tunnel<'a>(&'a self, id: TunnelId) -> BoxFuture<'a, Result<Option<TunnelRecord>, StoreError>>;
+    fn live_tunnels<'a>(&'a self) -> BoxFuture<'a, Result<Vec<TunnelRecord>, StoreError>>;
+    fn insert_share<'a>(&'a self, s: &'a ShareRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn revoke_share<'a>(&'a self, id: &'a str, at: u64) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn shares<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ShareRecord>, StoreError>>;
+}
+
+impl Store for SqliteStore {
+    fn user_count<'a>(&'a self) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(SqliteStore::user_count(self))
+    }
+
+    fn put_user<'a>(&'a self, name: &'a UserName, key: &'a Secret) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::put_user(self, name, key))
+    }
+
+    fn verify_user<'a>(&'a self, name: &'a UserName, key: &'a Secret) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SqliteStore::verify_user(self, name, key))
+    }
+
+    fn insert_tunnel<'a>(&'a self, t: &'a TunnelRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::insert_tunnel(self, t))
+    }
+
+    fn touch_tunnel<'a>(&'a self, t: &'a TunnelRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::touch_tunnel(self, t))
+    }
+
+    fn end_tunnel<'a>(&'a self, id: TunnelId, reason: &'a str, by_user: bool) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::end_tunnel(self, id, reason, by_user))
+    }
+
+    fn insert_webhook<'a>(&'a self, w: &'a WebhookRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::insert_webhook(self, w))
+    }
+
+    fn delete_webhook<'a>(&'a self, owner: &'a UserName, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SqliteStore::delete_webhook(self, owner, id))
+    }
+
+    fn webhooks<'a>(&'a self, owner: &'a UserName) -> BoxFuture<'a, Result<Vec<WebhookRecord>, StoreError>> {
+        Box::pin(SqliteStore::webhooks(self, owner))
+    }
+
+    fn set_paused<'a>(&'a self, id: TunnelId, paused: bool) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::set_paused(self, id, paused))
+    }
+
+    fn paused_tunnels<'a>(&'a self) -> BoxFuture<'a, Result<Vec<TunnelId>, StoreError>> {
+        Box::pin(SqliteStore::paused_tunnels(self))
+    }
+
+    fn tunnel<'a>(&'a self, id: TunnelId) -> BoxFuture<'a, Result<Option<TunnelRecord>, StoreError>> {
+        Box::pin(SqliteStore::tunnel(self, id))
+    }
+
+    fn live_tunnels<'a>(&'a self) -> BoxFuture<'a, Result<Vec<TunnelRecord>, StoreError>> {
+        Box::pin(SqliteStore::live_tunnels(self))
+    }
+
+    fn insert_share<'a>(&'a self, s: &'a ShareRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::insert_share(self, s))
+    }
+
+    fn revoke_share<'a>(&'a self, id: &'a str, at: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SqliteStore::revoke_share(self, id, at))
+    }
+
+    fn shares<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ShareRecord>, StoreError>> {
+        Box::pin(SqliteStore::shares(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,13 +470,13 @@ mod tests {
                 .unwrap();
             pool.close().await;
         }
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
         assert_eq!(store.user_count().await.unwrap(), 1);
         assert!(store.paused_tunnels().await.unwrap().is_empty());
         assert!(store.webhooks(&"old".parse().unwrap()).await.unwrap().is_empty());
         drop(store);
         // Opening again applies nothing twice.
-        Store::open(dir.path()).await.unwrap();
+        SqliteStore::open(dir.path()).await.unwrap();
     }
 
     #[tokio::test]
@@ -394,12 +484,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let alice: UserName = "alice".parse().unwrap();
         {
-            let store = Store::open(dir.path()).await.unwrap();
+            let store = SqliteStore::open(dir.path()).await.unwrap();
             store.put_user(&alice, &Secret::new("right")).await.unwrap();
             assert!(store.verify_user(&alice, &Secret::new("right")).await.unwrap());
             assert!(!store.verify_user(&alice, &Secret::new("wrong")).await.unwrap());
         }
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
         assert_eq!(store.user_count().await.unwrap(), 1);
         assert!(store.verify_user(&alice, &Secret::new("right")).await.unwrap());
         assert!(!store
@@ -411,7 +501,7 @@ mod tests {
     #[tokio::test]
     async fn tunnel_records_round_trip_and_end() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
         let record = TunnelRecord {
             id: TunnelId::random(),
             owner: "alice".parse().unwrap(),

@@ -4,7 +4,7 @@ use std::fmt;
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 use crate::types::{TunnelId, UserName};
 
 /// The SHA-256 of a token: what the store and the book keep.
@@ -36,7 +36,7 @@ pub struct ShareRecord {
     pub digest: TokenDigest,
 }
 
-impl Store {
+impl SqliteStore {
     pub async fn insert_share(&self, s: &ShareRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO shares (id, tunnel_id, owner, token_sha256, name, description, methods, rate_per_min, \
