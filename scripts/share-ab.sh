@@ -3,7 +3,8 @@
 # connections, 5 s) to the hub's main port by the tunnel's public name (`Host: web.<domain>`,
 # relayed as bytes) and by a share's name (`Host: <token>.<domain>`, every request read and
 # checked), alternated round by round on the same minute of a noisy machine, and straight
-# to nginx. The share has no rate limit (so none refuses) and allows GET only.
+# to nginx. The share has no rate limit (so none refuses) and allows GET only. Each row also
+# gives the CPU time the hub and the agent spent per request (µs, from /proc/PID/stat).
 # Usage: scripts/share-ab.sh ROUNDS [BURROW]   (default target/release/burrow)
 # Needs nginx, wrk and curl (Debian: nginx-light, wrk, curl).
 # Ports: 15082 (nginx), 27565 (hub), 27566 (hub's API).
@@ -30,10 +31,10 @@ listening() { [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]; }
 wait_port() { for _ in $(seq 200); do listening "$1" && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 "$bin" hub --listen 127.0.0.1:27565 --api-address 127.0.0.1:27566 --data-dir "$work/hub" --auth b:bk \
-  --port-range 27570-27579 --log-level error >/dev/null 2>&1 & pids+=($!)
+  --port-range 27570-27579 --log-level error >/dev/null 2>&1 & pids+=($!); hub_pid=$!
 wait_port 27565
 "$bin" expose 127.0.0.1:15082 --name web --public --protocol http --hub 127.0.0.1:27565 \
-  --ca "$work/hub/certs/ca.pem" -u b -k bk --json --log-level error >"$work/expose.json" 2>/dev/null & pids+=($!)
+  --ca "$work/hub/certs/ca.pem" -u b -k bk --json --log-level error >"$work/expose.json" 2>/dev/null & pids+=($!); agent_pid=$!
 for _ in $(seq 200); do [[ -s $work/expose.json ]] && break; sleep 0.05; done
 tunnel=$(sed -n 's/.*"tunnel_id":"\([0-9a-f]*\)".*/\1/p' "$work/expose.json")
 share=$(curl -sS -u b:bk -H 'Content-Type: application/json' \
@@ -42,11 +43,19 @@ share=$(curl -sS -u b:bk -H 'Content-Type: application/json' \
 host=$(sed -n 's|.*"shareUrl":"http://\([^"/]*\)".*|\1|p' <<<"$share")
 [[ -n $host ]] || { echo "no share: $share" >&2; exit 1; }
 
-run() { # label, wrk args; prints "label req/s p99"
-  local out; out=$(wrk -t1 -c32 -d5 --latency "${@:2}")
-  echo "$1 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out")"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+per_request() { # CPU ticks spent since $2, as µs per request of $3
+  echo $(( ($(ticks "$1") - $2) * 1000000 / $(getconf CLK_TCK) / $3 ))
 }
-echo "round label req/s p99"
+run() { # label, wrk args; prints "label req/s p99 hub-µs/req agent-µs/req"
+  local hub0 agent0 out requests
+  hub0=$(ticks "$hub_pid"); agent0=$(ticks "$agent_pid")
+  out=$(wrk -t1 -c32 -d5 --latency "${@:2}")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$1 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out")" \
+    "$(per_request "$hub_pid" "$hub0" "$requests") $(per_request "$agent_pid" "$agent0" "$requests")"
+}
+echo "round label req/s p99 hub-us/req agent-us/req"
 for round in $(seq "$rounds"); do
   echo "$round $(run by-name -H 'Host: web.localhost:27565' http://127.0.0.1:27565/1k)"
   echo "$round $(run share -H "Host: $host" http://127.0.0.1:27565/1k)"
