@@ -335,6 +335,15 @@ async fn an_upgrade_through_a_share_is_joined_and_its_stream_counted() {
     assert_eq!(request(&mut tcp, "GET", &host, "/").await.status, 200);
     assert_eq!(request(&mut tcp, "GET", &host, "/again").await.status, 200);
     assert_eq!(jobs().await, 1);
+    let (_, counted) = json(&api, "GET", &format!("/api/v1/tunnels/{tunnel}"), ALICE).await;
+    let (bytes_in, bytes_out) = (
+        counted["bytesIn"].as_u64().unwrap(),
+        counted["bytesOut"].as_u64().unwrap(),
+    );
+    assert!(
+        bytes_in > 2 * 40 && bytes_out > 2 * 40,
+        "both requests and answers counted: {counted}"
+    );
     drop(tcp);
     let deadline = tokio::time::Instant::now() + WAIT;
     while jobs().await != 0 {

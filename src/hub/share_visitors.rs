@@ -5,7 +5,10 @@
 //! checked once, as one connection.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -141,7 +144,10 @@ async fn open(shared: &Shared, tunnel: &Arc<Tunnel>, peer: &Peer) -> Result<Send
         .map_err(|_| unavailable("the agent's connection is failing; try again shortly"))?;
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(true)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(Counted {
+            inner: stream,
+            tunnel: tunnel.clone(),
+        }))
         .await
         .map_err(|e| answer(StatusCode::BAD_GATEWAY, "upstream_failed", &e.to_string()))?;
     tunnel.connections.count(Detected::Http);
@@ -155,6 +161,45 @@ async fn open(shared: &Shared, tunnel: &Arc<Tunnel>, peer: &Peer) -> Result<Send
         drop(guard);
     });
     Ok(sender)
+}
+
+/// A stream to the agent whose bytes count toward the tunnel's `bytes_in` (written: the
+/// visitors' requests) and `bytes_out` (read: the answers), as they pass.
+struct Counted<T> {
+    inner: T,
+    tunnel: Arc<Tunnel>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.tunnel.bytes_out.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(written)) = &polled {
+            self.tunnel.bytes_in.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A TLS visitor of an `https` tunnel's share: admitted as one connection, then passed
