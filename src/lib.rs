@@ -20,7 +20,8 @@
 //!   connection gets (`relay/socket.rs`).
 //! - [`udp`]: UDP flows over the multiplexer (QUIC datagrams or stream frames) or a lane of
 //!   their own, and their sockets.
-//! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports.
+//! - [`hub`]: listeners, the tunnel registry with leases and pools, public ports, shares, the
+//!   REST API.
 //! - [`agent`]: dialing the hub, `expose` and `reach`, reconnection with backoff.
 //! - [`store`]: SQLite state (users, tunnel records) that survives restarts.
 //! - [`tls`]: certificate generation and rustls configurations.

@@ -9,6 +9,7 @@ mod session;
 mod share_visitors;
 pub mod shares;
 pub mod sniffing;
+mod tunnel;
 
 pub use sniffing::DEFAULT_PENDING_PER_SOURCE;
 
