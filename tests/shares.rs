@@ -258,6 +258,14 @@ async fn reach_with_a_share_link_counts_connections() {
         .unwrap();
     assert!(printed.status.success(), "{printed:?}");
     let url = String::from_utf8(printed.stdout).unwrap().trim().to_string();
+    let mut missing = args.clone();
+    missing[1] = "nope".into();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_burrow"))
+        .args(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nope"), "{refused:?}");
     assert!(
         url.starts_with("tcp://") && url.ends_with(&format!(".localhost:{}", hub.addr.split(':').nth(1).unwrap())),
         "{url}"
