@@ -417,6 +417,20 @@ async fn a_posted_tunnel_is_served_by_the_named_agent() {
     drop(reach);
 }
 
+/// The tunnel at `path` once an agent serves it again (after a hub restart), waiting a
+/// bounded time; as it last read if none came back.
+async fn once_served(api: &str, path: &str, auth: &str) -> Value {
+    let mut tunnel = Value::Null;
+    for _ in 0..200 {
+        tunnel = json(api, "GET", path, auth).await.1;
+        if tunnel["agentIds"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tunnel
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
     use tokio::io::AsyncReadExt;
@@ -466,14 +480,7 @@ async fn a_paused_tunnel_keeps_its_connections_and_refuses_new_ones() {
     let hub = hub.stop_and_restart(&["--api-address", "127.0.0.1:0"]).await;
     let api = hub.api_address.clone().unwrap();
     // The agent comes back on its own after the hub's goodbye; wait (bounded) until it has.
-    let mut tunnel = serde_json::Value::Null;
-    for _ in 0..200 {
-        tunnel = json(&api, "GET", &path, alice).await.1;
-        if tunnel["agentIds"].as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let tunnel = once_served(&api, &path, alice).await;
     assert_eq!(tunnel["status"], "paused", "{tunnel}");
     let refused = common::try_round_trip(&local, b"new").await.unwrap_or_default();
     assert!(
@@ -557,14 +564,7 @@ async fn a_renamed_tunnel_moves_its_route_and_keeps_its_name_across_reconnects()
     drop(reach);
     let hub = hub.stop_and_restart(&["--api-address", "127.0.0.1:0"]).await;
     let api = hub.api_address.clone().unwrap();
-    let mut tunnel = Value::Null;
-    for _ in 0..200 {
-        tunnel = json(&api, "GET", &path, alice).await.1;
-        if tunnel["agentIds"].as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let tunnel = once_served(&api, &path, alice).await;
     assert_eq!(
         (tunnel["name"].as_str(), tunnel["status"].as_str()),
         (Some("site"), Some("active")),

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tunnels::{json_object, visible, ErrorBody};
+use super::tunnels::{json_object, unprocessable, visible, ErrorBody};
 use super::{Api, ApiError, Caller};
 use crate::types::{AgentId, Protocol};
 use crate::wire::{HubMsg, ListenOutcome, Role};
@@ -45,10 +45,6 @@ pub struct Connected {
     /// For the tunnel's protocol, as `expose` prints it (`postgresql://127.0.0.1:5432`, ...).
     connection_string: String,
     local_port: u16,
-}
-
-fn unprocessable(message: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
 /// Has a connected `reach` agent of the caller listen for a tunnel the caller may reach.

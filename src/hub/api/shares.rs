@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tunnels::{json_object, rfc3339, visible, ErrorBody};
+use super::tunnels::{json_object, rfc3339, unprocessable, visible, ErrorBody};
 use super::{Api, ApiError, Caller, Shared};
 use crate::hub::shares::{Expiry, Share, ShareRecord, ShareToken, RATE_LIMITS};
 use crate::types::Protocol;
@@ -99,10 +99,6 @@ pub fn api_share(share: &Share) -> ApiShare {
         created_at: rfc3339(record.created),
         revoked_at: share.revoked_at().map(rfc3339),
     }
-}
-
-fn unprocessable(message: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
 /// The link of a share: `http(s)://` at the main port where the hub serves it, `tcp://`

@@ -260,7 +260,8 @@ pub(super) fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &st
     serde_json::from_value(value).map_err(|e| malformed(e.to_string()))
 }
 
-fn unprocessable(message: String) -> ApiError {
+/// 422: a well-formed value that is not valid.
+pub(super) fn unprocessable(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
