@@ -130,31 +130,27 @@ async fn pac_eval(
 /// `burrow tunnels ...`: one REST call (two when a name is resolved), printed as a table,
 /// fields, or the API's JSON with `--json`.
 async fn tunnels(command: cli::TunnelsCommand) -> Result<(), Failure> {
-    use crate::client::{ClientError, RestClient};
+    use crate::client::RestClient;
     let args = command.agent();
     let config = agent_config(args, None)?;
     let json = args.json;
     let client = RestClient::new(config, args.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
-    let failed = |e: ClientError| match e {
-        ClientError::Usage(message) => Failure::usage(message),
-        ClientError::Failed(message) => Failure::runtime(message),
-    };
     let print = |value: &serde_json::Value, human: String| emit(&if json { value.to_string() } else { human });
     match &command {
         cli::TunnelsCommand::List { .. } => {
-            let tunnels = client.tunnels().await.map_err(failed)?;
+            let tunnels = client.tunnels().await.map_err(client_failure)?;
             print(&serde_json::json!(tunnels), crate::client::table(&tunnels));
         }
         cli::TunnelsCommand::Get { tunnel, .. } => {
-            let value = client.get(tunnel).await.map_err(failed)?;
+            let value = client.get(tunnel).await.map_err(client_failure)?;
             print(&value, crate::client::details(&value));
         }
         cli::TunnelsCommand::Jobs { tunnel, .. } => {
-            let value = client.jobs(tunnel).await.map_err(failed)?;
+            let value = client.jobs(tunnel).await.map_err(client_failure)?;
             print(&value, value["jobs_running"].to_string());
         }
         cli::TunnelsCommand::Stop { tunnel, .. } => {
-            let value = client.stop(tunnel).await.map_err(failed)?;
+            let value = client.stop(tunnel).await.map_err(client_failure)?;
             let human = format!(
                 "stopped tunnel {} ({} connections were open)",
                 value["id"].as_str().unwrap_or(tunnel),
@@ -169,10 +165,10 @@ async fn tunnels(command: cli::TunnelsCommand) -> Result<(), Failure> {
 /// `burrow share TUNNEL`: makes the share through the REST API and prints its link (with
 /// `--json`, the API's whole answer).
 async fn share(args: cli::ShareArgs) -> Result<(), Failure> {
-    use crate::client::{ClientError, RestClient};
+    use crate::client::RestClient;
     let config = agent_config(&args.agent, None)?;
     let client = RestClient::new(config, args.agent.ca.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
-    let id = client.resolve(&args.tunnel).await;
+    let id = client.resolve(&args.tunnel).await.map_err(client_failure)?;
     let mut body = json!({
         "name": args.name.clone().unwrap_or_else(|| args.tunnel.clone()),
         "expiresIn": args.expires,
@@ -186,18 +182,10 @@ async fn share(args: cli::ShareArgs) -> Result<(), Failure> {
     if let Some(rate) = args.rate_limit {
         body["rateLimitPerMin"] = json!(rate);
     }
-    let made = match id {
-        Ok(id) => {
-            client
-                .call_with(http::Method::POST, &format!("/api/v1/tunnels/{id}/shares"), Some(body))
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let made = made.map_err(|e| match e {
-        ClientError::Usage(message) => Failure::usage(message),
-        ClientError::Failed(message) => Failure::runtime(message),
-    })?;
+    let made = client
+        .call_with(http::Method::POST, &format!("/api/v1/tunnels/{id}/shares"), Some(body))
+        .await
+        .map_err(client_failure)?;
     let url = made["shareUrl"].as_str().unwrap_or_default();
     emit(&if args.agent.json {
         made.to_string()
@@ -205,6 +193,14 @@ async fn share(args: cli::ShareArgs) -> Result<(), Failure> {
         url.to_string()
     });
     Ok(())
+}
+
+/// A REST client's failure as the process ends on it: exit 2 for what the user must fix.
+fn client_failure(e: crate::client::ClientError) -> Failure {
+    match e {
+        crate::client::ClientError::Usage(message) => Failure::usage(message),
+        crate::client::ClientError::Failed(message) => Failure::runtime(message),
+    }
 }
 
 /// Whether an agent shows its live status: on a terminal, without `--json`.
