@@ -246,11 +246,16 @@ pub enum Protocol {
     Https,
 }
 
+/// The port of a `HOST:PORT` target, if it has one (a forward-proxy tunnel's has none).
+pub fn target_port(target: &str) -> Option<u16> {
+    target.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
 impl Protocol {
     /// How a client connects to a tunnel of this protocol to `target` at its public
     /// `address`: the scheme follows the protocol, or the target's well-known port.
     pub fn connection_string(self, target: &str, address: &str) -> String {
-        let port = target.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+        let port = target_port(target);
         let scheme = match (self, port) {
             (Protocol::Http, _) => "http",
             (Protocol::Https, _) => "https",

@@ -48,10 +48,11 @@ impl Maps {
     /// Removes `tunnel` from the maps (not its port, which the caller frees with its socket).
     fn forget(&mut self, tunnel: &Tunnel) {
         self.tunnels.remove(&tunnel.id);
-        self.by_name.remove(&(tunnel.owner.clone(), tunnel.name().clone()));
-        if self.public_names.get(&tunnel.name()) == Some(&tunnel.id) {
-            self.public_names.remove(&tunnel.name());
+        let name = tunnel.name();
+        if self.public_names.get(&name) == Some(&tunnel.id) {
+            self.public_names.remove(&name);
         }
+        self.by_name.remove(&(tunnel.owner.clone(), name));
     }
 }
 

@@ -99,11 +99,7 @@ pub async fn connect(
         )));
     }
     let record = tunnel.record();
-    let target_port = record
-        .target
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .unwrap_or(0);
+    let target_port = crate::types::target_port(&record.target).unwrap_or(0);
     let number = shared.next_listen.fetch_add(1, Ordering::Relaxed);
     let (answer_tx, answer) = tokio::sync::oneshot::channel();
     shared.listens.lock().expect("listens lock").insert(number, answer_tx);

@@ -188,12 +188,7 @@ async fn stop(
 ) -> Result<Json<Value>, ApiError> {
     own_path(&caller, &username)?;
     let shared = api.shared()?;
-    let tunnel = id
-        .parse::<TunnelId>()
-        .ok()
-        .and_then(|id| shared.registry.get(id))
-        .filter(|t| t.owner == caller)
-        .ok_or_else(|| ApiError::not_found("tunnel"))?;
+    let tunnel = super::tunnels::owned(&shared, &caller, &id)?;
     let jobs = super::stop_tunnel(&shared, &tunnel, &caller).await;
     Ok(Json(json!({"result": true, "id": tunnel.id, "jobs_running": jobs})))
 }

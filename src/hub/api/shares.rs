@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tunnels::{json_object, rfc3339, unprocessable, visible, ErrorBody};
+use super::tunnels::{json_object, owned, rfc3339, unprocessable, ErrorBody};
 use super::{Api, ApiError, Caller, Shared};
 use crate::hub::shares::{Expiry, Share, ShareRecord, ShareToken, RATE_LIMITS};
 use crate::types::Protocol;
@@ -177,10 +177,7 @@ pub async fn create(
         ),
     };
     let shared = api.shared()?;
-    let tunnel = visible(&shared, &caller, &id)?;
-    if tunnel.owner != caller {
-        return Err(ApiError::not_found("tunnel"));
-    }
+    let tunnel = owned(&shared, &caller, &id)?;
     if methods.is_some() && !matches!(tunnel.protocol, Protocol::Http | Protocol::Auto) {
         return Err(unprocessable(format!(
             "allowedMethods: the hub reads requests only of http and auto tunnels, and {} is {}",
@@ -234,10 +231,7 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<ShareList>, ApiError> {
     let shared = api.shared()?;
-    let tunnel = visible(&shared, &caller, &id)?;
-    if tunnel.owner != caller {
-        return Err(ApiError::not_found("tunnel"));
-    }
+    let tunnel = owned(&shared, &caller, &id)?;
     let shares = shared
         .shares
         .of_tunnel(tunnel.id)

@@ -132,6 +132,14 @@ pub(super) fn visible(shared: &Shared, caller: &UserName, id: &str) -> Result<Ar
         .ok_or_else(|| ApiError::not_found("tunnel"))
 }
 
+/// A live tunnel the caller owns: what only the owner may change (anyone else gets 404).
+pub(super) fn owned(shared: &Shared, caller: &UserName, id: &str) -> Result<Arc<Tunnel>, ApiError> {
+    visible(shared, caller, id)
+        .ok()
+        .filter(|t| &t.owner == caller)
+        .ok_or_else(|| ApiError::not_found("tunnel"))
+}
+
 /// The caller's live tunnels, and those shared with every user.
 #[utoipa::path(
     get,
@@ -198,10 +206,7 @@ async fn stop(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let shared = api.shared()?;
-    let tunnel = visible(&shared, &caller, &id)?;
-    if tunnel.owner != caller {
-        return Err(ApiError::not_found("tunnel"));
-    }
+    let tunnel = owned(&shared, &caller, &id)?;
     super::stop_tunnel(&shared, &tunnel, &caller).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -458,10 +463,7 @@ async fn update(
         .transpose()
         .map_err(|e| unprocessable(format!("name: {e}")))?;
     let shared = api.shared()?;
-    let tunnel = visible(&shared, &caller, &id)?;
-    if tunnel.owner != caller {
-        return Err(ApiError::not_found("tunnel"));
-    }
+    let tunnel = owned(&shared, &caller, &id)?;
     if let Some(name) = name {
         shared.registry.rename(&tunnel, name).map_err(|e| match e.code {
             crate::wire::RefuseCode::NotFound => ApiError::not_found("tunnel"),
