@@ -1,5 +1,6 @@
 //! Answers the hub or an agent gives a visitor itself, when no service does: an unknown
-//! name (404), a tunnel without an agent (503), a target that refuses (502).
+//! name (404), a tunnel without an agent (503), a target that refuses (502), a share that
+//! refuses (405, 410, 429).
 
 use std::time::Duration;
 
@@ -16,6 +17,12 @@ pub fn http_response(status: u16, reason: &str, content_type: &str, body: &str) 
         body.len()
     )
     .into_bytes()
+}
+
+/// The body of the hub's own JSON errors on the main port: `{"error": why, "code": code}`,
+/// the shape the REST API answers with too.
+pub fn json_error_body(code: &str, why: &str) -> String {
+    serde_json::json!({"error": why, "code": code}).to_string() + "\n"
 }
 
 /// A plain-text HTTP error naming the tunnel and the cause, e.g. `502 Bad Gateway` with

@@ -222,7 +222,7 @@ async fn carry_routed(shared: &Shared, tunnel: Arc<Tunnel>, io: Replay<TcpStream
 
 /// The hub's own answer to an HTTP visitor: a JSON error with `code`.
 async fn answer<T: AsyncRead + AsyncWrite + Unpin>(mut io: T, status: u16, reason: &str, code: &str, why: &str) {
-    let body = serde_json::json!({"error": why, "code": code}).to_string() + "\n";
+    let body = crate::answer::json_error_body(code, why);
     let response = crate::answer::http_response(status, reason, "application/json", &body);
     crate::answer::answer_and_close(&mut io, &response).await;
 }

@@ -233,7 +233,7 @@ fn refused(refusal: &Refusal) -> Response<Body> {
 
 /// The hub's own JSON answer, `{"error", "code"}`, as on the rest of the main port.
 fn answer(status: StatusCode, code: &str, why: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": why, "code": code}).to_string() + "\n";
+    let body = crate::answer::json_error_body(code, why);
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
     response
