@@ -2,6 +2,7 @@
 //! registry of tunnels and the persistent store, composed and started by [`Hub::start`].
 
 mod api;
+pub(crate) mod http_framing;
 mod listener;
 mod public;
 pub mod registry;
