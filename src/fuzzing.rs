@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("control_frame", control_frame),
     ("udp_datagram", udp_datagram),
     ("pac_result", pac_result),
+    ("http_framing", http_framing),
 ];
 
 /// The main port's and the public ports' classifiers, on every prefix a reader could see.
@@ -113,4 +114,38 @@ pub fn pac_result(data: &[u8]) {
     assert!(host.len() <= text.len());
     let _ = crate::proxy::route::pac_url(true, text, text);
     let _ = crate::proxy::route::pac_url(false, text, text);
+}
+
+/// A share's HTTP/1.1 framing (`hub/http_framing.rs`): a head is found at the same place
+/// however its bytes arrive, heads parse without panicking, and a body ends at the same
+/// place whether its bytes come at once or in two pieces.
+pub fn http_framing(data: &[u8]) {
+    use crate::hub::http_framing::{self as framing, BodyFramer, BodyKind, HeadScan};
+    if let Ok(Some(len)) = HeadScan::default().find(data) {
+        let mut scan = HeadScan::default();
+        let found = (1..=data.len()).step_by(5).chain([data.len()]).find_map(|end| scan.find(&data[..end]).ok().flatten());
+        assert_eq!(found, Some(len), "found at the same place in pieces");
+        let _ = framing::parse_request(&data[..len]);
+        let _ = framing::parse_response(&data[..len], false);
+    }
+    for kind in [BodyKind::Chunked, BodyKind::Length(data.len() as u64 / 2)] {
+        let whole = BodyFramer::new(kind).advance(data);
+        let mut framer = BodyFramer::new(kind);
+        let (first, second) = data.split_at(data.len() / 3);
+        let pieces = framer.advance(first).and_then(|a| match a.done {
+            true => Ok(a),
+            false => framer.advance(second).map(|b| framing::Advance {
+                used: a.used + b.used,
+                done: b.done,
+            }),
+        });
+        match (whole, pieces) {
+            (Ok(whole), Ok(pieces)) => {
+                assert!(whole.used <= data.len());
+                assert_eq!(whole, pieces, "the same end in pieces");
+            }
+            (Err(_), Err(_)) => {}
+            (whole, pieces) => panic!("at once {whole:?}, in pieces {pieces:?}"),
+        }
+    }
 }

@@ -30,6 +30,9 @@ fn seeds() -> Vec<Vec<u8>> {
     }
     seeds.push(b"GET /path HTTP/1.1\r\nHost: web.localhost:7443\r\nUpgrade: websocket\r\n\r\n".to_vec());
     seeds.push(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec());
+    seeds.push(b"5;e=1\r\nhello\r\nA \r\n0123456789\r\n0\r\nT: x\r\n\r\nGET / HTTP/1.1\r\n\r\n".to_vec());
+    seeds.push(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc".to_vec());
+    seeds.push(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec());
     seeds.push(wire::PREFACE.to_vec());
     seeds.push(b"PROXY a.example:3128; HTTPS [2001:db8::1]:443;socks5 s:1080 ; DIRECT;TUNNEL corp".to_vec());
     seeds.push(b"http://user:pw@[::1]:3128/".to_vec());

@@ -373,3 +373,66 @@ async fn an_upgrade_through_a_share_is_joined_and_its_stream_counted() {
         .unwrap();
     assert_eq!(&echoed, b"ping through a share");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_and_ambiguous_ones_refused() {
+    let hub = TestHub::start(&["--api-address", "127.0.0.1:0"]).await;
+    let api = hub.api_address.clone().unwrap();
+    let web = origin("").await;
+    let mut agent = hub.expose("quic", "alice", &web.addr, &["--name", "web", "--protocol", "http"]);
+    let tunnel = str_of(&agent.ready().await, "tunnel_id");
+    let allowed = serde_json::json!({"name": "pipe", "expiresIn": "1h", "allowedMethods": ["GET", "POST"]});
+    let (_, share) = make_share(&api, &tunnel, allowed).await;
+    let host = authority(&str_of(&share, "shareUrl"));
+    let served = || web.requests.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Three requests in one write: the refusal in the middle is answered in its turn.
+    let mut tcp = TcpStream::connect(&hub.addr).await.unwrap();
+    let pipelined = format!(
+        "GET /one HTTP/1.1\r\nHost: {host}\r\n\r\nDELETE /two HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /three HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc"
+    );
+    tcp.write_all(pipelined.as_bytes()).await.unwrap();
+    let first = read_answer(&mut tcp).await;
+    assert!(first.body.starts_with("origin GET /one"), "{first:?}");
+    let second = read_answer(&mut tcp).await;
+    assert_eq!((second.status, code(&second).as_str()), (405, "method_not_allowed"));
+    let third = read_answer(&mut tcp).await;
+    assert!(
+        third.body.starts_with("origin POST /three") && third.body.ends_with("body=abc"),
+        "{third:?}"
+    );
+    assert_eq!(served(), 2);
+
+    // A refused request with a body ends the connection after its answer.
+    let refused = format!("DELETE /x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc");
+    tcp.write_all(refused.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(
+        (answer.status, answer.headers.get("connection").map(String::as_str)),
+        (405, Some("close"))
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed after the refusal: {read:?}");
+
+    // Framing two servers could read differently never reaches the target: a body declared
+    // twice (which hides a second request inside the first), or a look-alike header.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let ambiguous = [
+        format!("POST /four HTTP/1.1\r\nHost: {host}\r\nContent-Length: 35\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        format!("POST /five HTTP/1.1\r\nHost: {host}\r\nContent_Length: 35\r\n\r\n{smuggled}"),
+        format!("POST /six HTTP/1.1\r\nHost: {host}\r\nX: a\nContent-Length: 35\r\n\r\n{smuggled}"),
+    ];
+    for request in ambiguous {
+        let mut tcp = TcpStream::connect(&hub.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut tcp).await;
+        assert_eq!(
+            (answer.status, code(&answer).as_str()),
+            (400, "bad_request"),
+            "{request:?}"
+        );
+    }
+    assert_eq!(served(), 2, "no ambiguous request reached the target");
+}

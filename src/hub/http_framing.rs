@@ -201,12 +201,17 @@ impl Fields {
                 fields.content_length = Some(length);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 codings += 1;
-                let value = std::str::from_utf8(header.value).map_err(|_| FrameError::Head("a bad Transfer-Encoding"))?;
+                let value =
+                    std::str::from_utf8(header.value).map_err(|_| FrameError::Head("a bad Transfer-Encoding"))?;
                 let last = value.rsplit(',').next().unwrap_or_default().trim();
                 let only_chunked = value.trim().eq_ignore_ascii_case("chunked");
                 // A request's one coding must be chunked and nothing else; a response's
                 // body is chunked when its last coding is.
-                let chunked = if strict { only_chunked && codings == 1 } else { last.eq_ignore_ascii_case("chunked") };
+                let chunked = if strict {
+                    only_chunked && codings == 1
+                } else {
+                    last.eq_ignore_ascii_case("chunked")
+                };
                 fields.transfer_encoding = Some(if chunked { Coding::Chunked } else { Coding::Other });
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -218,7 +223,9 @@ impl Fields {
                 fields.upgrade = true;
             } else if strict && is_framing_lookalike(name) {
                 // Some servers (CGI gateways among them) read `_` as `-`.
-                return Err(FrameError::Head("a header name that imitates Content-Length or Transfer-Encoding"));
+                return Err(FrameError::Head(
+                    "a header name that imitates Content-Length or Transfer-Encoding",
+                ));
             }
         }
         Ok(fields)
@@ -260,18 +267,36 @@ enum State {
     Length(u64),
     UntilClose,
     /// Reading a chunk's size: its hex digits so far.
-    Size { digits: u8, size: u64, line: usize },
+    Size {
+        digits: u8,
+        size: u64,
+        line: usize,
+    },
     /// Spaces or tabs after the size, before `;` or CR.
-    SizeSpace { size: u64, line: usize },
-    Extension { size: u64, line: usize },
-    SizeLf { size: u64 },
+    SizeSpace {
+        size: u64,
+        line: usize,
+    },
+    Extension {
+        size: u64,
+        line: usize,
+    },
+    SizeLf {
+        size: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,
     /// At the start of a trailer line (or of the empty line that ends the body).
-    TrailerStart { total: usize },
-    TrailerLine { total: usize },
-    TrailerLf { total: usize },
+    TrailerStart {
+        total: usize,
+    },
+    TrailerLine {
+        total: usize,
+    },
+    TrailerLf {
+        total: usize,
+    },
     EndLf,
 }
 
@@ -288,10 +313,6 @@ impl BodyFramer {
             BodyKind::UntilClose => State::UntilClose,
         };
         Self { state }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
     }
 
     /// Takes as much of `input` as belongs to the body.
@@ -343,22 +364,37 @@ impl BodyFramer {
                 Some(_) => return Err(Bad("a chunk size of more than 16 digits")),
                 None if digits == 0 => return Err(Bad("a chunk size without digits")),
                 None => match b {
-                    b' ' | b'\t' => State::SizeSpace { size, line: line_ok(line)? },
-                    b';' => State::Extension { size, line: line_ok(line)? },
+                    b' ' | b'\t' => State::SizeSpace {
+                        size,
+                        line: line_ok(line)?,
+                    },
+                    b';' => State::Extension {
+                        size,
+                        line: line_ok(line)?,
+                    },
                     b'\r' => State::SizeLf { size },
                     _ => return Err(Bad("a chunk size that is not hex")),
                 },
             },
             State::SizeSpace { size, line } => match b {
-                b' ' | b'\t' => State::SizeSpace { size, line: line_ok(line)? },
-                b';' => State::Extension { size, line: line_ok(line)? },
+                b' ' | b'\t' => State::SizeSpace {
+                    size,
+                    line: line_ok(line)?,
+                },
+                b';' => State::Extension {
+                    size,
+                    line: line_ok(line)?,
+                },
                 b'\r' => State::SizeLf { size },
                 _ => return Err(Bad("bytes after a chunk size")),
             },
             State::Extension { size, line } => match b {
                 b'\r' => State::SizeLf { size },
                 b'\n' => return Err(Bad("a chunk extension with a bare LF")),
-                _ => State::Extension { size, line: line_ok(line)? },
+                _ => State::Extension {
+                    size,
+                    line: line_ok(line)?,
+                },
             },
             State::SizeLf { size: 0 } if b == b'\n' => State::TrailerStart { total: 0 },
             State::SizeLf { size } if b == b'\n' => State::Data(size),

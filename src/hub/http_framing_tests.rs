@@ -13,9 +13,19 @@ fn the_head_ends_at_the_first_empty_line_however_the_bytes_arrive() {
     let message = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
     assert_eq!(scan_whole(message), Some(27));
     let mut scan = HeadScan::default();
-    let found: Vec<Option<usize>> = (1..=message.len()).map(|end| scan.find(&message[..end]).unwrap()).collect();
-    assert_eq!(found.iter().position(Option::is_some), Some(26), "found with its last byte");
-    assert_eq!(scan_whole(b"HTTP/1.1 200 OK\nA: b\n\nbody"), Some(22), "bare LFs in a response");
+    let found: Vec<Option<usize>> = (1..=message.len())
+        .map(|end| scan.find(&message[..end]).unwrap())
+        .collect();
+    assert_eq!(
+        found.iter().position(Option::is_some),
+        Some(26),
+        "found with its last byte"
+    );
+    assert_eq!(
+        scan_whole(b"HTTP/1.1 200 OK\nA: b\n\nbody"),
+        Some(22),
+        "bare LFs in a response"
+    );
     let endless = vec![b'a'; MAX_HEAD + 1];
     assert_eq!(HeadScan::default().find(&endless), Err(FrameError::HeadTooLarge));
 }
@@ -30,7 +40,10 @@ fn request(text: &str) -> Result<RequestHead, FrameError> {
 #[test]
 fn requests_declare_their_bodies_one_way_only() {
     let get = request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    assert_eq!((get.method.as_str(), get.body, get.close, get.upgrade), ("GET", BodyKind::Empty, false, false));
+    assert_eq!(
+        (get.method.as_str(), get.body, get.close, get.upgrade),
+        ("GET", BodyKind::Empty, false, false)
+    );
     let post = request("POST / HTTP/1.1\r\nContent-Length: 12\r\ncontent-length:12 \r\n\r\n").unwrap();
     assert_eq!(post.body, BodyKind::Length(12));
     let chunked = request("PUT / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
@@ -63,8 +76,16 @@ fn requests_declare_their_bodies_one_way_only() {
 #[test]
 fn requests_say_whether_the_connection_goes_on() {
     assert!(request("GET / HTTP/1.0\r\n\r\n").unwrap().close);
-    assert!(!request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().close);
-    assert!(request("GET / HTTP/1.1\r\nConnection: te, close\r\n\r\n").unwrap().close);
+    assert!(
+        !request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .close
+    );
+    assert!(
+        request("GET / HTTP/1.1\r\nConnection: te, close\r\n\r\n")
+            .unwrap()
+            .close
+    );
     let upgrade = request("GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert!(upgrade.unwrap().upgrade);
     assert!(!request("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").unwrap().upgrade);
@@ -75,9 +96,19 @@ fn responses_follow_rfc_9112_section_6_3() {
     let response = |text: &str, to_head| parse_response(text.as_bytes(), to_head).unwrap();
     let sized = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
     assert_eq!(response(sized, false).body, BodyKind::Length(5));
-    assert_eq!(response(sized, true).body, BodyKind::Empty, "an answer to HEAD has no body");
-    assert_eq!(response("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false).body, BodyKind::Empty);
-    assert_eq!(response("HTTP/1.1 304 Not Modified\r\n\r\n", false).body, BodyKind::Empty);
+    assert_eq!(
+        response(sized, true).body,
+        BodyKind::Empty,
+        "an answer to HEAD has no body"
+    );
+    assert_eq!(
+        response("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false).body,
+        BodyKind::Empty
+    );
+    assert_eq!(
+        response("HTTP/1.1 304 Not Modified\r\n\r\n", false).body,
+        BodyKind::Empty
+    );
     let interim = response("HTTP/1.1 100 Continue\r\n\r\n", false);
     assert!(interim.is_interim() && interim.body == BodyKind::Empty);
     assert!(!response("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_interim());
@@ -111,7 +142,14 @@ fn bodies_end_where_their_framing_says_however_the_bytes_arrive() {
     let body_len = chunked.len() - b"GET / HTTP/1.1\r\n".len();
     for step in 1..=chunked.len() {
         let advance = frame_in_steps(BodyKind::Chunked, chunked, step).unwrap();
-        assert_eq!(advance, Advance { used: body_len, done: true }, "in pieces of {step}");
+        assert_eq!(
+            advance,
+            Advance {
+                used: body_len,
+                done: true
+            },
+            "in pieces of {step}"
+        );
     }
     assert_eq!(
         frame_in_steps(BodyKind::Length(3), b"abcdef", 2).unwrap(),
@@ -121,7 +159,10 @@ fn bodies_end_where_their_framing_says_however_the_bytes_arrive() {
         frame_in_steps(BodyKind::Length(9), b"abcdef", 4).unwrap(),
         Advance { used: 6, done: false }
     );
-    assert_eq!(BodyFramer::new(BodyKind::Empty).advance(b"x").unwrap(), Advance { used: 0, done: true });
+    assert_eq!(
+        BodyFramer::new(BodyKind::Empty).advance(b"x").unwrap(),
+        Advance { used: 0, done: true }
+    );
     let mut until_close = BodyFramer::new(BodyKind::UntilClose);
     assert_eq!(until_close.advance(b"abc").unwrap(), Advance { used: 3, done: false });
 }
@@ -140,7 +181,10 @@ fn malformed_chunked_bodies_are_refused() {
         b"0\r\n\rX",
     ];
     for input in bad {
-        assert!(frame_in_steps(BodyKind::Chunked, input, 1).is_err(), "accepted {input:?}");
+        assert!(
+            frame_in_steps(BodyKind::Chunked, input, 1).is_err(),
+            "accepted {input:?}"
+        );
     }
     let long_line = [b"1;".as_slice(), &vec![b'e'; MAX_CHUNK_LINE]].concat();
     assert!(frame_in_steps(BodyKind::Chunked, &long_line, 64).is_err());
@@ -155,15 +199,21 @@ fn split_requests(stream: &[u8]) -> Vec<(String, String, Option<u64>)> {
     let mut seen = Vec::new();
     let mut at = 0;
     while at < stream.len() {
-        let Ok(Some(len)) = HeadScan::default().find(&stream[at..]) else { break };
-        let Ok(head) = parse_request(&stream[at..at + len]) else { break };
+        let Ok(Some(len)) = HeadScan::default().find(&stream[at..]) else {
+            break;
+        };
+        let Ok(head) = parse_request(&stream[at..at + len]) else {
+            break;
+        };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         parsed.parse(&stream[at..at + len]).expect("parsed before");
         let target = parsed.path.unwrap_or_default().to_owned();
         at += len;
         let advance = BodyFramer::new(head.body).advance(&stream[at..]);
-        let Ok(Advance { used, done: true }) = advance else { break };
+        let Ok(Advance { used, done: true }) = advance else {
+            break;
+        };
         at += used;
         let sized = match head.body {
             BodyKind::Length(n) => Some(n),
@@ -225,8 +275,20 @@ fn random_request(rng: &mut impl rand::Rng) -> Vec<u8> {
     // A body that is itself a request: misframing shows as a request one side sees.
     let body = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut out = format!("{method} /r{} {version}\r\nHost: a\r\n", rng.random_range(0..100)).into_bytes();
-    let lengths = ["35", "35", "35", "35", " 35 ", "035", "+35", "35, 35", "-1", "", "34", "36", "0", "1a"];
-    let codings = ["chunked", "chunked", "chunked", "Chunked", " chunked ", "gzip, chunked", "chunked, gzip", "identity", "chunked\t"];
+    let lengths = [
+        "35", "35", "35", "35", " 35 ", "035", "+35", "35, 35", "-1", "", "34", "36", "0", "1a",
+    ];
+    let codings = [
+        "chunked",
+        "chunked",
+        "chunked",
+        "Chunked",
+        " chunked ",
+        "gzip, chunked",
+        "chunked, gzip",
+        "identity",
+        "chunked\t",
+    ];
     let mut chunked = false;
     for _ in 0..rng.random_range(0..3) {
         match rng.random_range(0..6) {
@@ -235,8 +297,15 @@ fn random_request(rng: &mut impl rand::Rng) -> Vec<u8> {
                 chunked = true;
                 out.extend_from_slice(format!("Transfer-Encoding: {}\r\n", pick(rng, &codings)).as_bytes())
             }
-            4 => out.extend_from_slice(pick(rng, &["Content_Length: 35\r\n", "Transfer_Encoding: chunked\r\n"]).as_bytes()),
-            _ => out.extend_from_slice(pick(rng, &["Connection: keep-alive\r\n", "Connection: close\r\n", "X-A: b\r\n"]).as_bytes()),
+            4 => out
+                .extend_from_slice(pick(rng, &["Content_Length: 35\r\n", "Transfer_Encoding: chunked\r\n"]).as_bytes()),
+            _ => out.extend_from_slice(
+                pick(
+                    rng,
+                    &["Connection: keep-alive\r\n", "Connection: close\r\n", "X-A: b\r\n"],
+                )
+                .as_bytes(),
+            ),
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -244,7 +313,20 @@ fn random_request(rng: &mut impl rand::Rng) -> Vec<u8> {
         let sizes = ["23", "23", "23", "23;ext=1", "23 ", "023", "0x23", "22", "24", "23\n"];
         out.extend_from_slice(format!("{}\r\n", pick(rng, &sizes)).as_bytes());
         out.extend_from_slice(body);
-        out.extend_from_slice(pick(rng, &["\r\n0\r\n\r\n", "\r\n0\r\n\r\n", "\r\n0\r\nT: x\r\n\r\n", "\n0\r\n\r\n", "\r\n0\r\n\n", "0\r\n\r\n"]).as_bytes());
+        out.extend_from_slice(
+            pick(
+                rng,
+                &[
+                    "\r\n0\r\n\r\n",
+                    "\r\n0\r\n\r\n",
+                    "\r\n0\r\nT: x\r\n\r\n",
+                    "\n0\r\n\r\n",
+                    "\r\n0\r\n\n",
+                    "0\r\n\r\n",
+                ],
+            )
+            .as_bytes(),
+        );
     } else if rng.random_bool(0.5) {
         out.extend_from_slice(body);
     }
@@ -288,6 +370,9 @@ async fn the_framer_and_hyper_agree_on_every_request_both_accept() {
         agreed_fully += usize::from(ours.len() == theirs.len());
         with_bodies += ours.iter().filter(|(_, _, sized)| *sized != Some(0)).count();
     }
-    assert!(agreed_fully > compared / 2, "the generator makes streams both read: {agreed_fully}/{compared}");
+    assert!(
+        agreed_fully > compared / 2,
+        "the generator makes streams both read: {agreed_fully}/{compared}"
+    );
     assert!(with_bodies > 300, "the generator makes bodies both read: {with_bodies}");
 }

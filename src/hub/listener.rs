@@ -3,6 +3,8 @@
 //! trusted proxy's PROXY header) and handed on with those bytes replayed.
 
 use std::net::SocketAddr;
+
+use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,7 +201,9 @@ async fn serve_share(shared: &Arc<Shared>, share: Arc<Share>, verdict: Verdict, 
             }
         }
         (Verdict::Tls { .. }, None) => match tokio::time::timeout(SNIFF_DEADLINE, shared.https.accept(io)).await {
-            Ok(Ok(tls)) => share_visitors::serve_http(shared.clone(), share, tls, peer).await,
+            Ok(Ok(tls)) => {
+                share_visitors::serve_http(shared.clone(), share, Box::new(tls), BytesMut::new(), peer).await
+            }
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake for a share failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake for a share did not finish in time"),
         },
@@ -207,7 +211,10 @@ async fn serve_share(shared: &Arc<Shared>, share: Arc<Share>, verdict: Verdict, 
             let why = "this share's tunnel serves HTTPS: use https:// with the same host";
             answer(io, 400, "Bad Request", "https_only", why).await
         }
-        (_, None) => share_visitors::serve_http(shared.clone(), share, io, peer).await,
+        (_, None) => {
+            let (sniffed, tcp) = io.into_parts();
+            share_visitors::serve_http(shared.clone(), share, tcp, sniffed, peer).await
+        }
     }
 }
 

@@ -1,137 +1,433 @@
 //! Visitors through shares on the main port. HTTP (plain, or TLS the hub ends with its own
-//! `*.<domain>` certificate) is served request by request, so every request of a kept-alive
-//! connection is checked against the share (method, rate, expiry, revocation) before it is
-//! sent on the tunnel; TLS to an `https` tunnel's share is passed through untouched and
-//! checked once, as one connection.
+//! `*.<domain>` certificate) is relayed as bytes, as routing by name does, while
+//! `http_framing` finds where each request and response begins and ends: every request of a
+//! kept-alive connection is checked against the share (method, rate, expiry, revocation)
+//! before its bytes go on to the tunnel, and a refusal is answered in its turn, after the
+//! answers to the requests before it. TLS to an `https` tunnel's share is passed through
+//! untouched and checked once, as one connection.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use tokio::sync::{mpsc, oneshot};
 
+use super::http_framing::{self, BodyFramer, FrameError, HeadScan, RequestHead};
 use super::registry::Tunnel;
 use super::shares::{Moment, Refusal, Share};
 use super::Shared;
 use crate::carrier::Peer;
-use crate::proxy::{self, Body};
+use crate::mux::{MuxRecv, MuxSend};
+use crate::relay::{ChunkRead, ChunkWrite, RelayEnd};
+use crate::shutdown::ConnectionGuard;
 use crate::sniff::Detected;
 
-/// The upstream side of one visitor connection: an HTTP/1.1 client connection on a stream
-/// to the tunnel's agent, opened at the first admitted request and kept while it lasts.
-type Upstream = tokio::sync::Mutex<Option<SendRequest<Incoming>>>;
+/// How long a visitor may take to send a request head, once it has begun one.
+const HEAD_DEADLINE: Duration = crate::proxy::HEADER_DEADLINE;
+/// Requests read ahead of their answers (pipelining) before the visitor is read no further.
+const READ_AHEAD: usize = 16;
+/// After the last answer, how long and how much of what the visitor still sends is read, so
+/// that closing with unread data does not reset the connection before the answer is read.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
 
-/// Serves an HTTP visitor of `share` until it closes, one request at a time.
-pub async fn serve_http<T>(shared: Arc<Shared>, share: Arc<Share>, io: T, peer: Peer)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let upstream: Arc<Upstream> = Arc::default();
-    let shared_for_drain = shared.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let (shared, share, upstream, peer) = (shared.clone(), share.clone(), upstream.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(&shared, &share, &upstream, &peer, request).await) }
-    });
-    let draining = shared_for_drain.shutdown.clone();
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(proxy::HEADER_DEADLINE)
-        .max_buf_size(proxy::MAX_HEAD)
-        .preserve_header_case(true)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(served);
-    // A draining hub lets the request in flight finish and closes the connection after it,
-    // so an idle kept-alive visitor does not hold the drain until its timeout.
-    let ended = tokio::select! {
-        ended = served.as_mut() => ended,
-        _ = draining.draining() => {
-            served.as_mut().graceful_shutdown();
-            served.await
+/// What the answering side is to do next, in the order requests arrived.
+enum Pending {
+    /// The stream to the agent was opened: its answers arrive here.
+    Opened(MuxRecv, OpenStream),
+    /// A request went to the agent: pass on its answer (1xx ones first). Upgrade requests
+    /// learn whether the agent switched protocols.
+    Forwarded {
+        to_head: bool,
+        switched: Option<oneshot::Sender<bool>>,
+    },
+    /// The hub answers this request itself, and closes after it if `close`.
+    Refused { answer: Bytes, close: bool },
+}
+
+/// Serves an HTTP visitor of `share` until it closes. `early` is what the visitor sent
+/// before it was routed here.
+pub async fn serve_http<V: RelayEnd>(shared: Arc<Shared>, share: Arc<Share>, visitor: V, early: BytesMut, peer: Peer) {
+    let (from_visitor, to_visitor) = visitor.into_halves();
+    let (queue, pending) = mpsc::channel(READ_AHEAD);
+    let requests = read_requests(&shared, &share, &peer, from_visitor, early, queue);
+    let answers = write_answers(to_visitor, pending);
+    tokio::pin!(requests, answers);
+    tokio::select! {
+        () = &mut answers => {
+            // Nothing more will be answered; let the visitor see the end before closing.
+            let _ = tokio::time::timeout(LINGER, requests).await;
         }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "share visitor connection ended with an error");
+        () = &mut requests => answers.await,
     }
 }
 
-async fn handle(
+/// The visitor's side: reads each request head, admits it or queues the hub's refusal, and
+/// sends admitted requests on one stream to the agent, opened at the first of them.
+async fn read_requests(
     shared: &Shared,
     share: &Share,
-    upstream: &Upstream,
     peer: &Peer,
-    mut request: Request<Incoming>,
-) -> Response<Body> {
-    let id = &share.record.id;
-    if let Err(refusal) = share.admit(Moment::now(), Some(request.method().as_str())) {
-        tracing::info!(share = %id, %peer, method = %request.method(), "share refused a request: {refusal}");
-        return refused(&refusal);
-    }
-    let Some(tunnel) = shared.registry.get(share.record.tunnel) else {
-        return answer(
-            StatusCode::GONE,
-            "tunnel_ended",
-            "the tunnel behind this share has ended",
-        );
-    };
-    if tunnel.is_paused() {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "paused",
-            "the tunnel is paused by its owner",
-        );
-    }
-    let upgrade = proxy::wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
-    let mut upstream = upstream.lock().await;
-    // The agent's side may have closed after an answer (`Connection: close`): open anew.
-    if upstream.as_ref().is_none_or(|sender| sender.is_closed()) {
-        match open(shared, &tunnel, peer).await {
-            Ok(sender) => *upstream = Some(sender),
-            Err(response) => return response,
+    mut from: impl ChunkRead,
+    mut buf: BytesMut,
+    queue: mpsc::Sender<Pending>,
+) {
+    let mut to_agent: Option<(MuxSend, Arc<Tunnel>)> = None;
+    let draining = shared.shutdown.draining();
+    tokio::pin!(draining);
+    loop {
+        let head_len = match read_head(&mut from, &mut buf, draining.as_mut()).await {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(refusal) => {
+                let _ = queue.send(refusal).await;
+                break;
+            }
+        };
+        let head = match http_framing::parse_request(&buf[..head_len]) {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::debug!(share = %share.record.id, %peer, error = %e, "refusing a malformed request");
+                let _ = queue
+                    .send(refuse(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &e.to_string(),
+                        &[],
+                        true,
+                    ))
+                    .await;
+                linger(&mut from).await;
+                break;
+            }
+        };
+        if let Err(refused) = admit(shared, share, peer, &head) {
+            let close = matches!(refused, Pending::Refused { close: true, .. });
+            if queue.send(refused).await.is_err() || close {
+                linger(&mut from).await;
+                break;
+            }
+            let _ = buf.split_to(head_len);
+            continue;
+        }
+        if to_agent.is_none() {
+            match open(shared, share, peer).await {
+                Ok((send, recv, opened)) => {
+                    let tunnel = opened.tunnel.clone();
+                    if queue.send(Pending::Opened(recv, opened)).await.is_err() {
+                        break;
+                    }
+                    to_agent = Some((send, tunnel));
+                }
+                Err(refusal) => {
+                    let _ = queue.send(refusal).await;
+                    linger(&mut from).await;
+                    break;
+                }
+            }
+        }
+        let Some((send, tunnel)) = to_agent.as_mut() else { break };
+        let (switched, decision) = match head.upgrade {
+            true => Some(oneshot::channel()).unzip(),
+            false => (None, None),
+        };
+        let forwarded = Pending::Forwarded {
+            to_head: head.is_head(),
+            switched,
+        };
+        if queue.send(forwarded).await.is_err() {
+            break;
+        }
+        if let Err(e) = forward(&mut from, &mut buf, head_len, &head, send, tunnel).await {
+            tracing::debug!(share = %share.record.id, %peer, error = %e, "a request through a share ended early");
+            break;
+        }
+        if let Some(decision) = decision {
+            if decision.await == Ok(true) {
+                // The protocol switched: from here on the bytes are the upgraded protocol's.
+                let _ = pass_on(&mut from, std::mem::take(&mut buf), send, tunnel).await;
+                break;
+            }
+        }
+        if head.close {
+            break;
         }
     }
-    let Some(sender) = upstream.as_mut() else {
-        return answer(StatusCode::BAD_GATEWAY, "no_upstream", "no connection to the agent");
-    };
-    if sender.ready().await.is_err() {
-        *upstream = None;
-        return answer(
-            StatusCode::BAD_GATEWAY,
-            "upstream_closed",
-            "the agent's side closed the connection",
-        );
+    if let Some((mut send, _)) = to_agent {
+        let _ = send.finish();
     }
-    let mut response = match sender.send_request(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::debug!(share = %id, %peer, error = %e, "request through a share failed");
-            *upstream = None;
-            return answer(
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                &format!("the tunnel's target: {e}"),
-            );
-        }
-    };
-    if let Some(client_side) = upgrade {
-        proxy::join_upgrade(client_side, &mut response);
-    }
-    response.map(|body| body.boxed())
 }
 
-/// A stream to a member of `tunnel` with an HTTP/1.1 client on it; the stream counts as one
-/// of the tunnel's connections for as long as it is open.
-async fn open(shared: &Shared, tunnel: &Arc<Tunnel>, peer: &Peer) -> Result<SendRequest<Incoming>, Response<Body>> {
-    let unavailable = |why: &str| answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
+/// Reads until `buf` holds a whole request head: its length, or `None` when the visitor
+/// ends (or the hub drains) between requests. An idle kept-alive visitor may wait as long
+/// as it likes; a head, once begun, must be whole within [`HEAD_DEADLINE`].
+async fn read_head(
+    from: &mut impl ChunkRead,
+    buf: &mut BytesMut,
+    mut draining: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Option<usize>, Pending> {
+    let mut scan = HeadScan::default();
+    let mut deadline = None;
+    loop {
+        match scan.find(buf) {
+            Ok(Some(len)) => return Ok(Some(len)),
+            Ok(None) => {}
+            Err(FrameError::HeadTooLarge) => {
+                let why = format!("the request head is longer than {} bytes", http_framing::MAX_HEAD);
+                return Err(refuse(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "head_too_large",
+                    &why,
+                    &[],
+                    true,
+                ));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &e.to_string(),
+                    &[],
+                    true,
+                ))
+            }
+        }
+        let chunk = if buf.is_empty() {
+            tokio::select! {
+                chunk = from.chunk() => chunk,
+                () = draining.as_mut() => return Ok(None),
+            }
+        } else {
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_DEADLINE);
+            match tokio::time::timeout_at(deadline, from.chunk()).await {
+                Ok(chunk) => chunk,
+                Err(_) => {
+                    let why = "the request head did not arrive in time";
+                    return Err(refuse(StatusCode::REQUEST_TIMEOUT, "head_timeout", why, &[], true));
+                }
+            }
+        };
+        match chunk {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// Sends the request whose head is the first `head_len` bytes of `buf`, then its body as it
+/// arrives; what follows it stays in `buf`.
+async fn forward(
+    from: &mut impl ChunkRead,
+    buf: &mut BytesMut,
+    head_len: usize,
+    head: &RequestHead,
+    send: &mut MuxSend,
+    tunnel: &Tunnel,
+) -> std::io::Result<()> {
+    let mut framer = BodyFramer::new(head.body);
+    let mut ready = head_len;
+    loop {
+        let advance = framer.advance(&buf[ready..]).map_err(std::io::Error::other)?;
+        ready += advance.used;
+        if ready > 0 {
+            tunnel.bytes_in.fetch_add(ready as u64, Ordering::Relaxed);
+            send.send(buf.split_to(ready).freeze()).await?;
+            ready = 0;
+        }
+        if advance.done {
+            return Ok(());
+        }
+        match from.chunk().await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
+/// After a switch of protocols: everything the visitor sends goes on as it is.
+async fn pass_on(
+    from: &mut impl ChunkRead,
+    early: BytesMut,
+    send: &mut MuxSend,
+    tunnel: &Tunnel,
+) -> std::io::Result<()> {
+    let mut next = Some(early.freeze()).filter(|b| !b.is_empty());
+    loop {
+        let chunk = match next.take() {
+            Some(chunk) => chunk,
+            None => match from.chunk().await? {
+                Some(chunk) => chunk,
+                None => return Ok(()),
+            },
+        };
+        tunnel.bytes_in.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        send.send(chunk).await?;
+    }
+}
+
+/// The agent's side: writes the answers in the order the requests came, passing each of the
+/// agent's on as it arrives and the hub's own refusals in their turn.
+async fn write_answers(mut to: impl ChunkWrite, mut pending: mpsc::Receiver<Pending>) {
+    let mut agent: Option<(MuxRecv, OpenStream)> = None;
+    let mut buf = BytesMut::new();
+    while let Some(next) = pending.recv().await {
+        let ended = match next {
+            Pending::Opened(recv, opened) => {
+                agent = Some((recv, opened));
+                false
+            }
+            Pending::Refused { answer, close } => to.write(answer, Vec::new()).await.is_err() || close,
+            Pending::Forwarded { to_head, switched } => match agent.as_mut() {
+                Some((recv, opened)) => {
+                    match pass_back(recv, &opened.tunnel, &mut to, &mut buf, to_head, switched).await {
+                        Ok(Answered::Exchange) => false,
+                        Ok(Answered::Last) => true,
+                        Err(e) => {
+                            tracing::debug!(tunnel = %opened.tunnel.id, error = %e, "an answer through a share ended early");
+                            true
+                        }
+                    }
+                }
+                None => true,
+            },
+        };
+        if ended {
+            break;
+        }
+    }
+    let _ = to.finish().await;
+}
+
+enum Answered {
+    /// The exchange is over; the connection goes on.
+    Exchange,
+    /// Nothing more can be answered on this connection.
+    Last,
+}
+
+/// Passes on the agent's answer to one request (any 1xx answers, then the final one); after
+/// `101 Switching Protocols` to an upgrade request, everything the agent sends.
+async fn pass_back(
+    recv: &mut MuxRecv,
+    tunnel: &Tunnel,
+    to: &mut impl ChunkWrite,
+    buf: &mut BytesMut,
+    to_head: bool,
+    mut switched: Option<oneshot::Sender<bool>>,
+) -> std::io::Result<Answered> {
+    loop {
+        let mut scan = HeadScan::default();
+        let head_len = loop {
+            if let Some(len) = scan.find(buf).map_err(std::io::Error::other)? {
+                break len;
+            }
+            match recv.chunk().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => return Ok(Answered::Last),
+            }
+        };
+        let head = http_framing::parse_response(&buf[..head_len], to_head).map_err(std::io::Error::other)?;
+        if head.status == 101 {
+            let Some(switched) = switched.take() else {
+                return Err(std::io::Error::other(
+                    "101 Switching Protocols to a request that asked for no upgrade",
+                ));
+            };
+            let _ = switched.send(true);
+            let early = std::mem::take(buf).freeze();
+            tunnel.bytes_out.fetch_add(early.len() as u64, Ordering::Relaxed);
+            to.write(early, Vec::new()).await?;
+            while let Some(chunk) = recv.chunk().await? {
+                tunnel.bytes_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                to.write(chunk, Vec::new()).await?;
+            }
+            return Ok(Answered::Last);
+        }
+        let mut framer = BodyFramer::new(head.body);
+        let mut ready = head_len;
+        let ended = loop {
+            let advance = framer.advance(&buf[ready..]).map_err(std::io::Error::other)?;
+            ready += advance.used;
+            if ready > 0 {
+                tunnel.bytes_out.fetch_add(ready as u64, Ordering::Relaxed);
+                to.write(buf.split_to(ready).freeze(), Vec::new()).await?;
+                ready = 0;
+            }
+            if advance.done {
+                break false;
+            }
+            match recv.chunk().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                // The end of an answer read until the agent closes.
+                None if head.body == http_framing::BodyKind::UntilClose => break true,
+                None => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            }
+        };
+        if ended {
+            return Ok(Answered::Last);
+        }
+        if !head.is_interim() {
+            if let Some(switched) = switched {
+                let _ = switched.send(false);
+            }
+            return Ok(Answered::Exchange);
+        }
+    }
+}
+
+/// Whether the share lets this request through now: `Err` is the hub's answer instead. A
+/// refused request's body is not read, so a refusal of one with a body ends the connection.
+fn admit(shared: &Shared, share: &Share, peer: &Peer, head: &RequestHead) -> Result<(), Pending> {
+    let close = head.close || head.body != http_framing::BodyKind::Empty;
+    if head.method == "CONNECT" {
+        let why = "CONNECT is not carried through a share";
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            why,
+            &[],
+            true,
+        ));
+    }
+    if let Err(refusal) = share.admit(Moment::now(), Some(&head.method)) {
+        tracing::info!(share = %share.record.id, %peer, method = %head.method, "share refused a request: {refusal}");
+        return Err(refused(&refusal, close));
+    }
+    match shared.registry.get(share.record.tunnel) {
+        None => {
+            let why = "the tunnel behind this share has ended";
+            Err(refuse(StatusCode::GONE, "tunnel_ended", why, &[], true))
+        }
+        Some(tunnel) if tunnel.is_paused() => {
+            let why = "the tunnel is paused by its owner";
+            Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "paused", why, &[], close))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// A stream to the agent, counted as one of the tunnel's open connections (and as one the
+/// hub waits for when it drains) for as long as it lasts.
+struct OpenStream {
+    tunnel: Arc<Tunnel>,
+    _draining: ConnectionGuard,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.tunnel.open.leave(Detected::Http);
+    }
+}
+
+/// Opens a stream to a member of the share's tunnel.
+async fn open(shared: &Shared, share: &Share, peer: &Peer) -> Result<(MuxSend, MuxRecv, OpenStream), Pending> {
+    let unavailable = |why: &str| refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why, &[], true);
+    let Some(tunnel) = shared.registry.get(share.record.tunnel) else {
+        let why = "the tunnel behind this share has ended";
+        return Err(refuse(StatusCode::GONE, "tunnel_ended", why, &[], true));
+    };
     let Some(member) = tunnel.pick_member(shared.config.visitor_wait).await else {
         return Err(unavailable(
             "no agent is connected (it may be reconnecting); try again shortly",
@@ -142,64 +438,28 @@ async fn open(shared: &Shared, tunnel: &Arc<Tunnel>, peer: &Peer) -> Result<Send
         .open_to(tunnel.id.into(), peer)
         .await
         .map_err(|_| unavailable("the agent's connection is failing; try again shortly"))?;
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .preserve_header_case(true)
-        .handshake(TokioIo::new(Counted {
-            inner: stream,
-            tunnel: tunnel.clone(),
-        }))
-        .await
-        .map_err(|e| answer(StatusCode::BAD_GATEWAY, "upstream_failed", &e.to_string()))?;
     tunnel.connections.count(Detected::Http);
     tunnel.open.count(Detected::Http);
-    let (tunnel, guard) = (tunnel.clone(), shared.shutdown.track());
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(tunnel = %tunnel.id, error = %e, "share stream ended with an error");
+    let opened = OpenStream {
+        tunnel,
+        _draining: shared.shutdown.track(),
+    };
+    let (recv, send) = stream.into_split();
+    Ok((send, recv, opened))
+}
+
+/// Reads (bounded in time and bytes) what the visitor still sends after its last answer.
+async fn linger(from: &mut impl ChunkRead) {
+    let drain = async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match from.chunk().await {
+                Ok(Some(chunk)) => total += chunk.len(),
+                Ok(None) | Err(_) => return,
+            }
         }
-        tunnel.open.leave(Detected::Http);
-        drop(guard);
-    });
-    Ok(sender)
-}
-
-/// A stream to the agent whose bytes count toward the tunnel's `bytes_in` (written: the
-/// visitors' requests) and `bytes_out` (read: the answers), as they pass.
-struct Counted<T> {
-    inner: T,
-    tunnel: Arc<Tunnel>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        self.tunnel.bytes_out.fetch_add(read, Ordering::Relaxed);
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(written)) = &polled {
-            self.tunnel.bytes_in.fetch_add(*written as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// A TLS visitor of an `https` tunnel's share: admitted as one connection, then passed
@@ -215,29 +475,39 @@ pub fn admit_tls(share: &Share, peer: &Peer) -> bool {
 }
 
 /// The answer to a request a share refused: 405 with `Allow`, 429 with `Retry-After`, 410.
-fn refused(refusal: &Refusal) -> Response<Body> {
+fn refused(refusal: &Refusal, close: bool) -> Pending {
     let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut response = answer(status, refusal.code(), &refusal.to_string());
-    let headers = response.headers_mut();
-    match refusal {
-        Refusal::Method { allowed } => {
-            headers.insert(header::ALLOW, proxy::header_value(allowed));
-        }
-        Refusal::RateLimited { retry_after, .. } => {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-        }
-        Refusal::Revoked | Refusal::Expired => {}
+    let header = match refusal {
+        Refusal::Method { allowed } => Some(("allow", allowed.clone())),
+        Refusal::RateLimited { retry_after, .. } => Some(("retry-after", retry_after.to_string())),
+        Refusal::Revoked | Refusal::Expired => None,
+    };
+    refuse(status, refusal.code(), &refusal.to_string(), header.as_slice(), close)
+}
+
+fn refuse(status: StatusCode, code: &str, why: &str, headers: &[(&str, String)], close: bool) -> Pending {
+    Pending::Refused {
+        answer: answer(status, code, why, headers, close),
+        close,
     }
-    response
 }
 
 /// The hub's own JSON answer, `{"error", "code"}`, as on the rest of the main port.
-fn answer(status: StatusCode, code: &str, why: &str) -> Response<Body> {
+fn answer(status: StatusCode, code: &str, why: &str, headers: &[(&str, String)], close: bool) -> Bytes {
     let body = crate::answer::json_error_body(code, why);
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    Bytes::from(head)
 }
