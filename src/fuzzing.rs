@@ -123,7 +123,10 @@ pub fn http_framing(data: &[u8]) {
     use crate::hub::http_framing::{self as framing, BodyFramer, BodyKind, HeadScan};
     if let Ok(Some(len)) = HeadScan::default().find(data) {
         let mut scan = HeadScan::default();
-        let found = (1..=data.len()).step_by(5).chain([data.len()]).find_map(|end| scan.find(&data[..end]).ok().flatten());
+        let found = (1..=data.len())
+            .step_by(5)
+            .chain([data.len()])
+            .find_map(|end| scan.find(&data[..end]).ok().flatten());
         assert_eq!(found, Some(len), "found at the same place in pieces");
         let _ = framing::parse_request(&data[..len]);
         let _ = framing::parse_response(&data[..len], false);

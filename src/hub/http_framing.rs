@@ -363,31 +363,9 @@ impl BodyFramer {
                 },
                 Some(_) => return Err(Bad("a chunk size of more than 16 digits")),
                 None if digits == 0 => return Err(Bad("a chunk size without digits")),
-                None => match b {
-                    b' ' | b'\t' => State::SizeSpace {
-                        size,
-                        line: line_ok(line)?,
-                    },
-                    b';' => State::Extension {
-                        size,
-                        line: line_ok(line)?,
-                    },
-                    b'\r' => State::SizeLf { size },
-                    _ => return Err(Bad("a chunk size that is not hex")),
-                },
+                None => after_size(size, line_ok(line)?, b)?,
             },
-            State::SizeSpace { size, line } => match b {
-                b' ' | b'\t' => State::SizeSpace {
-                    size,
-                    line: line_ok(line)?,
-                },
-                b';' => State::Extension {
-                    size,
-                    line: line_ok(line)?,
-                },
-                b'\r' => State::SizeLf { size },
-                _ => return Err(Bad("bytes after a chunk size")),
-            },
+            State::SizeSpace { size, line } => after_size(size, line_ok(line)?, b)?,
             State::Extension { size, line } => match b {
                 b'\r' => State::SizeLf { size },
                 b'\n' => return Err(Bad("a chunk extension with a bare LF")),
@@ -425,6 +403,17 @@ impl BodyFramer {
             state @ (State::Done | State::Length(_) | State::Data(_) | State::UntilClose) => state,
         })
     }
+}
+
+/// A byte after a chunk's size (`line` bytes into its line): spaces or tabs, then `;` and
+/// extensions, or the CR that ends the line.
+fn after_size(size: u64, line: usize, b: u8) -> Result<State, FrameError> {
+    Ok(match b {
+        b' ' | b'\t' => State::SizeSpace { size, line },
+        b';' => State::Extension { size, line },
+        b'\r' => State::SizeLf { size },
+        _ => return Err(FrameError::Chunked("a chunk size that is not hex")),
+    })
 }
 
 #[cfg(test)]
