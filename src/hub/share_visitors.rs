@@ -28,8 +28,7 @@ use crate::sniff::Detected;
 const HEAD_DEADLINE: Duration = crate::proxy::HEADER_DEADLINE;
 /// Requests read ahead of their answers (pipelining) before the visitor is read no further.
 const READ_AHEAD: usize = 16;
-/// After the last answer, how long and how much of what the visitor still sends is read, so
-/// that closing with unread data does not reset the connection before the answer is read.
+/// After the last answer, how long and how much of what the visitor still sends is read.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
 
@@ -77,37 +76,27 @@ async fn read_requests(
     let mut to_agent: Option<(MuxSend, Arc<Tunnel>)> = None;
     let draining = shared.shutdown.draining();
     tokio::pin!(draining);
-    loop {
+    // The hub's last answer, when it ends the connection itself.
+    let last: Option<Pending> = loop {
         let head_len = match read_head(&mut from, &mut buf, draining.as_mut()).await {
             Ok(Some(len)) => len,
-            Ok(None) => break,
-            Err(refusal) => {
-                let _ = queue.send(refusal).await;
-                break;
-            }
+            Ok(None) => break None,
+            Err(refusal) => break Some(refusal),
         };
         let head = match http_framing::parse_request(&buf[..head_len]) {
             Ok(head) => head,
             Err(e) => {
                 tracing::debug!(share = %share.record.id, %peer, error = %e, "refusing a malformed request");
-                let _ = queue
-                    .send(refuse(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        &e.to_string(),
-                        &[],
-                        true,
-                    ))
-                    .await;
-                linger(&mut from).await;
-                break;
+                let refusal = refuse(StatusCode::BAD_REQUEST, "bad_request", &e.to_string(), &[], true);
+                break Some(refusal);
             }
         };
         if let Err(refused) = admit(shared, share, peer, &head) {
-            let close = matches!(refused, Pending::Refused { close: true, .. });
-            if queue.send(refused).await.is_err() || close {
-                linger(&mut from).await;
-                break;
+            if matches!(refused, Pending::Refused { close: true, .. }) {
+                break Some(refused);
+            }
+            if queue.send(refused).await.is_err() {
+                break None;
             }
             let _ = buf.split_to(head_len);
             continue;
@@ -117,18 +106,16 @@ async fn read_requests(
                 Ok((send, recv, opened)) => {
                     let tunnel = opened.tunnel.clone();
                     if queue.send(Pending::Opened(recv, opened)).await.is_err() {
-                        break;
+                        break None;
                     }
                     to_agent = Some((send, tunnel));
                 }
-                Err(refusal) => {
-                    let _ = queue.send(refusal).await;
-                    linger(&mut from).await;
-                    break;
-                }
+                Err(refusal) => break Some(refusal),
             }
         }
-        let Some((send, tunnel)) = to_agent.as_mut() else { break };
+        let Some((send, tunnel)) = to_agent.as_mut() else {
+            break None;
+        };
         let (switched, decision) = match head.upgrade {
             true => Some(oneshot::channel()).unzip(),
             false => (None, None),
@@ -138,25 +125,28 @@ async fn read_requests(
             switched,
         };
         if queue.send(forwarded).await.is_err() {
-            break;
+            break None;
         }
         if let Err(e) = forward(&mut from, &mut buf, head_len, &head, send, tunnel).await {
             tracing::debug!(share = %share.record.id, %peer, error = %e, "a request through a share ended early");
-            break;
+            break None;
         }
         if let Some(decision) = decision {
             if decision.await == Ok(true) {
                 // The protocol switched: from here on the bytes are the upgraded protocol's.
                 let _ = pass_on(&mut from, std::mem::take(&mut buf), send, tunnel).await;
-                break;
+                break None;
             }
         }
         if head.close {
-            break;
+            break None;
         }
-    }
+    };
     if let Some((mut send, _)) = to_agent {
         let _ = send.finish();
+    }
+    if let Some(last) = last {
+        close_with(last, &queue, &mut from).await;
     }
 }
 
@@ -448,8 +438,13 @@ async fn open(shared: &Shared, share: &Share, peer: &Peer) -> Result<(MuxSend, M
     Ok((send, recv, opened))
 }
 
-/// Reads (bounded in time and bytes) what the visitor still sends after its last answer.
-async fn linger(from: &mut impl ChunkRead) {
+/// Queues the hub's last answer on this connection, then reads what the visitor still sends,
+/// bounded in time and bytes: closing with unread data would reset the connection before
+/// the visitor has read the answer.
+async fn close_with(last: Pending, queue: &mpsc::Sender<Pending>, from: &mut impl ChunkRead) {
+    if queue.send(last).await.is_err() {
+        return;
+    }
     let drain = async {
         let mut total = 0;
         while total < LINGER_BYTES {
