@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxies::{origin, read_answer, Answer};
+use common::proxies::{origin, read_answer, read_pipelined, Answer};
 use common::rest::{call, json, next, send, webhook_receiver};
 use common::{str_of, TestHub};
 use serde_json::Value;
@@ -397,11 +397,10 @@ async fn pipelined_requests_are_answered_in_order_and_ambiguous_ones_refused() {
          POST /three HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc"
     );
     tcp.write_all(pipelined.as_bytes()).await.unwrap();
-    let first = read_answer(&mut tcp).await;
+    let answers = read_pipelined(&mut tcp, 3).await;
+    let (first, second, third) = (&answers[0], &answers[1], &answers[2]);
     assert!(first.body.starts_with("origin GET /one"), "{first:?}");
-    let second = read_answer(&mut tcp).await;
-    assert_eq!((second.status, code(&second).as_str()), (405, "method_not_allowed"));
-    let third = read_answer(&mut tcp).await;
+    assert_eq!((second.status, code(second).as_str()), (405, "method_not_allowed"));
     assert!(
         third.body.starts_with("origin POST /three") && third.body.ends_with("body=abc"),
         "{third:?}"

@@ -369,6 +369,45 @@ pub async fn read_answer<R: AsyncRead + Unpin>(io: &mut R) -> Answer {
     }
 }
 
+/// `count` answers to pipelined requests, which may arrive in one read (each needs a
+/// `Content-Length`).
+pub async fn read_pipelined<R: AsyncRead + Unpin>(io: &mut R, count: usize) -> Vec<Answer> {
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    while answers.len() < count {
+        let whole = buf.windows(4).position(|w| w == b"\r\n\r\n").and_then(|end| {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length: usize = header(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            (buf.len() >= end + 4 + length).then_some((head, end + 4, length))
+        });
+        if let Some((head, start, length)) = whole {
+            let body: Vec<u8> = buf.drain(..start + length).skip(start).collect();
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            answers.push(Answer {
+                status: head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            continue;
+        }
+        let mut more = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, io.read(&mut more))
+            .await
+            .expect("answers in time")
+            .unwrap();
+        assert!(n > 0, "closed after {} answers", answers.len());
+        buf.extend_from_slice(&more[..n]);
+    }
+    answers
+}
+
 /// `GET url` through the proxy at `proxy`, on a connection of its own.
 pub async fn get(proxy: &str, url: &str) -> Answer {
     let mut tcp = TcpStream::connect(proxy).await.unwrap();
