@@ -259,10 +259,7 @@ async fn proxy_settings(
             let script = crate::pac::source::load(source, tls.clone())
                 .await
                 .map_err(Failure::usage)?;
-            let sandbox = crate::pac::Sandbox {
-                resolver: std::sync::Arc::new(crate::pac::pool::CachingResolver::new(crate::pac::SystemResolver)),
-                ..crate::pac::Sandbox::system(crate::pac::my_ip_address())
-            };
+            let sandbox = crate::pac::Sandbox::system(crate::pac::my_ip_address());
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
             let pool = crate::pac::pool::PacPool::start(&script, sandbox, workers)
                 .map_err(|e| Failure::usage(format!("--pac {source}: {e}")))?;

@@ -30,11 +30,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// The system's resolver and clock.
+    /// The system's resolver (behind a deadline and a cache) and clock.
     pub fn system(my_ip: IpAddr) -> Self {
         Self {
             my_ip,
-            resolver: Arc::new(SystemResolver),
+            resolver: Arc::new(pool::CachingResolver::new(SystemResolver)),
             clock: Arc::new(SystemClock),
         }
     }
