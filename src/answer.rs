@@ -12,11 +12,32 @@ const DRAIN_BYTES: usize = 64 * 1024;
 
 /// A whole HTTP/1.1 response that closes the connection.
 pub fn http_response(status: u16, reason: &str, content_type: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    response(status, reason, content_type, body, &[], true)
+}
+
+/// A whole HTTP/1.1 response with `headers` besides its content headers; `close` ends the
+/// connection after it (`connection: close`), otherwise it is kept alive.
+pub fn response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    body: &str,
+    headers: &[(&str, String)],
+    close: bool,
+) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
         body.len()
-    )
-    .into_bytes()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    head.into_bytes()
 }
 
 /// The body of the hub's own JSON errors on the main port: `{"error": why, "code": code}`,

@@ -480,29 +480,13 @@ fn refused(refusal: &Refusal, close: bool) -> Pending {
     refuse(status, refusal.code(), &refusal.to_string(), header.as_slice(), close)
 }
 
+/// The hub's own JSON answer, `{"error", "code"}`, as on the rest of the main port.
 fn refuse(status: StatusCode, code: &str, why: &str, headers: &[(&str, String)], close: bool) -> Pending {
+    let body = crate::answer::json_error_body(code, why);
+    let reason = status.canonical_reason().unwrap_or("");
+    let answer = crate::answer::response(status.as_u16(), reason, "application/json", &body, headers, close);
     Pending::Refused {
-        answer: answer(status, code, why, headers, close),
+        answer: Bytes::from(answer),
         close,
     }
-}
-
-/// The hub's own JSON answer, `{"error", "code"}`, as on the rest of the main port.
-fn answer(status: StatusCode, code: &str, why: &str, headers: &[(&str, String)], close: bool) -> Bytes {
-    let body = crate::answer::json_error_body(code, why);
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if close {
-        head.push_str("connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
-    Bytes::from(head)
 }
