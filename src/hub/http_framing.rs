@@ -13,8 +13,8 @@
 
 use thiserror::Error;
 
-/// The most a message head may take.
-pub const MAX_HEAD: usize = 64 << 10;
+/// The most a message head may take: the forward proxy's bound.
+pub(crate) use crate::proxy::MAX_HEAD;
 /// The most headers a message may have.
 const MAX_HEADERS: usize = 100;
 /// The most a chunk's size line (with extensions) may take.

@@ -3,11 +3,10 @@
 //! trusted proxy's PROXY header) and handed on with those bytes replayed.
 
 use std::net::SocketAddr;
-
-use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -6,7 +6,7 @@
 //! answers to the requests before it. TLS to an `https` tunnel's share is passed through
 //! untouched and checked once, as one connection.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 
-use super::http_framing::{self, BodyFramer, FrameError, HeadScan, RequestHead};
+use super::http_framing::{self, BodyFramer, BodyKind, FrameError, HeadScan, RequestHead};
 use super::registry::Tunnel;
 use super::shares::{Moment, Refusal, Share};
 use super::Shared;
@@ -127,14 +127,14 @@ async fn read_requests(
         if queue.send(forwarded).await.is_err() {
             break None;
         }
-        if let Err(e) = forward(&mut from, &mut buf, head_len, &head, send, tunnel).await {
+        if let Err(e) = pass_message(&mut from, send, &mut buf, head_len, head.body, &tunnel.bytes_in).await {
             tracing::debug!(share = %share.record.id, %peer, error = %e, "a request through a share ended early");
             break None;
         }
         if let Some(decision) = decision {
             if decision.await == Ok(true) {
                 // The protocol switched: from here on the bytes are the upgraded protocol's.
-                let _ = pass_on(&mut from, std::mem::take(&mut buf), send, tunnel).await;
+                let _ = pass_rest(&mut from, send, &mut buf, &tunnel.bytes_in).await;
                 break None;
             }
         }
@@ -206,55 +206,53 @@ async fn read_head(
     }
 }
 
-/// Sends the request whose head is the first `head_len` bytes of `buf`, then its body as it
-/// arrives; what follows it stays in `buf`.
-async fn forward(
+/// Passes on one message whose head is the first `head_len` bytes of `buf`: the head, then
+/// its body as it arrives; what follows the message stays in `buf`. `Ok(true)` when `from`
+/// ended, which ends a body read until close and nothing else.
+async fn pass_message(
     from: &mut impl ChunkRead,
+    to: &mut impl ChunkWrite,
     buf: &mut BytesMut,
     head_len: usize,
-    head: &RequestHead,
-    send: &mut MuxSend,
-    tunnel: &Tunnel,
-) -> std::io::Result<()> {
-    let mut framer = BodyFramer::new(head.body);
+    body: BodyKind,
+    counted: &AtomicU64,
+) -> std::io::Result<bool> {
+    let mut framer = BodyFramer::new(body);
     let mut ready = head_len;
     loop {
         let advance = framer.advance(&buf[ready..]).map_err(std::io::Error::other)?;
         ready += advance.used;
         if ready > 0 {
-            tunnel.bytes_in.fetch_add(ready as u64, Ordering::Relaxed);
-            send.send(buf.split_to(ready).freeze()).await?;
+            counted.fetch_add(ready as u64, Ordering::Relaxed);
+            to.write(buf.split_to(ready).freeze(), Vec::new()).await?;
             ready = 0;
         }
         if advance.done {
-            return Ok(());
+            return Ok(false);
         }
         match from.chunk().await? {
             Some(chunk) => buf.extend_from_slice(&chunk),
+            None if body == BodyKind::UntilClose => return Ok(true),
             None => return Err(std::io::ErrorKind::UnexpectedEof.into()),
         }
     }
 }
 
-/// After a switch of protocols: everything the visitor sends goes on as it is.
-async fn pass_on(
+/// After a switch of protocols: what is left in `buf`, then everything `from` sends, as it is.
+async fn pass_rest(
     from: &mut impl ChunkRead,
-    early: BytesMut,
-    send: &mut MuxSend,
-    tunnel: &Tunnel,
+    to: &mut impl ChunkWrite,
+    buf: &mut BytesMut,
+    counted: &AtomicU64,
 ) -> std::io::Result<()> {
-    let mut next = Some(early.freeze()).filter(|b| !b.is_empty());
-    loop {
-        let chunk = match next.take() {
-            Some(chunk) => chunk,
-            None => match from.chunk().await? {
-                Some(chunk) => chunk,
-                None => return Ok(()),
-            },
-        };
-        tunnel.bytes_in.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        send.send(chunk).await?;
+    let early = std::mem::take(buf).freeze();
+    counted.fetch_add(early.len() as u64, Ordering::Relaxed);
+    if !early.is_empty() {
+        to.write(early, Vec::new()).await?;
     }
+    let moved = crate::relay::pipe(from, to, || {}).await?;
+    counted.fetch_add(moved, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The agent's side: writes the answers in the order the requests came, passing each of the
@@ -326,36 +324,11 @@ async fn pass_back(
                 ));
             };
             let _ = switched.send(true);
-            let early = std::mem::take(buf).freeze();
-            tunnel.bytes_out.fetch_add(early.len() as u64, Ordering::Relaxed);
-            to.write(early, Vec::new()).await?;
-            while let Some(chunk) = recv.chunk().await? {
-                tunnel.bytes_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                to.write(chunk, Vec::new()).await?;
-            }
+            pass_rest(recv, to, buf, &tunnel.bytes_out).await?;
             return Ok(Answered::Last);
         }
-        let mut framer = BodyFramer::new(head.body);
-        let mut ready = head_len;
-        let ended = loop {
-            let advance = framer.advance(&buf[ready..]).map_err(std::io::Error::other)?;
-            ready += advance.used;
-            if ready > 0 {
-                tunnel.bytes_out.fetch_add(ready as u64, Ordering::Relaxed);
-                to.write(buf.split_to(ready).freeze(), Vec::new()).await?;
-                ready = 0;
-            }
-            if advance.done {
-                break false;
-            }
-            match recv.chunk().await? {
-                Some(chunk) => buf.extend_from_slice(&chunk),
-                // The end of an answer read until the agent closes.
-                None if head.body == http_framing::BodyKind::UntilClose => break true,
-                None => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            }
-        };
-        if ended {
+        // An answer read until the agent closes is the last one.
+        if pass_message(recv, to, buf, head_len, head.body, &tunnel.bytes_out).await? {
             return Ok(Answered::Last);
         }
         if !head.is_interim() {
@@ -370,7 +343,7 @@ async fn pass_back(
 /// Whether the share lets this request through now: `Err` is the hub's answer instead. A
 /// refused request's body is not read, so a refusal of one with a body ends the connection.
 fn admit(shared: &Shared, share: &Share, peer: &Peer, head: &RequestHead) -> Result<(), Pending> {
-    let close = head.close || head.body != http_framing::BodyKind::Empty;
+    let close = head.close || head.body != BodyKind::Empty;
     if head.method == "CONNECT" {
         let why = "CONNECT is not carried through a share";
         return Err(refuse(

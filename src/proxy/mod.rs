@@ -413,7 +413,7 @@ fn tunnel(request: Request<Incoming>, mut io: BoxIo) -> Response<Body> {
 
 /// Once both sides agreed to an upgrade (a `101` answer), joins the client's connection
 /// and the upstream's, both ways, on a task of their own.
-pub(crate) fn join_upgrade(client_side: hyper::upgrade::OnUpgrade, response: &mut Response<Incoming>) {
+fn join_upgrade(client_side: hyper::upgrade::OnUpgrade, response: &mut Response<Incoming>) {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }

@@ -17,6 +17,7 @@ mod socket;
 mod splice;
 
 pub use moving::{relay_movable_at_agent, relay_movable_at_hub, Handoff, MovableLane, MovedLanes, MEET_DEADLINE};
+pub(crate) use pipe::pipe;
 pub use pipe::{relay, BufferedRead, ChunkRead, ChunkWrite, RelayEnd};
 pub use plain_lane::{relay_plain_lane, LaneEnd, WantBack};
 pub use socket::configure_tcp;

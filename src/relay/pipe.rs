@@ -70,7 +70,7 @@ pub async fn relay(a: impl RelayEnd, b: impl RelayEnd) -> io::Result<Transferred
 /// same write, so QUIC's packet-sized chunks reach a socket in one write instead of dozens.
 /// `on_bulk` is called after each write of a whole relay buffer (the direction carries bulk
 /// data).
-pub(super) async fn pipe(
+pub(crate) async fn pipe(
     from: &mut impl ChunkRead,
     to: &mut impl ChunkWrite,
     mut on_bulk: impl FnMut(),
