@@ -1,6 +1,8 @@
-//! PAC evaluation per request: a 600-rule PAC (`tests/testdata/pac/corpus/large-rules.pac`)
-//! asked about a URL that matches early, one that matches late and one that matches no rule,
-//! on the engine directly (uncached), and the proxy's cached answer for a host it has seen.
+//! PAC evaluation per request, uncached, on the engine directly, for two 600-rule PACs:
+//! `large-rules.pac` scans its rules in order (asked about a URL that matches early, one that
+//! matches late and one that matches no rule); `large-domains.pac` looks its rules up in a
+//! table (asked about a subdomain of a listed domain, a host it does not list and a literal
+//! address in a listed network). Then the proxy's cached answer for a host it has seen.
 
 use std::sync::Arc;
 
@@ -23,33 +25,46 @@ fn sandbox() -> Sandbox {
     }
 }
 
-const LARGE: &str = include_str!("../tests/testdata/pac/corpus/large-rules.pac");
+const SCANNED: &str = include_str!("../tests/testdata/pac/corpus/large-rules.pac");
+const LOOKED_UP: &str = include_str!("../tests/testdata/pac/corpus/large-domains.pac");
 
-fn urls() -> [(&'static str, String, String); 3] {
-    let urls: Vec<&str> = include_str!("../tests/testdata/pac/corpus/large-rules.urls")
-        .lines()
-        .collect();
+/// Labelled (url, host) pairs from a corpus `.urls` file, picked by line index.
+fn pick(urls: &'static str, picks: &[(&'static str, usize)]) -> Vec<(&'static str, String, String)> {
+    let urls: Vec<&str> = urls.lines().collect();
     let host = |url: &str| burrow::pac::source::host_of(url).unwrap();
-    let (early, late, none) = (urls[0], urls[urls.len() - 4], urls[urls.len() - 3]);
-    [
-        ("early", early.to_string(), host(early)),
-        ("late", late.to_string(), host(late)),
-        ("no rule", none.to_string(), host(none)),
-    ]
+    picks
+        .iter()
+        .map(|&(label, index)| {
+            let url = urls[index];
+            (label, url.to_string(), host(url))
+        })
+        .collect()
 }
 
 fn evaluation(c: &mut Criterion) {
-    let pac = Pac::load(LARGE, &sandbox()).unwrap();
-    let mut group = c.benchmark_group("pac 600 rules");
-    for (label, url, host) in urls() {
-        group.bench_function(label, |b| b.iter(|| pac.find_proxy(&url, &host).unwrap()));
+    let scanned_urls = include_str!("../tests/testdata/pac/corpus/large-rules.urls");
+    let last = scanned_urls.lines().count() - 1;
+    let scanned = pick(scanned_urls, &[("early", 0), ("late", last - 3), ("no rule", last - 2)]);
+    let looked_up = pick(
+        include_str!("../tests/testdata/pac/corpus/large-domains.urls"),
+        &[("subdomain", 17), ("no rule", 43), ("network", 35)],
+    );
+    for (group, source, urls) in [
+        ("pac 600 rules", SCANNED, &scanned),
+        ("pac 600 domains", LOOKED_UP, &looked_up),
+    ] {
+        let pac = Pac::load(source, &sandbox()).unwrap();
+        let mut group = c.benchmark_group(group);
+        for (label, url, host) in urls {
+            group.bench_function(*label, |b| b.iter(|| pac.find_proxy(url, host).unwrap()));
+        }
+        group.finish();
     }
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let pool = PacPool::start(LARGE, sandbox(), 1).unwrap();
-    let (_, url, host) = &urls()[2];
+    let pool = PacPool::start(SCANNED, sandbox(), 1).unwrap();
+    let (_, url, host) = &scanned[2];
     runtime.block_on(pool.find_proxy(url, host)).unwrap();
-    group.bench_function("cached", |b| b.iter(|| pool.cached(url, host).unwrap()));
-    group.finish();
+    c.bench_function("pac 600 rules/cached", |b| b.iter(|| pool.cached(url, host).unwrap()));
 }
 
 criterion_group!(benches, evaluation);
