@@ -369,6 +369,58 @@ async fn upstream_errors_a_user_can_act_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_meeting_a_closing_connection_is_sent_again_and_a_post_is_not() {
+    let hub = TestHub::start(&[]).await;
+    let origin = proxies::stale_origin().await;
+    let _expose = forward_proxy(&hub, "office", &[]).await;
+    let (_reach, proxy) = local_proxy(&hub, "office", &[]).await;
+
+    // The exposed proxy keeps its connection to the origin for the next request, which the
+    // origin then drops: the GET goes again on a new connection and is answered.
+    let mut n = 0;
+    while origin.dropped().is_empty() {
+        assert!(
+            n < 20,
+            "no request went on a kept-alive connection: {:?}",
+            origin.answered()
+        );
+        let answer = get(&proxy, &format!("http://{}/get/{n}", origin.addr)).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (200, &*format!("answered /get/{n}"))
+        );
+        n += 1;
+    }
+    let dropped = origin.dropped();
+    assert!(
+        dropped[0].starts_with("/get/") && origin.answered().contains(&dropped[0]),
+        "{dropped:?}"
+    );
+
+    // A POST is never sent twice: the one the origin drops is answered 502, with the cause.
+    use tokio::io::AsyncWriteExt;
+    for m in 0..20 {
+        let path = format!("/post/{m}");
+        let mut tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+        let head = format!(
+            "POST http://{0}{path} HTTP/1.1\r\nHost: {0}\r\nContent-Length: 4\r\n\r\nbody",
+            origin.addr
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let answer = proxies::read_answer(&mut tcp).await;
+        if !origin.dropped().contains(&path) {
+            assert_eq!(answer.status, 200, "{answer:?}");
+            continue;
+        }
+        assert_eq!(answer.status, 502, "{answer:?}");
+        assert!(answer.error().starts_with("DIRECT: "), "{answer:?}");
+        assert!(!origin.answered().contains(&path), "{:?}", origin.answered());
+        return;
+    }
+    panic!("no POST went on a kept-alive connection: {:?}", origin.answered());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_entries_name_other_forward_proxies_and_plain_tunnels_are_refused() {
     let hub = TestHub::start(&[]).await;
     let origin = proxies::origin("").await;

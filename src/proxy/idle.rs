@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::Body;
 use crate::pac::result::Route;
 
 /// Idle connections kept per next hop.
@@ -25,11 +25,13 @@ pub type Key = (Route, String);
 
 /// A connection ready for a request, and how requests go on it.
 pub struct Hop {
-    pub sender: SendRequest<Incoming>,
+    pub sender: SendRequest<Body>,
     /// The next hop is a proxy: requests go in absolute form.
     pub to_proxy: bool,
     /// `Proxy-Authorization` for that proxy.
     pub authorization: Option<String>,
+    /// The connection has carried a request before: its server may close it at any moment.
+    pub reused: bool,
 }
 
 #[derive(Default)]
@@ -58,7 +60,7 @@ impl Idle {
         if idle.is_empty() {
             hops.remove(key);
         }
-        found.map(|(_, hop)| hop)
+        found.map(|(_, hop)| Hop { reused: true, ..hop })
     }
 
     /// Keeps `hop` for `key` once its response has been read to the end (or drops it, if

@@ -188,7 +188,7 @@ impl ForwardProxy {
         };
         let connect = request.method() == Method::CONNECT;
         let reusable = !connect && !wants_upgrade(&request);
-        let mut request = request;
+        let mut request = request.map(BodyExt::boxed);
         let timeout = self.settings.timeout;
         let mut failure = (StatusCode::BAD_GATEWAY, String::from("no route to try"));
         for route in self.retry.order(routes) {
@@ -199,8 +199,9 @@ impl ForwardProxy {
                     .await
                 {
                     Ok(response) => return response,
-                    // The idle connection closed before taking the request: dial afresh.
-                    Err(unsent) => request = unsent,
+                    // The idle connection closed before taking the request, or before
+                    // answering one that may be sent again: dial afresh.
+                    Err(again) => request = again,
                 }
             }
             let opened = tokio::time::timeout(timeout, self.open(&route, &destination, connect, client)).await;
@@ -336,18 +337,23 @@ impl ForwardProxy {
     /// Sends a request on `hop` and streams the answer back; the connection goes back to the
     /// idle ones once the answer has been read. An upgrade (WebSocket) joins the two
     /// connections once both sides agreed to it. A request the connection closed before
-    /// taking comes back as the error, to be sent elsewhere.
+    /// taking comes back as the error, to be sent elsewhere; so does a safe request without
+    /// a body that a reused connection closed on before answering (RFC 9112 §9.3.1): a
+    /// server may close a kept-alive connection just as a request reaches it.
     async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<Body>,
         route: &Route,
         mut hop: Hop,
         key: Key,
         destination: &Destination,
         client: &str,
-    ) -> Result<Response<Body>, Request<Incoming>> {
+    ) -> Result<Response<Body>, Request<Body>> {
         let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
         let uri = request.uri().clone();
+        let (head, body) = request.into_parts();
+        let replay = (hop.reused && upgrade.is_none() && replayable(&head.method, &body)).then(|| head.clone());
+        let mut request = Request::from_parts(head, body);
         prepare(&mut request, &hop, destination, upgrade.is_some());
         let timeout = self.settings.timeout;
         let mut response = match tokio::time::timeout(timeout, hop.sender.try_send_request(request)).await {
@@ -355,6 +361,10 @@ impl ForwardProxy {
             Ok(Err(mut e)) => {
                 if let Some(unsent) = e.take_message() {
                     return Err(unsent);
+                }
+                if let Some(head) = replay {
+                    tracing::debug!(%client, %uri, %route, error = %e.into_error(), "a kept-alive connection closed on the request; sending it again");
+                    return Err(Request::from_parts(head, empty()));
                 }
                 let why = format!("{route}: {}", e.into_error());
                 return Ok(refuse(StatusCode::BAD_GATEWAY, client, &uri, &why));
@@ -393,12 +403,13 @@ async fn handshake(opened: Opened) -> Result<Hop, hyper::Error> {
         sender,
         to_proxy: opened.to_proxy,
         authorization: opened.authorization,
+        reused: false,
     })
 }
 
 /// CONNECT: `200` now, then the client's bytes and the route's, both ways, once hyper hands
 /// over the client's connection.
-fn tunnel(request: Request<Incoming>, mut io: BoxIo) -> Response<Body> {
+fn tunnel(request: Request<Body>, mut io: BoxIo) -> Response<Body> {
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
@@ -426,7 +437,15 @@ fn join_upgrade(client_side: hyper::upgrade::OnUpgrade, response: &mut Response<
     });
 }
 
-pub(crate) fn wants_upgrade(request: &Request<Incoming>) -> bool {
+/// Whether a request may be sent a second time after a connection failed under it: a
+/// method that asks for nothing to change, and no body to send again. The same narrow rule
+/// as browsers' and Go's clients; `PUT` and `DELETE` are idempotent but not sent twice.
+fn replayable(method: &Method, body: &Body) -> bool {
+    use hyper::body::Body as _;
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) && body.is_end_stream()
+}
+
+pub(crate) fn wants_upgrade<B>(request: &Request<B>) -> bool {
     request.headers().contains_key(header::UPGRADE)
         && request
             .headers()
@@ -437,7 +456,7 @@ pub(crate) fn wants_upgrade(request: &Request<Incoming>) -> bool {
 
 /// The request as the next hop wants it: origin form unless the hop is a proxy, no
 /// hop-by-hop headers of ours, and the right `Proxy-Authorization`.
-fn prepare(request: &mut Request<Incoming>, opened: &Hop, destination: &Destination, upgrade: bool) {
+fn prepare(request: &mut Request<Body>, opened: &Hop, destination: &Destination, upgrade: bool) {
     let headers = request.headers_mut();
     headers.remove("proxy-connection");
     headers.remove("keep-alive");

@@ -1,6 +1,6 @@
-//! Peers of a forward proxy on 127.0.0.1: an HTTP origin, counting upstream proxies (HTTP,
-//! HTTPS, SOCKS5), a proxy that never answers, and a plain HTTP/1.1 client that goes
-//! through a proxy.
+//! Peers of a forward proxy on 127.0.0.1: an HTTP origin, one whose connections go stale,
+//! counting upstream proxies (HTTP, HTTPS, SOCKS5), a proxy that never answers, and a plain
+//! HTTP/1.1 client that goes through a proxy.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -31,6 +31,18 @@ async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Option<(String, Vec<u8>)
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Reads into `body` until it holds `length` bytes; false if the connection ends first.
+async fn read_body<R: AsyncRead + Unpin>(io: &mut R, body: &mut Vec<u8>, length: usize) -> bool {
+    while body.len() < length {
+        let mut more = [0u8; 4096];
+        match io.read(&mut more).await {
+            Ok(n) if n > 0 => body.extend_from_slice(&more[..n]),
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
@@ -76,13 +88,8 @@ pub async fn origin(pac: &str) -> Origin {
                     let length: usize = header(&head, "content-length")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
-                    while rest.len() < length {
-                        let mut more = [0u8; 4096];
-                        let n = tcp.read(&mut more).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        rest.extend_from_slice(&more[..n]);
+                    if !read_body(&mut tcp, &mut rest, length).await {
+                        return;
                     }
                     let later = rest.split_off(length);
                     if header(&head, "upgrade").is_some() {
@@ -121,6 +128,66 @@ pub async fn origin(pac: &str) -> Origin {
         addr,
         requests,
         connections,
+    }
+}
+
+/// An origin whose connections go stale after one request, as when a server's keep-alive
+/// timeout ends just as the next request arrives: it answers the first request on each
+/// connection (`answered <target>`, kept alive), then reads the next one and closes without
+/// a word. Lists the targets it answered and those it dropped, in order.
+pub struct StaleOrigin {
+    pub addr: String,
+    answered: Targets,
+    dropped: Targets,
+}
+
+type Targets = Arc<std::sync::Mutex<Vec<String>>>;
+
+impl StaleOrigin {
+    pub fn answered(&self) -> Vec<String> {
+        self.answered.lock().unwrap().clone()
+    }
+
+    pub fn dropped(&self) -> Vec<String> {
+        self.dropped.lock().unwrap().clone()
+    }
+}
+
+pub async fn stale_origin() -> StaleOrigin {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (answered, dropped): (Targets, Targets) = Default::default();
+    let (answers, drops) = (answered.clone(), dropped.clone());
+    let target = |head: &str| head.split_whitespace().nth(1).unwrap_or("").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (answers, drops) = (answers.clone(), drops.clone());
+            tokio::spawn(async move {
+                let Some((head, mut body)) = read_head(&mut tcp).await else {
+                    return;
+                };
+                let length: usize = header(&head, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if !read_body(&mut tcp, &mut body, length).await {
+                    return;
+                }
+                let answer = format!("answered {}", target(&head));
+                answers.lock().unwrap().push(target(&head));
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+                if tcp.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                if let Some((next, _)) = read_head(&mut tcp).await {
+                    drops.lock().unwrap().push(target(&next));
+                }
+            });
+        }
+    });
+    StaleOrigin {
+        addr,
+        answered,
+        dropped,
     }
 }
 
